@@ -1,0 +1,1 @@
+"""The Avro contracts (`*.avsc`), shipped inside the package as `relaystream.schemas`."""

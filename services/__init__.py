@@ -1,0 +1,1 @@
+"""relaystream: an event-sourced MTA."""

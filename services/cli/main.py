@@ -1,0 +1,5 @@
+"""The `relaystream` command line."""
+
+
+def main() -> None:
+    print("relaystream")
