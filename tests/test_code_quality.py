@@ -1,0 +1,105 @@
+"""The tree's own rules, checked on every test run: lint, format, types and layering."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SERVICES = ROOT / "services"
+SERVICE_PACKAGES = ("ingest", "routing", "scheduling", "delivery")
+BIN = Path(sys.executable).parent
+
+
+def run_tool(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, check=False)
+
+
+def test_ruff_lint_is_clean() -> None:
+    result = run_tool(str(BIN / "ruff"), "check", ".")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_ruff_format_is_clean() -> None:
+    result = run_tool(str(BIN / "ruff"), "format", "--check", ".")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_mypy_strict_is_clean() -> None:
+    result = run_tool(str(BIN / "mypy"), "services")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def imported_packages(path: Path) -> set[str]:
+    """The first-level `relaystream` sub-packages a module imports (relative or absolute)."""
+    module_parts = path.relative_to(SERVICES).with_suffix("").parts
+    if module_parts[-1] == "__init__":
+        module_parts = module_parts[:-1]
+    tree = ast.parse(path.read_text(), filename=str(path))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                is_package = path.name == "__init__.py"
+                base = list(module_parts if is_package else module_parts[:-1])
+                base = base[: len(base) - (node.level - 1)] if node.level > 1 else base
+                target = [*base, *(node.module.split(".") if node.module else [])]
+                if not target and node.names:
+                    target = [node.names[0].name]
+                if target:
+                    found.add(target[0])
+            elif node.module and node.module.startswith("relaystream."):
+                found.add(node.module.split(".")[1])
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.startswith("relaystream."):
+                    found.add(alias.name.split(".")[1])
+    return found
+
+
+def python_files(package: str) -> list[Path]:
+    return sorted((SERVICES / package).rglob("*.py"))
+
+
+def test_core_imports_no_service() -> None:
+    offenders = {
+        str(path.relative_to(ROOT)): sorted(imported_packages(path) - {"core"})
+        for path in python_files("core")
+        if imported_packages(path) - {"core"}
+    }
+    assert offenders == {}
+
+
+@pytest.mark.parametrize("service", SERVICE_PACKAGES)
+def test_a_service_imports_only_core_and_itself(service: str) -> None:
+    allowed = {"core", service}
+    offenders = {
+        str(path.relative_to(ROOT)): sorted(imported_packages(path) - allowed)
+        for path in python_files(service)
+        if imported_packages(path) - allowed
+    }
+    assert offenders == {}
+
+
+def test_domain_logic_does_no_io() -> None:
+    forbidden = {"socket", "asyncio", "aiokafka", "faust", "aiohttp", "aiosmtplib", "dns", "time"}
+    offenders: dict[str, list[str]] = {}
+    for path in python_files("core/domain"):
+        tree = ast.parse(path.read_text())
+        names = {
+            alias.name.split(".")[0]
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Import)
+            for alias in node.names
+        } | {
+            node.module.split(".")[0]
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom) and node.module and not node.level
+        }
+        if names & forbidden:
+            offenders[str(path.relative_to(ROOT))] = sorted(names & forbidden)
+    assert offenders == {}
