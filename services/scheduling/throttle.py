@@ -1,0 +1,61 @@
+"""Token buckets for `max_message_rate`: pure arithmetic over an injected clock (milliseconds).
+
+A rate `limit/period` (e.g. 100 per second) becomes a bucket of `limit` tokens refilled at
+`limit / period`: as KumoMTA's throttles, a queue may burst up to `limit` messages and then
+releases at the steady rate. Over any window of `t` ms at most `limit + limit * t / period`
+messages pass. A throttled message just waits: it does not count as an attempt.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRate:
+    """At most `limit` messages per `period_ms` milliseconds."""
+
+    limit: int
+    period_ms: int
+
+    def __post_init__(self) -> None:
+        if self.limit < 1 or self.period_ms < 1:
+            raise ValueError(f"a message rate needs limit >= 1 and period >= 1 ms, got {self}")
+
+
+class TokenBucket:
+    """The throttle of one scheduled queue."""
+
+    __slots__ = ("_tokens", "_updated_at", "rate")
+
+    def __init__(self, rate: MessageRate, now_ms: int) -> None:
+        self.rate = rate
+        self._tokens = float(rate.limit)
+        self._updated_at = now_ms
+
+    def _refill(self, now_ms: int) -> None:
+        # A clock that goes backwards (it should not) never adds tokens.
+        elapsed = max(0, now_ms - self._updated_at)
+        self._tokens = min(
+            float(self.rate.limit),
+            self._tokens + elapsed * self.rate.limit / self.rate.period_ms,
+        )
+        self._updated_at = max(self._updated_at, now_ms)
+
+    def try_take(self, now_ms: int) -> bool:
+        """Take one token if there is one; False means the queue must wait."""
+        self._refill(now_ms)
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return True
+        return False
+
+    def next_token_at(self, now_ms: int) -> int:
+        """The earliest time at which `try_take` can succeed."""
+        self._refill(now_ms)
+        if self._tokens >= 1.0:
+            return now_ms
+        missing = 1.0 - self._tokens
+        # Round up so that a caller waking at this time always finds a whole token.
+        wait = -(-missing * self.rate.period_ms // self.rate.limit)
+        return now_ms + int(wait) + 1
