@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from relaystream.core.kafka import topics
 from relaystream.core.runtime.settings import (
     HostPort,
     SettingsError,
@@ -24,7 +25,7 @@ def write(tmp_path: Path, name: str, text: str) -> Path:
 def test_defaults_without_file_or_environment() -> None:
     settings = load_settings(environ={})
     assert settings.runtime.kafka_bootstrap == "127.0.0.1:9092"
-    assert settings.runtime.topic_prefix == ""
+    assert settings.runtime.topic_prefix == topics.DEFAULT_PREFIX
     assert settings.ingest.smtp_port == 2525
     assert settings.delivery.allow_loopback is False
     assert settings.delivery.nameservers == ()
@@ -214,3 +215,7 @@ def test_unknown_relaystream_variables_are_listed_not_fatal() -> None:
     environ = {"RELAYSTREAM_INGEST_PORT": "tcp://10.0.0.1:25", "RELAYSTREAM_LOG_LEVEL": "INFO"}
     assert load_settings(environ=environ).runtime.log_level == "INFO"
     assert unknown_environment_variables(environ) == ["RELAYSTREAM_INGEST_PORT"]
+
+
+def test_an_empty_topic_prefix_is_allowed() -> None:
+    assert load_settings(environ={"RELAYSTREAM_TOPIC_PREFIX": ""}).runtime.topic_prefix == ""

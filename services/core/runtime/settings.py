@@ -215,7 +215,10 @@ class RuntimeSettings:
         metadata=_about(_string, "Kafka bootstrap servers, comma-separated host:port"),
     )
     topic_prefix: str = field(
-        default="", metadata=_about(_prefix, "prefix of every topic name (e.g. `prod.`)")
+        # The same default as core/kafka/topics.py DEFAULT_PREFIX (runtime may not import kafka;
+        # a unit test holds them equal).
+        default="relaystream.",
+        metadata=_about(_prefix, "prefix of every topic name; may be empty"),
     )
     kafka_client_id: str | None = field(
         default=None,

@@ -1,0 +1,109 @@
+"""Records a service cannot decode or validate go to `dead-letter`, and the consumer goes on.
+
+The DeadLetter event (schemas/DeadLetter.avsc) keeps the original key and value bytes with the
+source topic, partition and offset, so an operator can inspect the record and replay it once
+the cause is fixed. The poison record's offset then counts as finished: it never blocks commits.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from . import metrics
+from .producer import EventProducer
+
+log = logging.getLogger(__name__)
+
+DEAD_LETTER_SCHEMA = "DeadLetter"
+
+# `encode(schema_name, record) -> bytes`: the Avro codec of core/events.
+Encode = Callable[[str, dict[str, Any]], bytes]
+
+
+class RecordRejected(Exception):
+    """A record is invalid and retrying cannot help: it goes to the dead-letter topic.
+
+    Raised by a consumer's decoder or handler; `error_type` is a short stable category
+    (`decode`, `validation`, ...), the message is the human-readable reason.
+    """
+
+    def __init__(self, reason: str, error_type: str = "validation") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.error_type = error_type
+
+
+@dataclass(frozen=True)
+class PoisonRecord:
+    """Where a rejected record came from, and its bytes as they were."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+def dead_letter_event(
+    record: PoisonRecord, *, reason: str, error_type: str, service: str, failed_at_ms: int
+) -> dict[str, Any]:
+    """The DeadLetter event for `record`, as the codec takes it."""
+    return {
+        "source_topic": record.topic,
+        "source_partition": record.partition,
+        "source_offset": record.offset,
+        "key": record.key,
+        "value": record.value,
+        "reason": reason,
+        "error_type": error_type,
+        "service": service,
+        "failed_at": failed_at_ms,
+    }
+
+
+class DeadLetters:
+    """Sends rejected records of one service to its dead-letter topic."""
+
+    def __init__(
+        self,
+        producer: EventProducer,
+        *,
+        topic: str,
+        service: str,
+        encode: Encode,
+        clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+    ) -> None:
+        self._producer = producer
+        self._topic = topic
+        self._service = service
+        self._encode = encode
+        self._clock_ms = clock_ms
+
+    async def send(self, record: PoisonRecord, rejection: RecordRejected, *, group: str) -> None:
+        """Produce the DeadLetter event and wait for Kafka's acknowledgement."""
+        event = dead_letter_event(
+            record,
+            reason=rejection.reason,
+            error_type=rejection.error_type,
+            service=self._service,
+            failed_at_ms=self._clock_ms(),
+        )
+        # Keyed like the source record so a replay tool can keep per-key order.
+        await self._producer.send(
+            self._topic, self._encode(DEAD_LETTER_SCHEMA, event), key=record.key
+        )
+        metrics.DEAD_LETTERED_RECORDS.labels(group, record.topic).inc()
+        log.warning(
+            "record dead-lettered",
+            extra={
+                "source_topic": record.topic,
+                "source_partition": record.partition,
+                "source_offset": record.offset,
+                "error_type": rejection.error_type,
+                "reason": rejection.reason,
+            },
+        )
