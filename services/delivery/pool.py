@@ -1,0 +1,278 @@
+"""SMTP connection pools, one per (egress source, site).
+
+A pool lends ready sessions to deliveries. It holds at most `connection_limit` sessions (open
+or being opened); a delivery that finds none idle and the limit reached waits for one to come
+back. A session goes back to the idle list after a transaction unless the peer closed it (421,
+timeout) or it reached `max_deliveries_per_connection`; an idle session is closed (QUIT) after
+`idle_timeout` seconds. Idle sessions are reused most-recently-used first so that a quiet site
+shrinks to the connections it really needs.
+
+Opening walks the candidate addresses strictly in the order given: the first that completes
+banner, EHLO and (per TLS mode) STARTTLS wins; when all fail, `AllCandidatesFailed` carries
+every reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Coroutine, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .smtp_session import (
+    ConnectFailed,
+    Destination,
+    PeerReply,
+    SessionOptions,
+    SmtpSession,
+    StaleSession,
+)
+
+
+@dataclass(frozen=True)
+class PoolKey:
+    egress_source: str
+    site: str
+
+
+@dataclass(frozen=True)
+class PoolLimits:
+    connection_limit: int = 32
+    max_deliveries_per_connection: int = 1024
+    idle_timeout: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.connection_limit < 1 or self.max_deliveries_per_connection < 1:
+            raise ValueError("connection_limit and max_deliveries_per_connection must be >= 1")
+        if self.idle_timeout < 0:
+            raise ValueError("idle_timeout must be >= 0")
+
+
+@dataclass(frozen=True)
+class Transaction:
+    """How one message went: the ending reply and who gave it."""
+
+    reply: PeerReply
+    destination: Destination
+    tls: bool
+
+
+class AllCandidatesFailed(Exception):
+    """No candidate address gave a ready session; `failures` says why for each one."""
+
+    def __init__(self, failures: Sequence[ConnectFailed]) -> None:
+        self.failures = tuple(failures)
+        detail = "; ".join(str(failure) for failure in self.failures) or "no candidate hosts"
+        super().__init__(detail)
+
+
+async def open_first_ready(
+    candidates: Sequence[Destination], options: SessionOptions
+) -> SmtpSession:
+    """A session with the first candidate that accepts one, trying them in order."""
+    failures: list[ConnectFailed] = []
+    for destination in candidates:
+        try:
+            return await SmtpSession.open(destination, options)
+        except ConnectFailed as failure:
+            failures.append(failure)
+    raise AllCandidatesFailed(failures)
+
+
+class ConnectionPool:
+    """The sessions of one (egress source, site)."""
+
+    def __init__(self, key: PoolKey, limits: PoolLimits, options: SessionOptions) -> None:
+        self.key = key
+        self.limits = limits
+        self.options = options
+        self._changed = asyncio.Condition()
+        self._idle: list[SmtpSession] = []
+        self._idle_timers: dict[SmtpSession, asyncio.TimerHandle] = {}
+        # Sessions open or being opened, idle or lent out: what connection_limit bounds.
+        self._count = 0
+        self._waiting = 0
+        self._closed = False
+        self._background: set[asyncio.Task[None]] = set()
+        self.opened_total = 0
+
+    @property
+    def connections(self) -> int:
+        return self._count
+
+    @property
+    def idle_connections(self) -> int:
+        return len(self._idle)
+
+    @property
+    def is_unused(self) -> bool:
+        """Nothing open, nobody waiting: the registry may forget this pool."""
+        return self._count == 0 and self._waiting == 0 and not self._background
+
+    @contextlib.asynccontextmanager
+    async def lease(self, candidates: Sequence[Destination]) -> AsyncIterator[SmtpSession]:
+        """A ready session for one transaction; returned (or closed) when the block ends.
+
+        Raises AllCandidatesFailed when a new session was needed and none could be opened.
+        """
+        session = await self._acquire(candidates)
+        try:
+            yield session
+        except BaseException:
+            # The session's state is unknown (cancelled mid-command, RSET failed): drop it.
+            await self._discard(session)
+            raise
+        await self._release(session)
+
+    async def send(
+        self, candidates: Sequence[Destination], sender: str, recipient: str, content: bytes
+    ) -> Transaction:
+        """One message over a pooled session; a session that went stale is replaced.
+
+        Raises AllCandidatesFailed when no session could be opened.
+        """
+        # Every idle session may have gone stale at once (the peer restarted): one more try
+        # than there can be sessions always reaches a freshly opened one.
+        for _ in range(self.limits.connection_limit):
+            try:
+                return await self._send_once(candidates, sender, recipient, content)
+            except StaleSession:
+                continue
+        return await self._send_once(candidates, sender, recipient, content)
+
+    async def _send_once(
+        self, candidates: Sequence[Destination], sender: str, recipient: str, content: bytes
+    ) -> Transaction:
+        async with self.lease(candidates) as session:
+            reply = await session.send(sender, recipient, content)
+            return Transaction(reply, session.destination, session.tls_active)
+
+    async def _acquire(self, candidates: Sequence[Destination]) -> SmtpSession:
+        async with self._changed:
+            while True:
+                if self._closed:
+                    raise RuntimeError(f"connection pool {self.key} is closed")
+                session = self._take_idle()
+                if session is not None:
+                    return session
+                if self._count < self.limits.connection_limit:
+                    self._count += 1
+                    break
+                self._waiting += 1
+                try:
+                    await self._changed.wait()
+                finally:
+                    self._waiting -= 1
+        try:
+            session = await open_first_ready(candidates, self.options)
+        except BaseException:
+            async with self._changed:
+                self._count -= 1
+                self._changed.notify()
+            raise
+        self.opened_total += 1
+        return session
+
+    def _take_idle(self) -> SmtpSession | None:
+        """The most recently used idle session that is still connected (lock held)."""
+        while self._idle:
+            session = self._idle.pop()
+            self._idle_timers.pop(session).cancel()
+            if session.is_usable:
+                return session
+            self._count -= 1
+            self._close_in_background(session)
+        return None
+
+    async def _release(self, session: SmtpSession) -> None:
+        reusable = (
+            not self._closed
+            and session.is_usable
+            and session.transactions < self.limits.max_deliveries_per_connection
+        )
+        if not reusable:
+            await self._discard(session)
+            return
+        async with self._changed:
+            self._idle.append(session)
+            loop = asyncio.get_running_loop()
+            self._idle_timers[session] = loop.call_later(
+                self.limits.idle_timeout, self._on_idle_timeout, session
+            )
+            self._changed.notify()
+
+    async def _discard(self, session: SmtpSession) -> None:
+        async with self._changed:
+            self._count -= 1
+            self._changed.notify()
+        self._close_in_background(session)
+
+    def _on_idle_timeout(self, session: SmtpSession) -> None:
+        self._spawn(self._expire(session))
+
+    async def _expire(self, session: SmtpSession) -> None:
+        async with self._changed:
+            if session not in self._idle_timers:
+                return  # taken for a delivery just before the timer fired
+            self._idle.remove(session)
+            del self._idle_timers[session]
+            self._count -= 1
+            self._changed.notify()
+        await session.close()
+
+    def _close_in_background(self, session: SmtpSession) -> None:
+        # QUIT may take a while on a slow peer; the delivery that ends here must not wait.
+        self._spawn(session.close())
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def aclose(self) -> None:
+        """Close idle sessions and wait for pending QUITs; later leases fail."""
+        async with self._changed:
+            self._closed = True
+            idle, self._idle = self._idle, []
+            for timer in self._idle_timers.values():
+                timer.cancel()
+            self._idle_timers.clear()
+            self._count -= len(idle)
+            self._changed.notify_all()
+        await asyncio.gather(*(session.close() for session in idle), *self._background)
+
+
+class PoolRegistry:
+    """Every pool of this process, created on first use and forgotten when unused."""
+
+    # Forget unused pools every this many lookups: sites come and go with the traffic.
+    PRUNE_EVERY = 1024
+
+    def __init__(self, limits: PoolLimits, options: SessionOptions) -> None:
+        self.limits = limits
+        self.options = options
+        self._pools: dict[PoolKey, ConnectionPool] = {}
+        self._lookups = 0
+
+    def pool(self, key: PoolKey) -> ConnectionPool:
+        self._lookups += 1
+        if self._lookups % self.PRUNE_EVERY == 0:
+            self._prune()
+        pool = self._pools.get(key)
+        if pool is None:
+            pool = ConnectionPool(key, self.limits, self.options)
+            self._pools[key] = pool
+        return pool
+
+    def pools(self) -> list[ConnectionPool]:
+        return list(self._pools.values())
+
+    def _prune(self) -> None:
+        for key, pool in list(self._pools.items()):
+            if pool.is_unused:
+                del self._pools[key]
+
+    async def aclose(self) -> None:
+        pools, self._pools = list(self._pools.values()), {}
+        await asyncio.gather(*(pool.aclose() for pool in pools))

@@ -1,0 +1,62 @@
+"""TLS modes of outbound SMTP (KumoMTA's `enable_tls`) and the client contexts they use.
+
+| mode | STARTTLS | certificate |
+|---|---|---|
+| Opportunistic (default) | if the peer offers it | validated; a failure fails the connection |
+| OpportunisticInsecure | if the peer offers it | not validated |
+| Required | always; a peer without it fails the connection | validated |
+| RequiredInsecure | always; a peer without it fails the connection | not validated |
+| Disabled | never | |
+
+A failed handshake leaves the session unusable, so it counts as a failed connection and the
+next candidate address is tried: a validating mode never falls back to plain text.
+"""
+
+from __future__ import annotations
+
+import ssl
+from enum import StrEnum
+from pathlib import Path
+
+
+class TlsMode(StrEnum):
+    OPPORTUNISTIC = "Opportunistic"
+    OPPORTUNISTIC_INSECURE = "OpportunisticInsecure"
+    REQUIRED = "Required"
+    REQUIRED_INSECURE = "RequiredInsecure"
+    DISABLED = "Disabled"
+
+    @classmethod
+    def parse(cls, text: str) -> TlsMode:
+        """A mode by its KumoMTA name, case-insensitively."""
+        for mode in cls:
+            if mode.value.lower() == text.strip().lower():
+                return mode
+        names = ", ".join(mode.value for mode in cls)
+        raise ValueError(f"unknown TLS mode {text!r}: expected one of {names}")
+
+    @property
+    def is_required(self) -> bool:
+        return self in (TlsMode.REQUIRED, TlsMode.REQUIRED_INSECURE)
+
+    @property
+    def validates_certificate(self) -> bool:
+        return self in (TlsMode.OPPORTUNISTIC, TlsMode.REQUIRED)
+
+    def wants_starttls(self, offered: bool) -> bool:
+        """Whether to send STARTTLS given what the peer's EHLO advertised."""
+        if self is TlsMode.DISABLED:
+            return False
+        return offered or self.is_required
+
+
+def client_context(mode: TlsMode, ca_file: Path | None = None) -> ssl.SSLContext:
+    """The context for STARTTLS in `mode`; `ca_file` adds trust roots (private smarthosts)."""
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    if mode.validates_certificate:
+        if ca_file is not None:
+            context.load_verify_locations(cafile=str(ca_file))
+    else:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
