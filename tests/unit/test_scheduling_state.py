@@ -164,7 +164,7 @@ operations = st.lists(
 )
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 @given(operations)
 def test_never_released_twice_for_an_attempt_within_its_lease(
     ops: list[tuple[object, ...]],
@@ -201,7 +201,7 @@ def test_never_released_twice_for_an_attempt_within_its_lease(
                 last_release[key] = now
 
 
-@settings(max_examples=200)
+@settings(max_examples=200, deadline=None)
 @given(st.sampled_from("abc"), st.integers(0, 3), st.integers(0, 2))
 def test_applying_the_same_outcome_twice_changes_nothing(
     mid: str, attempt: int, attempts: int
@@ -216,7 +216,7 @@ def test_applying_the_same_outcome_twice_changes_nothing(
     assert {m: (state.entry(m), state.in_flight(m)) for m in "abc"} == snapshot
 
 
-@settings(max_examples=200)
+@settings(max_examples=200, deadline=None)
 @given(
     st.integers(1, 20),
     st.integers(1, 5000),
