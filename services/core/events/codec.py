@@ -1,0 +1,136 @@
+"""Avro single-object encoding of the event contracts.
+
+A value on a topic is `C3 01`, the 8-byte little-endian CRC-64-AVRO fingerprint of the
+writer schema's Parsing Canonical Form, then the Avro binary body. The fingerprint names the
+writer schema, so a reader decodes records written with any released version of a contract
+and resolves them into the current schema (new fields get their defaults).
+
+Pure: the only I/O is reading the packaged schemas once, on first use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from functools import cache
+from io import BytesIO
+from typing import Any
+
+from fastavro import schemaless_reader, schemaless_writer
+from fastavro.validation import ValidationError, validate
+
+from .registry import SchemaRegistry
+
+MARKER = b"\xc3\x01"
+FINGERPRINT_SIZE = 8
+HEADER_SIZE = len(MARKER) + FINGERPRINT_SIZE
+
+
+class EncodeError(ValueError):
+    """A record does not fit its schema (or names no event), so it was not encoded."""
+
+
+class DecodeError(Exception):
+    """Bytes that are not a decodable event; `reason` says why (for the dead-letter record)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@cache
+def registry() -> SchemaRegistry:
+    """The packaged schemas, parsed once per process."""
+    return SchemaRegistry.from_package()
+
+
+def schema_names() -> list[str]:
+    """The event names `encode` accepts, sorted ("AdminCommand", ..., "RoutingDecision")."""
+    return registry().names()
+
+
+def encode(schema_name: str, record: Mapping[str, Any]) -> bytes:
+    """Encodes `record` with the current schema of event `schema_name`.
+
+    Raises EncodeError for an unknown event, a missing field without default, an unknown
+    field, a value of the wrong type, or a naive datetime (fastavro would read a naive
+    datetime as local time; every timestamp in the contracts is UTC).
+    """
+    try:
+        schema = registry().current(schema_name)
+    except KeyError:
+        raise EncodeError(f"no event schema named {schema_name!r}") from None
+    _refuse_naive_datetimes(record, schema_name)
+    try:
+        # fastavro's writer truncates floats into ints and writes bools as ints; validate
+        # first so a wrong type is an error rather than silently different data.
+        validate(record, schema.parsed, raise_errors=True)
+        buffer = BytesIO()
+        buffer.write(MARKER)
+        buffer.write(schema.fingerprint)
+        schemaless_writer(buffer, schema.parsed, record, strict_allow_default=True)
+    except ValidationError as exc:
+        # An error quotes the datum, which can be a whole message: keep reports short.
+        problems = "; ".join(_shorten(str(error)) for error in exc.errors)
+        raise EncodeError(f"{schema_name}: {problems}") from exc
+    except (ValueError, TypeError, OverflowError, AttributeError, KeyError) as exc:
+        raise EncodeError(f"{schema_name}: {exc}") from exc
+    return buffer.getvalue()
+
+
+def decode(data: bytes, expected: str | None = None) -> tuple[str, dict[str, Any]]:
+    """Decodes one single-object-encoded event into the current schema of its name.
+
+    Returns (event name, record). Timestamps come back as UTC-aware datetimes. Raises
+    DecodeError when the data is short, lacks the marker, names an unknown writer schema,
+    has a corrupt body or trailing bytes, or is not the `expected` event.
+    """
+    if len(data) < HEADER_SIZE:
+        raise DecodeError(f"short data: {len(data)} bytes, a header needs {HEADER_SIZE}")
+    if data[: len(MARKER)] != MARKER:
+        raise DecodeError(f"bad marker {bytes(data[: len(MARKER)]).hex()}, expected c301")
+    fingerprint = bytes(data[len(MARKER) : HEADER_SIZE])
+    known = registry()
+    writer = known.writer(fingerprint)
+    if writer is None:
+        raise DecodeError(f"unknown writer schema fingerprint {fingerprint.hex()}")
+    if expected is not None and writer.name != expected:
+        raise DecodeError(f"expected a {expected} record, got {writer.name}")
+    reader = known.current(writer.name)
+    body = BytesIO(data)
+    body.seek(HEADER_SIZE)
+    try:
+        record = schemaless_reader(
+            body,
+            writer.parsed,
+            # Same fingerprint: no resolution needed, and fastavro skips it when given None.
+            None if writer.fingerprint == reader.fingerprint else reader.parsed,
+        )
+    except Exception as exc:
+        # fastavro raises whatever its readers meet in garbage (EOFError, UnicodeDecodeError,
+        # IndexError for an enum index, OverflowError for a timestamp, MemoryError...).
+        raise DecodeError(f"corrupt {writer.name} body: {type(exc).__name__}: {exc}") from exc
+    if body.tell() != len(data):
+        raise DecodeError(f"corrupt {writer.name} body: {len(data) - body.tell()} trailing bytes")
+    if not isinstance(record, dict):
+        raise DecodeError(f"corrupt {writer.name} body: not a record")
+    return writer.name, record
+
+
+def _refuse_naive_datetimes(value: object, path: str) -> None:
+    """Raises EncodeError for any naive datetime in a record, however deeply nested."""
+    if isinstance(value, datetime):
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise EncodeError(f"{path}: naive datetime {value.isoformat()}; use an aware UTC one")
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(item, str | bytes):
+                _refuse_naive_datetimes(item, f"{path}.{key}")
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            if not isinstance(item, str | bytes):
+                _refuse_naive_datetimes(item, f"{path}[{index}]")
+
+
+def _shorten(text: str, limit: int = 240) -> str:
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
