@@ -21,7 +21,16 @@ How to change a contract (the tests in tests/unit/test_schema_evolution.py enfor
    is unreleased, so no service can write records with a schema that is not frozen.
 """
 
-from .codec import DecodeError, EncodeError, decode, encode, registry, schema_names
+from .codec import (
+    DecodeError,
+    EncodeError,
+    decode,
+    decode_with,
+    encode,
+    encode_with,
+    registry,
+    schema_names,
+)
 from .meta import MetaError, decode_meta, encode_meta
 from .registry import SchemaRegistry, SchemaVersion
 
@@ -33,8 +42,10 @@ __all__ = [
     "SchemaVersion",
     "decode",
     "decode_meta",
+    "decode_with",
     "encode",
     "encode_meta",
+    "encode_with",
     "registry",
     "schema_names",
 ]

@@ -50,14 +50,24 @@ def schema_names() -> list[str]:
 
 
 def encode(schema_name: str, record: Mapping[str, Any]) -> bytes:
-    """Encodes `record` with the current schema of event `schema_name`.
+    """Encodes `record` with the current schema of event `schema_name`; see `encode_with`."""
+    return encode_with(registry(), schema_name, record)
+
+
+def decode(data: bytes, expected: str | None = None) -> tuple[str, dict[str, Any]]:
+    """Decodes one event into the current schema of its name; see `decode_with`."""
+    return decode_with(registry(), data, expected)
+
+
+def encode_with(schemas: SchemaRegistry, schema_name: str, record: Mapping[str, Any]) -> bytes:
+    """Encodes `record` with the current schema of event `schema_name` in `schemas`.
 
     Raises EncodeError for an unknown event, a missing field without default, an unknown
     field, a value of the wrong type, or a naive datetime (fastavro would read a naive
     datetime as local time; every timestamp in the contracts is UTC).
     """
     try:
-        schema = registry().current(schema_name)
+        schema = schemas.current(schema_name)
     except KeyError:
         raise EncodeError(f"no event schema named {schema_name!r}") from None
     _refuse_naive_datetimes(record, schema_name)
@@ -78,8 +88,13 @@ def encode(schema_name: str, record: Mapping[str, Any]) -> bytes:
     return buffer.getvalue()
 
 
-def decode(data: bytes, expected: str | None = None) -> tuple[str, dict[str, Any]]:
+def decode_with(
+    schemas: SchemaRegistry, data: bytes, expected: str | None = None
+) -> tuple[str, dict[str, Any]]:
     """Decodes one single-object-encoded event into the current schema of its name.
+
+    The writer schema is found by fingerprint among the current and released schemas of
+    `schemas`.
 
     Returns (event name, record). Timestamps come back as UTC-aware datetimes. Raises
     DecodeError when the data is short, lacks the marker, names an unknown writer schema,
@@ -90,13 +105,12 @@ def decode(data: bytes, expected: str | None = None) -> tuple[str, dict[str, Any
     if data[: len(MARKER)] != MARKER:
         raise DecodeError(f"bad marker {bytes(data[: len(MARKER)]).hex()}, expected c301")
     fingerprint = bytes(data[len(MARKER) : HEADER_SIZE])
-    known = registry()
-    writer = known.writer(fingerprint)
+    writer = schemas.writer(fingerprint)
     if writer is None:
         raise DecodeError(f"unknown writer schema fingerprint {fingerprint.hex()}")
     if expected is not None and writer.name != expected:
         raise DecodeError(f"expected a {expected} record, got {writer.name}")
-    reader = known.current(writer.name)
+    reader = schemas.current(writer.name)
     body = BytesIO(data)
     body.seek(HEADER_SIZE)
     try:
