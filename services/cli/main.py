@@ -12,7 +12,10 @@ import sys
 from collections.abc import Callable, Sequence
 
 # Modules under relaystream.cli, each with `register(subparsers)`. Order is the help order.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = (
+    "kafka",
+    "topics",
+)
 
 Handler = Callable[[argparse.Namespace], int]
 

@@ -25,6 +25,7 @@ import hashlib
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -32,7 +33,7 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -183,6 +184,18 @@ async def broker_answers_metadata(bootstrap: str, timeout_s: float = 2.0) -> boo
             await admin.close()
 
 
+def free_loopback_ports(count: int) -> list[int]:
+    """Ports the kernel reports free on 127.0.0.1, all held open together so they differ."""
+    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind((LOOPBACK, 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
 def _port_is_free(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -220,11 +233,20 @@ class LocalKafka:
         state_dir: Path | None = None,
         cache_dir: Path | None = None,
         kafka_home: Path | None = None,
+        maven_args: Sequence[str] | None = None,
     ) -> None:
         self.state_dir = (state_dir or default_state_dir()).resolve()
         self.cache_dir = (cache_dir or default_cache_dir()).resolve()
-        home = kafka_home or (Path(os.environ["KAFKA_HOME"]) if "KAFKA_HOME" in os.environ else None)
+        home = kafka_home or (
+            Path(os.environ["KAFKA_HOME"]) if "KAFKA_HOME" in os.environ else None
+        )
         self.kafka_home = home
+        # Extra Maven arguments, e.g. "-s mirror-settings.xml" where Maven Central is mirrored.
+        self.maven_args = tuple(
+            maven_args
+            if maven_args is not None
+            else shlex.split(os.environ.get("RELAYSTREAM_MAVEN_ARGS", ""))
+        )
         self._process: subprocess.Popen[bytes] | None = None
 
     # -- paths -----------------------------------------------------------------------------
@@ -287,6 +309,7 @@ class LocalKafka:
             mvn,
             "-q",
             "-B",
+            *self.maven_args,
             "-f",
             str(pom),
             "dependency:copy-dependencies",

@@ -98,9 +98,11 @@ def test_content_topics_allow_large_messages() -> None:
 
 def test_queue_topics_are_co_partitioned_by_construction() -> None:
     catalog = declare_topics(TopicSettings(queue_partitions=7, partitions=3))
-    assert {catalog.queued.partitions, catalog.attempts.partitions, catalog.outcomes.partitions} == {
-        7
-    }
+    assert {
+        catalog.queued.partitions,
+        catalog.attempts.partitions,
+        catalog.outcomes.partitions,
+    } == {7}
     # There is no field to size one of them alone.
     fields = {f.name for f in dataclasses.fields(TopicSettings)}
     assert not any(role in name for name in fields for role in ("queued", "attempts", "outcome"))

@@ -1,0 +1,45 @@
+"""Fixtures shared by every test: a real Kafka broker on loopback and unique topic names.
+
+The broker is started once per test session through the devkit (`LocalKafka`), on free
+loopback ports with a temporary data dir, and stopped at the end. Tests that take
+`kafka_bootstrap` get the `kafka` marker automatically, so `pytest -m "not kafka"` skips them.
+Other conftest files (tests/integration/conftest.py, ...) add their own fixtures on top.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from relaystream.devkit.broker import LocalKafka, free_loopback_ports
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "kafka_bootstrap" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.kafka)
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """ "127.0.0.1:PORT" of a fresh single-node Kafka broker for the whole session."""
+    state_dir = tmp_path_factory.mktemp("kafka-state")
+    broker = LocalKafka(state_dir=state_dir)
+    port, controller_port = free_loopback_ports(2)
+    bootstrap = broker.start(
+        port=port, controller_port=controller_port, data_dir=state_dir / "data"
+    )
+    try:
+        yield bootstrap
+    finally:
+        broker.stop()
+
+
+@pytest.fixture
+def topic_prefix(request: pytest.FixtureRequest) -> str:
+    """A topic-name prefix no other test uses, e.g. "t.test_drift.1a2b3c4d." (legal chars only)."""
+    test_name = re.sub(r"[^A-Za-z0-9_-]", "_", request.node.name)[:80]
+    return f"t.{test_name}.{uuid.uuid4().hex[:8]}."
