@@ -349,6 +349,57 @@ class DeliverySettings:
     consumer_concurrency: int = field(
         default=64, metadata=_about(_integer(1, 100_000), "attempts handled at once")
     )
+    max_deliveries_per_connection: int = field(
+        default=1024,
+        metadata=_about(_integer(1, 10_000_000), "messages sent over one SMTP connection"),
+    )
+    idle_timeout_seconds: float = field(
+        default=5.0, metadata=_about(_seconds, "close an idle SMTP connection after this long")
+    )
+    connect_timeout_seconds: float = field(
+        default=60.0, metadata=_about(_seconds, "TCP connect timeout per address")
+    )
+    banner_timeout_seconds: float = field(
+        default=60.0, metadata=_about(_seconds, "wait for the 220 banner")
+    )
+    command_timeout_seconds: float = field(
+        default=300.0,
+        metadata=_about(_seconds, "wait for each reply to EHLO, STARTTLS, MAIL, RCPT and DATA"),
+    )
+    tls_mode: str = field(
+        default="Opportunistic",
+        metadata=_about(
+            _string,
+            "Opportunistic, OpportunisticInsecure, Required, RequiredInsecure or Disabled",
+        ),
+    )
+    tls_ca_file: Path | None = field(
+        default=None,
+        metadata=_about(
+            _optional_path, "extra CA certificates (PEM) trusted when validating peers"
+        ),
+    )
+    ehlo_name: str | None = field(
+        default=None,
+        metadata=_about(_optional_string, "name sent in EHLO; default: this host's FQDN"),
+    )
+    egress_source: str = field(
+        default="unspecified",
+        metadata=_about(_string, "egress source name (logs, connection pool key)"),
+    )
+    source_address: str | None = field(
+        default=None,
+        metadata=_about(_optional_string, "local IP outbound connections bind to"),
+    )
+
+    def validate(self) -> None:
+        # The names of the delivery service's TlsMode (services/delivery/tls.py).
+        modes = ("opportunistic", "opportunisticinsecure", "required", "requiredinsecure")
+        if self.tls_mode.lower() not in (*modes, "disabled"):
+            raise SettingsError(
+                "RELAYSTREAM_DELIVERY_TLS_MODE: expected Opportunistic, OpportunisticInsecure, "
+                f"Required, RequiredInsecure or Disabled, got {self.tls_mode!r}"
+            )
 
 
 @dataclass(frozen=True)
