@@ -323,6 +323,14 @@ class SchedulingSettings:
     tick_interval_seconds: float = field(
         default=1.0, metadata=_about(_seconds, "how often due messages are looked for")
     )
+    in_flight_lease_seconds: float = field(
+        default=900.0,
+        metadata=_about(
+            _seconds,
+            "a released attempt without an outcome is released again after this long "
+            "(also how far back a rebuild reads `attempts`)",
+        ),
+    )
 
 
 @dataclass(frozen=True)
