@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import importlib
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from ..core.runtime.settings import SettingsError, load_settings, render_settings_table
@@ -33,9 +33,9 @@ def register(subparsers: Any) -> None:
     settings.set_defaults(handler=settings_command)
 
 
-def service_entry(name: str) -> Callable[[Any], Awaitable[None]]:
+def service_entry(name: str) -> Callable[[Any], Coroutine[Any, Any, None]]:
     module_name, function = SERVICES[name]
-    entry: Callable[[Any], Awaitable[None]] = getattr(
+    entry: Callable[[Any], Coroutine[Any, Any, None]] = getattr(
         importlib.import_module(module_name), function
     )
     return entry
