@@ -56,6 +56,8 @@ class Transaction:
     reply: PeerReply
     destination: Destination
     tls: bool
+    # The session was opened for this message (not reused).
+    new_connection: bool
 
 
 class AllCandidatesFailed(Exception):
@@ -95,7 +97,6 @@ class ConnectionPool:
         self._waiting = 0
         self._closed = False
         self._background: set[asyncio.Task[None]] = set()
-        self.opened_total = 0
 
     @property
     def connections(self) -> int:
@@ -146,7 +147,9 @@ class ConnectionPool:
     ) -> Transaction:
         async with self.lease(candidates) as session:
             reply = await session.send(sender, recipient, content)
-            return Transaction(reply, session.destination, session.tls_active)
+            return Transaction(
+                reply, session.destination, session.tls_active, session.transactions == 1
+            )
 
     async def _acquire(self, candidates: Sequence[Destination]) -> SmtpSession:
         async with self._changed:
@@ -171,7 +174,6 @@ class ConnectionPool:
                 self._count -= 1
                 self._changed.notify()
             raise
-        self.opened_total += 1
         return session
 
     def _take_idle(self) -> SmtpSession | None:

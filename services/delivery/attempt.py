@@ -1,0 +1,218 @@
+"""One delivery attempt: plan the destination, send over a pooled session, classify the reply.
+
+`Deliverer.deliver(request)` never raises for anything the outside world did (DNS, peers,
+a bad queue config): every such case is an `AttemptResult` with the response KumoMTA would
+log. `outcome_event` and `log_event` turn a result into the DeliveryOutcome and LogRecord.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, cast
+
+from ..core.domain.log_record import LogRecord, PeerAddress, RecordType
+from ..core.domain.queue_config import QueueConfig, QueueConfigError
+from ..core.domain.smtp_reply import ReplyKind, SmtpResponse, classify_reply
+from ..core.events import records
+from ..core.events.records import DeliveryOutcome, DeliveryRequest, OutcomeKind
+from ..core.runtime.settings import DeliverySettings
+from . import metrics
+from .planning import DeliveryPlan, DestinationPlanner, Resolver, Undeliverable
+from .pool import AllCandidatesFailed, PoolKey, PoolLimits, PoolRegistry
+from .smtp_session import Destination, PeerReply, SessionOptions, SessionTimeouts
+from .tls import TlsMode
+
+DELIVERY_PROTOCOL = "ESMTP"
+
+_OUTCOME_KIND: dict[ReplyKind, OutcomeKind] = {
+    ReplyKind.DELIVERY: "DELIVERED",
+    ReplyKind.TRANSIENT_FAILURE: "TRANSIENT_FAILURE",
+    ReplyKind.BOUNCE: "BOUNCE",
+}
+_RECORD_TYPE: dict[OutcomeKind, RecordType] = {
+    "DELIVERED": RecordType.DELIVERY,
+    "TRANSIENT_FAILURE": RecordType.TRANSIENT_FAILURE,
+    "BOUNCE": RecordType.BOUNCE,
+}
+
+
+@dataclass(frozen=True)
+class AttemptResult:
+    kind: OutcomeKind
+    response: SmtpResponse
+    site: str
+    peer: Destination | None
+    egress_pool: str | None
+    egress_source: str | None
+
+    @property
+    def metric_label(self) -> str:
+        return self.kind.lower()
+
+
+def response_from_peer(reply: PeerReply) -> SmtpResponse:
+    """The peer's reply as the domain type: enhanced code split off as KumoMTA does."""
+    lines = reply.text.split("\n") or [""]
+    wire = [f"{reply.code}-{line}" for line in lines[:-1]] + [f"{reply.code} {lines[-1]}"]
+    return SmtpResponse.from_lines(wire, reply.command)
+
+
+def connect_failure_response(failed: AllCandidatesFailed) -> SmtpResponse:
+    """KumoMTA's transient `400` when no candidate address gave a session."""
+    return SmtpResponse.with_code(400, None, f"failed to connect to any candidate hosts: {failed}")
+
+
+class Deliverer:
+    """Delivers DeliveryRequests; owns the planner and the connection pools."""
+
+    def __init__(
+        self, planner: DestinationPlanner, pools: PoolRegistry, egress_source: str
+    ) -> None:
+        self.planner = planner
+        self.pools = pools
+        self.egress_source = egress_source
+
+    @classmethod
+    def from_settings(cls, settings: DeliverySettings, resolver: Resolver) -> Deliverer:
+        options = SessionOptions(
+            ehlo_name=settings.ehlo_name or socket.getfqdn(),
+            tls_mode=TlsMode.parse(settings.tls_mode),
+            timeouts=SessionTimeouts(
+                connect=settings.connect_timeout_seconds,
+                banner=settings.banner_timeout_seconds,
+                command=settings.command_timeout_seconds,
+            ),
+            tls_ca_file=settings.tls_ca_file,
+            source_address=settings.source_address,
+        )
+        limits = PoolLimits(
+            connection_limit=settings.connection_limit,
+            max_deliveries_per_connection=settings.max_deliveries_per_connection,
+            idle_timeout=settings.idle_timeout_seconds,
+        )
+        return cls(
+            DestinationPlanner(
+                resolver,
+                default_port=settings.smtp_port,
+                allow_prohibited=settings.allow_loopback,
+            ),
+            PoolRegistry(limits, options),
+            settings.egress_source,
+        )
+
+    async def aclose(self) -> None:
+        await self.pools.aclose()
+
+    async def deliver(self, request: DeliveryRequest) -> AttemptResult:
+        started = time.monotonic()
+        result = await self._deliver(request)
+        metrics.DELIVERIES.labels(result.metric_label).inc()
+        metrics.DELIVERY_SECONDS.labels(result.metric_label).observe(time.monotonic() - started)
+        return result
+
+    async def _deliver(self, request: DeliveryRequest) -> AttemptResult:
+        try:
+            config = QueueConfig.from_json(request["queue_config"])
+        except QueueConfigError as error:
+            # An operator's mistake, fixable: keep the message and retry, as KumoMTA does when
+            # get_queue_config fails.
+            response = SmtpResponse.with_code(451, (4, 3, 5), f"invalid queue config: {error}")
+            return AttemptResult("TRANSIENT_FAILURE", response, "", None, None, None)
+        pool_name = config.egress_pool
+        plan = await self.planner.plan(request["queue"], config)
+        if isinstance(plan, Undeliverable):
+            kind: OutcomeKind = "BOUNCE" if plan.permanent else "TRANSIENT_FAILURE"
+            return AttemptResult(kind, plan.response, plan.site, None, pool_name, None)
+        return await self._send(request, plan, pool_name)
+
+    async def _send(
+        self, request: DeliveryRequest, plan: DeliveryPlan, pool_name: str | None
+    ) -> AttemptResult:
+        pool = self.pools.pool(PoolKey(self.egress_source, plan.site))
+        try:
+            sent = await pool.send(
+                plan.candidates, request["sender"], request["recipient"], request["content"]
+            )
+        except AllCandidatesFailed as failed:
+            metrics.CONNECT_FAILURES.inc(len(failed.failures))
+            return AttemptResult(
+                "TRANSIENT_FAILURE",
+                connect_failure_response(failed),
+                plan.site,
+                None,
+                pool_name,
+                self.egress_source,
+            )
+        if sent.new_connection:
+            metrics.CONNECTIONS_OPENED.labels("yes" if sent.tls else "no").inc()
+        response = response_from_peer(sent.reply)
+        kind = _OUTCOME_KIND[classify_reply(response).kind]
+        return AttemptResult(
+            kind, response, plan.site, sent.destination, pool_name, self.egress_source
+        )
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def outcome_event(request: DeliveryRequest, result: AttemptResult) -> DeliveryOutcome:
+    return {
+        "id": request["id"],
+        "queue": request["queue"],
+        "attempt": request["attempt"],
+        "kind": result.kind,
+        "response": _response_record(result.response),
+        "site": result.site,
+        "peer_name": None if result.peer is None else result.peer.peer_name,
+        "peer_address": None if result.peer is None else result.peer.address,
+        "egress_pool": result.egress_pool,
+        "egress_source": result.egress_source,
+        "completed_at": _now(),
+    }
+
+
+def log_event(request: DeliveryRequest, result: AttemptResult) -> records.LogRecord:
+    peer = None
+    if result.peer is not None:
+        peer = PeerAddress(name=result.peer.peer_name, addr=result.peer.address)
+    record = LogRecord(
+        type=_RECORD_TYPE[result.kind],
+        id=request["id"],
+        sender=request["sender"],
+        recipients=(request["recipient"],),
+        queue=request["queue"],
+        response=result.response,
+        timestamp=_now(),
+        created=request["created_at"],
+        site=result.site,
+        size=len(request["content"]),
+        peer_address=peer,
+        # As KumoMTA: attempts made before this one (the count goes up when it is requeued).
+        num_attempts=request["attempt"],
+        egress_pool=result.egress_pool,
+        egress_source=result.egress_source,
+        delivery_protocol=DELIVERY_PROTOCOL,
+        reception_protocol=_reception_protocol(request["meta"]),
+        meta=dict(request["meta"]),
+    )
+    return cast(records.LogRecord, record.to_avro())
+
+
+def _reception_protocol(meta: dict[str, str]) -> str | None:
+    text = meta.get("reception_protocol")
+    if text is None:
+        return None
+    try:
+        value: Any = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, str) else None
+
+
+def _response_record(response: SmtpResponse) -> records.SmtpResponse:
+    return cast(records.SmtpResponse, response.to_dict())

@@ -1,0 +1,148 @@
+"""The delivery service: DeliveryRequests from `attempts` become SMTP transactions and events.
+
+Each request is handled on its own task (up to `delivery.consumer_concurrency` at once), so a
+slow site never holds up another; the consumer commits an offset only once every request
+below it has finished, so a crash redelivers (and may resend: SMTP is at-least-once) but never
+loses one. For each request the service produces, and waits for Kafka to acknowledge:
+- a DeliveryOutcome on `outcomes`, key = message id, partition = the queue's partition (the
+  scheduler that released the request owns that partition and applies the outcome);
+- a Delivery, TransientFailure or Bounce LogRecord on `log`, key = message id.
+
+On SIGTERM intake stops, in-flight deliveries finish, offsets are committed, then the SMTP
+connections close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import cast
+
+from ..core.events.codec import DecodeError, decode, encode
+from ..core.events.records import DeliveryRequest
+from ..core.kafka.consumer import ConsumedRecord, EventConsumer
+from ..core.kafka.dead_letter import DeadLetters
+from ..core.kafka.producer import EventProducer
+from ..core.kafka.topics import (
+    DEFAULT_PREFIX,
+    TopicCatalog,
+    TopicSettings,
+    declare_topics,
+    partition_for_queue,
+)
+from ..core.runtime.logging import configure_logging
+from ..core.runtime.service import EXIT_OK, ServiceMain, ServiceRuntime, run_service
+from ..core.runtime.settings import Settings
+from . import metrics
+from .attempt import AttemptResult, Deliverer, log_event, outcome_event
+from .dns import DnsResolver
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = "delivery"
+
+
+def topic_catalog(settings: Settings) -> TopicCatalog:
+    """The topics of this deployment; an empty `topic_prefix` means the default prefix."""
+    prefix = settings.runtime.topic_prefix or DEFAULT_PREFIX
+    return declare_topics(TopicSettings(prefix=prefix))
+
+
+def decode_request(data: bytes) -> DeliveryRequest:
+    """A DeliveryRequest from `attempts`; DecodeError (dead-lettered) for anything else."""
+    _, record = decode(data, expected="DeliveryRequest")
+    return cast(DeliveryRequest, record)
+
+
+class DeliveryHandler:
+    """Handles one consumed DeliveryRequest: deliver, then record the outcome and the log."""
+
+    def __init__(
+        self,
+        deliverer: Deliverer,
+        producer: EventProducer,
+        topics: TopicCatalog,
+        outcome_partitions: int,
+    ) -> None:
+        self._deliverer = deliverer
+        self._producer = producer
+        self._topics = topics
+        self._outcome_partitions = outcome_partitions
+
+    async def __call__(self, record: ConsumedRecord[DeliveryRequest]) -> None:
+        request = record.value
+        if request is None:
+            return  # `attempts` is not compacted; a tombstone carries nothing to deliver
+        result = await self._deliverer.deliver(request)
+        await self._record(request, result)
+
+    async def _record(self, request: DeliveryRequest, result: AttemptResult) -> None:
+        partition = partition_for_queue(request["queue"], self._outcome_partitions)
+        # Both must be acknowledged before the offset may be committed; sent together so they
+        # share the producer's batches.
+        await asyncio.gather(
+            self._producer.send(
+                self._topics.outcomes.name,
+                encode("DeliveryOutcome", outcome_event(request, result)),
+                key=request["id"],
+                partition=partition,
+            ),
+            self._producer.send(
+                self._topics.log.name,
+                encode("LogRecord", log_event(request, result)),
+                key=request["id"],
+            ),
+        )
+
+
+def delivery_main(settings: Settings) -> ServiceMain:
+    """The service's main for `run_service` (tests run it without signal handling)."""
+
+    async def main(runtime: ServiceRuntime) -> None:
+        topics = topic_catalog(settings)
+        bootstrap = settings.runtime.kafka_bootstrap
+        client_id = settings.runtime.kafka_client_id or SERVICE_NAME
+        resolver = DnsResolver(settings.delivery.nameservers)
+        deliverer = Deliverer.from_settings(settings.delivery, resolver)
+        metrics.CURRENT_POOLS.registry = deliverer.pools
+        try:
+            async with EventProducer(bootstrap, client_id=client_id) as producer:
+                dead_letters = DeadLetters(
+                    producer, topic=topics.dead_letter.name, service=SERVICE_NAME, encode=encode
+                )
+                handler = DeliveryHandler(
+                    deliverer,
+                    producer,
+                    topics,
+                    await producer.partitions_for(topics.outcomes.name),
+                )
+                consumer: EventConsumer[DeliveryRequest] = EventConsumer(
+                    bootstrap,
+                    group_id=f"{topics.attempts.name.removesuffix('attempts')}{SERVICE_NAME}",
+                    topics=[topics.attempts.name],
+                    decode=decode_request,
+                    reject_on=(DecodeError,),
+                    dead_letters=dead_letters,
+                    client_id=client_id,
+                    group_instance_id=settings.runtime.kafka_group_instance_id,
+                )
+                async with consumer:
+                    runtime.health.set_ready(True)
+                    await consumer.run(
+                        handler,
+                        concurrency=settings.delivery.consumer_concurrency,
+                        stop=runtime.shutdown_requested,
+                    )
+        finally:
+            await deliverer.aclose()
+            metrics.CURRENT_POOLS.registry = None
+
+    return main
+
+
+async def run_delivery(settings: Settings) -> None:
+    """`relaystream run delivery`: run until SIGTERM/SIGINT; SystemExit if the service failed."""
+    configure_logging(SERVICE_NAME, settings.runtime.log_level)
+    code = await run_service(SERVICE_NAME, delivery_main(settings), settings.runtime)
+    if code != EXIT_OK:
+        raise SystemExit(code)
