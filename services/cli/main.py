@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 
 # Modules under relaystream.cli, each with `register(subparsers)`. Order is the help order.
 COMMAND_MODULES: tuple[str, ...] = (
+    "dev",
     "run",
     "kafka",
     "topics",

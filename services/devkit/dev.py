@@ -1,0 +1,172 @@
+"""`relaystream dev`: the whole system on this machine, for a newcomer, in one command.
+
+It starts (or reuses) the local Kafka broker, ensures the topics, starts a sample destination
+mail sink, writes a settings file for a local run, starts the four services as child processes
+(`python -m relaystream run NAME`, exactly as in production), prints the endpoints, and on
+Ctrl-C stops the services (SIGTERM, so they commit), the sink and the broker it started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import IO
+
+import yaml
+
+from ..core.kafka.admin import ensure_topics
+from ..core.kafka.topics import TopicSettings, declare_topics
+from .broker import LocalKafka
+from .sink import MailSink
+
+SERVICE_NAMES = ("ingest", "routing", "scheduling", "delivery")
+
+
+@dataclass(frozen=True)
+class DevPorts:
+    """Loopback ports of a local run. The sample policy smarthosts to the sink's port."""
+
+    kafka: int = 9092
+    kafka_controller: int = 9093
+    smtp: int = 2525
+    http: int = 8025
+    sink: int = 2526
+    first_health: int = 9101
+
+
+def sample_policy_path() -> Path:
+    return Path(str(resources.files(__package__).joinpath("sample-policy.lua")))
+
+
+def write_dev_settings(state_dir: Path, bootstrap: str, ports: DevPorts) -> Path:
+    """The settings file every local service reads (health ports are given per process)."""
+    policy = str(sample_policy_path())
+    settings = {
+        "kafka_bootstrap": bootstrap,
+        "ingest": {"smtp_port": ports.smtp, "http_port": ports.http},
+        "routing": {"policy_path": policy},
+        "scheduling": {"policy_path": policy},
+        # The sink is on loopback: a local smarthost needs the prohibited-destination switch.
+        "delivery": {"allow_loopback": True, "tls_mode": "Disabled"},
+    }
+    path = state_dir / "dev-settings.yaml"
+    path.write_text(yaml.safe_dump(settings, sort_keys=False))
+    return path
+
+
+def start_service(
+    name: str, settings_path: Path, health_port: int, log: IO[bytes]
+) -> subprocess.Popen[bytes]:
+    env = dict(os.environ)
+    env["RELAYSTREAM_HTTP_BIND"] = f"127.0.0.1:{health_port}"
+    env["RELAYSTREAM_CONFIG"] = str(settings_path)
+    return subprocess.Popen(
+        [sys.executable, "-m", "relaystream", "run", name],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def stop_services(processes: dict[str, subprocess.Popen[bytes]], grace_s: float = 30.0) -> None:
+    for process in processes.values():
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    for name, process in processes.items():
+        try:
+            process.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            print(f"dev: {name} did not stop within {grace_s:.0f}s; killing it", flush=True)
+            process.kill()
+            process.wait()
+
+
+def run_dev(state_dir: Path, ports: DevPorts = DevPorts(), keep_broker: bool = False) -> int:
+    """Run everything until Ctrl-C (or SIGTERM); the exit code."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    broker = LocalKafka(state_dir=state_dir)
+    started_broker = not broker.is_running()
+    if started_broker:
+        print("dev: starting Kafka (first run fetches the jars from Maven Central) ...", flush=True)
+        bootstrap = broker.start(port=ports.kafka, controller_port=ports.kafka_controller)
+    else:
+        bootstrap = broker.status().bootstrap or f"127.0.0.1:{ports.kafka}"
+        print(f"dev: reusing the running Kafka broker at {bootstrap}", flush=True)
+    processes: dict[str, subprocess.Popen[bytes]] = {}
+    sink = MailSink(port=ports.sink, directory=state_dir / "sink")
+    logs_dir = state_dir / "logs"
+    logs_dir.mkdir(exist_ok=True)
+    try:
+        report = asyncio.run(ensure_topics(bootstrap, declare_topics(TopicSettings.local())))
+        if not report.ok:
+            for drift in report.drifts:
+                print(f"dev: topic drift: {drift}", file=sys.stderr)
+        sink.start()
+        settings_path = write_dev_settings(state_dir, bootstrap, ports)
+        for index, name in enumerate(SERVICE_NAMES):
+            log = (logs_dir / f"{name}.log").open("ab")
+            processes[name] = start_service(name, settings_path, ports.first_health + index, log)
+        print_endpoints(bootstrap, ports, state_dir)
+        return supervise(processes)
+    finally:
+        stop_services(processes)
+        with contextlib.suppress(Exception):
+            sink.stop()
+        if started_broker and not keep_broker:
+            print("dev: stopping Kafka", flush=True)
+            broker.stop()
+        print("dev: stopped", flush=True)
+
+
+def supervise(processes: dict[str, subprocess.Popen[bytes]]) -> int:
+    """Wait for Ctrl-C or SIGTERM; a service that exits on its own ends the run."""
+    stop = False
+
+    def on_signal(signum: int, frame: object) -> None:
+        nonlocal stop
+        stop = True
+
+    previous = signal.signal(signal.SIGTERM, on_signal)
+    try:
+        while not stop:
+            for name, process in processes.items():
+                code = process.poll()
+                if code is not None:
+                    print(f"dev: {name} exited with status {code}; see its log", flush=True)
+                    return 1
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                next(iter(processes.values())).wait(timeout=0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    print("\ndev: stopping the services ...", flush=True)
+    return 0
+
+
+def print_endpoints(bootstrap: str, ports: DevPorts, state_dir: Path) -> None:
+    health = ", ".join(
+        f"{name} http://127.0.0.1:{ports.first_health + i}/metrics"
+        for i, name in enumerate(SERVICE_NAMES)
+    )
+    print(
+        "\nrelaystream is running:\n"
+        f"  SMTP           127.0.0.1:{ports.smtp}   (relay allowed from loopback)\n"
+        f"  HTTP injection http://127.0.0.1:{ports.http}/api/inject/v1\n"
+        f"  Kafka          {bootstrap}\n"
+        f"  mail sink      127.0.0.1:{ports.sink}   (messages in {state_dir / 'sink'})\n"
+        f"  policy         {sample_policy_path()}\n"
+        f"  service logs   {state_dir / 'logs'}\n"
+        f"  health/metrics {health}\n"
+        "Try:  swaks --server 127.0.0.1:2525 --from me@example.org --to you@example.com\n"
+        "      relaystream logs --follow\n"
+        "Ctrl-C stops everything.\n",
+        flush=True,
+    )
