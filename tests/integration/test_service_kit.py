@@ -463,3 +463,22 @@ async def test_rebalance_drains_and_commits_revoked_partitions(
     assert sorted(everything) == sorted({(n % 4, n // 4) for n in range(120)})
     committed = await committed_offsets(kafka_bootstrap, group)
     assert committed == {TopicPartition(topic, p): 30 for p in range(4)}
+
+
+async def test_a_failing_handler_stops_the_consumer_without_committing_its_record(
+    kafka_bootstrap: str, topic_prefix: str, producer: EventProducer
+) -> None:
+    topic, group = f"{topic_prefix}failing", f"{topic_prefix}group"
+    await create_topic(kafka_bootstrap, topic)
+    for n in range(5):
+        await producer.send(topic, f"record-{n}".encode())
+
+    async def fail_at_two(record: ConsumedRecord[bytes]) -> None:
+        if record.offset == 2:
+            raise ConnectionError("the database is down")
+
+    async with bytes_consumer(kafka_bootstrap, group, topic) as consumer:
+        with pytest.raises(ConnectionError, match="the database is down"):
+            await asyncio.wait_for(consumer.run(fail_at_two), WAIT_SECONDS)
+    # Offsets 0 and 1 finished; 2 failed and must be redelivered, so nothing past it commits.
+    assert await committed_offsets(kafka_bootstrap, group) == {TopicPartition(topic, 0): 2}
