@@ -37,7 +37,7 @@ for _names, _nanos in (
         _UNIT_NANOS[_name] = _nanos
 
 _MAX_SECONDS = 2**64 - 1  # humantime works in u64 seconds
-_TIMEDELTA_MAX_SECONDS = int(timedelta.max.total_seconds())
+_TIMEDELTA_MAX_SECONDS = timedelta.max.days * 86_400
 
 
 class DurationError(ValueError):

@@ -20,7 +20,7 @@ from .smtp_reply import SmtpResponse
 RandomSource = Callable[[], float]
 """Returns a float in [0, 1), like `random.Random().random`."""
 
-_MAX_DELAY_SECONDS = int(timedelta.max.total_seconds())
+_MAX_DELAY_SECONDS = timedelta.max.days * 86_400
 MAX_JITTER_SECONDS = 60.0
 DEFAULT_SCHEDULE_LIMIT = 1000
 
