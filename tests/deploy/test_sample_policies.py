@@ -22,8 +22,11 @@ SAMPLE_POLICIES = (
 def compile_error(source: str, name: str) -> str | None:
     """Lua's own syntax error for `source`, or None when it compiles."""
     load = lupa.LuaRuntime(unpack_returned_tuples=True).eval("load")
-    chunk, error = load(source, name)
-    return None if chunk is not None else str(error)
+    # Lua's load returns the compiled chunk, or nil and the error message.
+    result = load(source, name)
+    if isinstance(result, tuple):
+        return str(result[1])
+    return None if result is not None else "load returned nil"
 
 
 @pytest.mark.parametrize("path", SAMPLE_POLICIES, ids=lambda p: str(p.relative_to(REPO_ROOT)))
