@@ -64,7 +64,7 @@ def test_several_recipients_render_as_a_list() -> None:
 
 
 def test_avro_round_trip_through_the_schema() -> None:
-    named: dict[str, object] = {}
+    named: dict[str, dict[str, object]] = {}
     fastavro.parse_schema(json.loads((SCHEMAS / "SmtpResponse.avsc").read_text()), named)
     schema = fastavro.parse_schema(json.loads((SCHEMAS / "LogRecord.avsc").read_text()), named)
     record = _record(("a@example.com", "b@example.com"))

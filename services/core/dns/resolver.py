@@ -1,0 +1,175 @@
+"""MX and address resolution with dnspython's asyncio resolver.
+
+Lookups are turned into the plain data of `core.domain.mx_plan` (no dnspython types leave
+this module) and cached: positive answers for their TTL, negative ones (NXDOMAIN, NODATA,
+SERVFAIL, timeouts) for five minutes, as KumoMTA does. The clock is injectable for tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+import dns.asyncresolver
+import dns.exception
+import dns.nameserver
+import dns.rdatatype
+import dns.resolver
+
+from ..domain.mx_plan import (
+    MxAnswer,
+    MxAnswerKind,
+    MxPlan,
+    MxRecord,
+    ResolvedAddress,
+    connection_order,
+    plan_for_literal,
+    plan_for_mx_list,
+    plan_from_mx_answer,
+)
+from ..domain.queue_config import MxListName, QueueConfig
+from ..domain.routing_target import RoutingTarget
+
+DEFAULT_TIMEOUT = 5.0
+NEGATIVE_TTL = 300.0
+
+T = TypeVar("T")
+
+
+@dataclass
+class _Cached(Generic[T]):
+    value: T
+    expires_at: float
+
+
+class _TtlCache(Generic[T]):
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self._entries: dict[str, _Cached[T]] = {}
+
+    def get(self, key: str) -> T | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        if entry.expires_at <= self._clock():
+            del self._entries[key]
+            return None
+        return entry.value
+
+    def put(self, key: str, value: T, ttl: float) -> None:
+        self._entries[key] = _Cached(value, self._clock() + ttl)
+
+
+class MxResolver:
+    """Resolves routing targets to MX plans and host names to addresses.
+
+    `nameservers` are (ip, port) pairs; None uses the system configuration
+    (/etc/resolv.conf). `timeout` bounds each whole lookup, retries included.
+    """
+
+    def __init__(
+        self,
+        nameservers: Sequence[tuple[str, int]] | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        negative_ttl: float = NEGATIVE_TTL,
+    ) -> None:
+        if nameservers is None:
+            self._resolver = dns.asyncresolver.Resolver()
+        else:
+            self._resolver = dns.asyncresolver.Resolver(configure=False)
+            self._resolver.nameservers = [
+                dns.nameserver.Do53Nameserver(host, port) for host, port in nameservers
+            ]
+        self._resolver.timeout = timeout
+        self._resolver.lifetime = timeout
+        self._negative_ttl = negative_ttl
+        self._mx_cache: _TtlCache[MxAnswer] = _TtlCache(clock)
+        self._address_cache: _TtlCache[tuple[str, ...]] = _TtlCache(clock)
+
+    async def mx_answer(self, name: str) -> MxAnswer:
+        """The MX answer for a DNS name (lowercased A-label form), from cache if fresh."""
+        cached = self._mx_cache.get(name)
+        if cached is not None:
+            return cached
+        answer, ttl = await self._query_mx(name)
+        self._mx_cache.put(name, answer, ttl)
+        return answer
+
+    async def _query_mx(self, name: str) -> tuple[MxAnswer, float]:
+        try:
+            result = await self._resolver.resolve(name, "MX", search=False)
+        except dns.resolver.NXDOMAIN:
+            return MxAnswer(MxAnswerKind.NXDOMAIN, detail="NXDOMAIN"), self._negative_ttl
+        except dns.resolver.NoAnswer:
+            return MxAnswer(MxAnswerKind.NODATA), self._negative_ttl
+        except dns.exception.Timeout as err:
+            return MxAnswer(MxAnswerKind.TIMEOUT, detail=str(err)), self._negative_ttl
+        except dns.exception.DNSException as err:
+            return MxAnswer(MxAnswerKind.SERVFAIL, detail=str(err)), self._negative_ttl
+        records = tuple(
+            MxRecord(int(rdata.preference), rdata.exchange.to_text())
+            for rdata in result
+            if rdata.rdtype == dns.rdatatype.MX
+        )
+        ttl = float(result.rrset.ttl) if result.rrset is not None else self._negative_ttl
+        return MxAnswer(MxAnswerKind.RECORDS, records), ttl
+
+    async def resolve_mx(self, domain: str) -> MxPlan:
+        """The MX plan of a routing target (a domain, optionally `:port`, or a literal).
+
+        Raises RoutingTargetError for an unusable target and MxLookupFailed for NXDOMAIN,
+        SERVFAIL and timeouts (to retry later). A null MX is a plan with `is_null_mx`.
+        """
+        target = RoutingTarget.classify(domain)
+        if target.is_literal:
+            return plan_for_literal(target)
+        return plan_from_mx_answer(target, await self.mx_answer(target.host))
+
+    async def plan_destination(self, routing_target: str, config: QueueConfig) -> MxPlan:
+        """The plan for a queue: its mx_list when the config has one, else `resolve_mx`."""
+        if config.mx_list is not None:
+            return plan_for_mx_list(routing_target, config)
+        return await self.resolve_mx(routing_target)
+
+    async def resolve_addresses(self, name: str) -> list[str]:
+        """A then AAAA addresses of a host name; empty when it does not resolve."""
+        key = name.lower().rstrip(".")
+        cached = self._address_cache.get(key)
+        if cached is not None:
+            return list(cached)
+        (v4, v4_ttl), (v6, v6_ttl) = await asyncio.gather(
+            self._query_addresses(key, "A"), self._query_addresses(key, "AAAA")
+        )
+        addresses = (*v4, *v6)
+        positive_ttls = [ttl for found, ttl in ((v4, v4_ttl), (v6, v6_ttl)) if found]
+        ttl = min(positive_ttls) if positive_ttls else self._negative_ttl
+        self._address_cache.put(key, addresses, ttl)
+        return list(addresses)
+
+    async def _query_addresses(self, name: str, rdtype: str) -> tuple[tuple[str, ...], float]:
+        try:
+            result = await self._resolver.resolve(name, rdtype, search=False)
+        except dns.exception.DNSException:
+            return (), self._negative_ttl
+        ttl = float(result.rrset.ttl) if result.rrset is not None else self._negative_ttl
+        return tuple(rdata.to_text() for rdata in result), ttl
+
+    async def connection_candidates(
+        self, plan: MxPlan, rng: random.Random
+    ) -> list[ResolvedAddress]:
+        """Looks up every host the plan names and orders the addresses to try."""
+        names = {
+            entry.host
+            for entry in plan.mx_list or ()
+            if isinstance(entry, MxListName) and entry.ip is None
+        }
+        if plan.mx_list is None and not plan.is_domain_literal and not plan.is_null_mx:
+            names |= {host.rsplit(":", 1)[0] if plan.port else host for host in plan.hosts}
+        found = await asyncio.gather(*(self.resolve_addresses(name) for name in sorted(names)))
+        return connection_order(plan, dict(zip(sorted(names), found, strict=True)), rng)
