@@ -17,6 +17,9 @@ COMMAND_MODULES: tuple[str, ...] = (
     "run",
     "kafka",
     "topics",
+    "queue_name",
+    "retry_schedule",
+    "resolve",
 )
 
 Handler = Callable[[argparse.Namespace], int]
