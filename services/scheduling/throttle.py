@@ -1,8 +1,8 @@
 """Token buckets for `max_message_rate`: pure arithmetic over an injected clock (milliseconds).
 
-A rate `limit/period` (e.g. 100 per second) becomes a bucket of `limit` tokens refilled at
-`limit / period`: as KumoMTA's throttles, a queue may burst up to `limit` messages and then
-releases at the steady rate. Over any window of `t` ms at most `limit + limit * t / period`
+A rate `limit/period` (e.g. 100 per second) becomes a bucket of `burst` tokens (default
+`limit`) refilled at `limit / period`: as KumoMTA's throttles, a queue may burst and then
+releases at the steady rate. Over any window of `t` ms at most `burst + limit * t / period`
 messages pass. A throttled message just waits: it does not count as an attempt.
 """
 
@@ -13,13 +13,19 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True, slots=True)
 class MessageRate:
-    """At most `limit` messages per `period_ms` milliseconds."""
+    """At most `limit` messages per `period_ms` milliseconds, bursting up to `burst`
+    (default: `limit`, as KumoMTA's max_burst)."""
 
     limit: int
     period_ms: int
+    burst: int | None = None
+
+    @property
+    def capacity(self) -> int:
+        return self.burst if self.burst is not None else self.limit
 
     def __post_init__(self) -> None:
-        if self.limit < 1 or self.period_ms < 1:
+        if self.limit < 1 or self.period_ms < 1 or (self.burst is not None and self.burst < 1):
             raise ValueError(f"a message rate needs limit >= 1 and period >= 1 ms, got {self}")
 
 
@@ -30,14 +36,14 @@ class TokenBucket:
 
     def __init__(self, rate: MessageRate, now_ms: int) -> None:
         self.rate = rate
-        self._tokens = float(rate.limit)
+        self._tokens = float(rate.capacity)
         self._updated_at = now_ms
 
     def _refill(self, now_ms: int) -> None:
         # A clock that goes backwards (it should not) never adds tokens.
         elapsed = max(0, now_ms - self._updated_at)
         self._tokens = min(
-            float(self.rate.limit),
+            float(self.rate.capacity),
             self._tokens + elapsed * self.rate.limit / self.rate.period_ms,
         )
         self._updated_at = max(self._updated_at, now_ms)

@@ -1,0 +1,25 @@
+"""Prometheus metrics of the scheduling service (served on /metrics by the health endpoint)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge
+
+QUEUED_MESSAGES = Gauge(
+    "relaystream_scheduling_queued_messages", "messages waiting or in flight in owned queues"
+)
+DUE_MESSAGES = Gauge(
+    "relaystream_scheduling_due_messages", "waiting messages already due (throttled or pending)"
+)
+IN_FLIGHT_MESSAGES = Gauge(
+    "relaystream_scheduling_in_flight_messages", "released attempts without an outcome yet"
+)
+RELEASES = Counter("relaystream_scheduling_releases", "DeliveryRequests produced")
+REQUEUES = Counter("relaystream_scheduling_requeues", "transient failures scheduled for retry")
+EXPIRATIONS = Counter("relaystream_scheduling_expirations", "messages expired after max_age")
+COMPLETIONS = Counter(
+    "relaystream_scheduling_completions", "messages removed after delivery or bounce", ["kind"]
+)
+REBUILD_SECONDS = Gauge(
+    "relaystream_scheduling_rebuild_seconds", "duration of the last rebuild on assignment"
+)
+READY = Gauge("relaystream_scheduling_ready", "1 once the owned partitions are rebuilt")

@@ -1,0 +1,176 @@
+"""Rebuilding the scheduler's state from Kafka when partitions are assigned.
+
+1. `read_spool`: the owned `queued` partitions from the beginning up to the end offsets seen
+   when the read starts; last record per message id wins, tombstones remove. Only the compact
+   index is kept (see `spool_index`), never content.
+2. `read_recent_attempts`: the owned `attempts` partitions from `now - lease` (by timestamp) to
+   their end: a request whose attempt is still the message's current one is in flight until its
+   lease runs out (a restart must not release it again meanwhile).
+
+Both use a dedicated consumer with manual assignment (no group, nothing committed) and large
+fetches. Outcomes are not read here: the group consumer resumes `outcomes` from its committed
+offsets after the rebuild, and applying an outcome is idempotent per (message id, attempt).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from ..core.events.codec import DecodeError, decode
+from .spool_index import SpoolIndexDecoder
+from .state import SpoolEntry
+
+log = logging.getLogger(__name__)
+
+# Rebuild reads whole partitions: big fetches, many records per poll.
+FETCH_MAX_BYTES = 64 * 1024 * 1024
+MAX_PARTITION_FETCH_BYTES = 16 * 1024 * 1024
+MAX_POLL_RECORDS = 50_000
+
+
+def reader_consumer(bootstrap: str, client_id: str, **overrides: Any) -> Any:
+    """A consumer for manual assignment: no group, no commits."""
+    options: dict[str, Any] = {
+        "bootstrap_servers": bootstrap,
+        "client_id": client_id,
+        "group_id": None,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "fetch_max_bytes": FETCH_MAX_BYTES,
+        "max_partition_fetch_bytes": MAX_PARTITION_FETCH_BYTES,
+        "isolation_level": "read_uncommitted",
+    }
+    options.update(overrides)
+    return AIOKafkaConsumer(**options)
+
+
+@dataclass
+class SpoolSnapshot:
+    """The rebuilt index and the offsets it is complete up to (exclusive), per partition."""
+
+    entries: dict[str, SpoolEntry]
+    end_offsets: dict[int, int]
+    records_read: int
+    undecodable: list[tuple[int, int]]
+    seconds: float
+
+
+async def _read_to(
+    consumer: Any,
+    ends: dict[TopicPartition, int],
+    on_record: Callable[[Any], None],
+) -> int:
+    """Feeds every record below `ends` to `on_record`; returns how many were read."""
+    remaining = {tp for tp, end in ends.items() if await consumer.position(tp) < end}
+    read = 0
+    while remaining:
+        batch = await consumer.getmany(*remaining, timeout_ms=1000, max_records=MAX_POLL_RECORDS)
+        for tp, records in batch.items():
+            end = ends[tp]
+            for record in records:
+                if record.offset >= end:
+                    break
+                on_record(record)
+                read += 1
+        for tp in list(remaining):
+            if await consumer.position(tp) >= ends[tp]:
+                remaining.discard(tp)
+    return read
+
+
+async def read_spool(
+    bootstrap: str, topic: str, partitions: Iterable[int], *, client_id: str
+) -> SpoolSnapshot:
+    """The index of every message waiting in `topic`'s `partitions` (see the module doc)."""
+    started = time.monotonic()
+    tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+    entries: dict[str, SpoolEntry] = {}
+    undecodable: list[tuple[int, int]] = []
+    if not tps:
+        return SpoolSnapshot(entries, {}, 0, undecodable, 0.0)
+    decoder = SpoolIndexDecoder()
+
+    def apply(record: Any) -> None:
+        if record.value is None:
+            if record.key is not None:
+                entries.pop(record.key.decode("utf-8", "replace"), None)
+            return
+        try:
+            entry = decoder.decode(record.partition, record.offset, record.value)
+        except DecodeError:
+            # Routing dead-letters what it cannot encode; a record here that does not decode
+            # is skipped (and counted) rather than blocking the whole partition.
+            undecodable.append((record.partition, record.offset))
+            return
+        entries[entry.id] = entry
+
+    consumer = reader_consumer(bootstrap, client_id, max_poll_records=MAX_POLL_RECORDS)
+    await consumer.start()
+    try:
+        consumer.assign(tps)
+        ends: dict[TopicPartition, int] = await consumer.end_offsets(tps)
+        await consumer.seek_to_beginning(*tps)
+        read = await _read_to(consumer, ends, apply)
+    finally:
+        await consumer.stop()
+    seconds = time.monotonic() - started
+    log.info(
+        "spool rebuilt",
+        extra={"messages": len(entries), "records": read, "seconds": round(seconds, 3)},
+    )
+    return SpoolSnapshot(
+        entries, {tp.partition: end for tp, end in ends.items()}, read, undecodable, seconds
+    )
+
+
+@dataclass(frozen=True)
+class RecentAttempt:
+    message_id: str
+    attempt: int
+    released_at: int
+
+
+async def read_recent_attempts(
+    bootstrap: str,
+    topic: str,
+    partitions: Iterable[int],
+    *,
+    since_ms: int,
+    client_id: str,
+) -> list[RecentAttempt]:
+    """DeliveryRequests in `topic`'s `partitions` with a timestamp at or after `since_ms`."""
+    tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+    found: list[RecentAttempt] = []
+    if not tps:
+        return found
+
+    def apply(record: Any) -> None:
+        if record.value is None:
+            return
+        try:
+            _, request = decode(record.value, "DeliveryRequest")
+        except DecodeError:
+            return
+        released_at = int(request["released_at"].timestamp() * 1000)
+        found.append(RecentAttempt(request["id"], request["attempt"], released_at))
+
+    consumer = reader_consumer(bootstrap, client_id, max_poll_records=10_000)
+    await consumer.start()
+    try:
+        consumer.assign(tps)
+        ends: dict[TopicPartition, int] = await consumer.end_offsets(tps)
+        starts = await consumer.offsets_for_times(dict.fromkeys(tps, since_ms))
+        for tp in tps:
+            start = starts.get(tp)
+            # No record at or after `since_ms`: nothing recent, start at the end.
+            consumer.seek(tp, start.offset if start is not None else ends[tp])
+        await _read_to(consumer, ends, apply)
+    finally:
+        await consumer.stop()
+    return found

@@ -1,0 +1,446 @@
+"""The scheduling service: `async def run_scheduling(settings)`.
+
+One consumer-group member reads `queued` and `outcomes` (co-partitioned: the range assignor
+hands out equal partition numbers of both topics together). Everything runs in one loop, so the
+state needs no locks:
+
+- on assignment: pause, rebuild (`rebuild.read_spool` from the beginning of the owned `queued`
+  partitions; `read_recent_attempts` for releases still within their lease), seek `queued` to
+  the rebuilt end offsets, resume; only then ready (/readyz) and releasing;
+- `queued` records update the index (this includes our own writes read back);
+- `outcomes` records are applied once per (message id, attempt), their writes awaited, then
+  their offsets committed (`queued` is never committed: it is the spool, re-read on assignment);
+- due messages are released: their records are fetched by offset (`SpoolReader`), turned into
+  DeliveryRequests carrying the resolved queue config, produced to `attempts` on the queue's
+  partition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+
+from ..core.domain.retry import Expire, RandomSource, decide_after_transient_failure
+from ..core.events.codec import DecodeError, decode, encode
+from ..core.kafka.dead_letter import DeadLetters, PoisonRecord, RecordRejected
+from ..core.kafka.producer import EventProducer
+from ..core.kafka.topics import TopicCatalog, TopicSettings, declare_topics
+from ..core.runtime.service import ServiceRuntime, run_service
+from ..core.runtime.settings import Settings
+from . import metrics
+from .config_resolver import PolicyQueueConfig, QueueConfigResolver, message_rate_of
+from .overrides import QueueConfigOverridesReader
+from .policy_adapter import policy_queue_config
+from .rebuild import read_recent_attempts, read_spool
+from .spool_index import SpoolIndexDecoder
+from .spool_reader import SpoolReader
+from .state import SchedulerState, SpoolEntry
+from .throttle import MessageRate
+
+log = logging.getLogger(__name__)
+
+SERVICE = "scheduling"
+RELEASE_BATCH = 500
+DUE_METRIC_INTERVAL_SECONDS = 10.0
+
+Clock = Callable[[], float]
+
+
+def _datetime(millis: int) -> datetime:
+    return datetime.fromtimestamp(millis / 1000, UTC)
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
+    def __init__(self, scheduler: Scheduler) -> None:
+        self._scheduler = scheduler
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        self._scheduler.on_revoked()
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self._scheduler.on_assigned(set(assigned))
+
+
+class Scheduler:
+    """The service's loop and its Kafka clients; see the module doc."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        policy_config: PolicyQueueConfig,
+        random_source: RandomSource | None = None,
+        clock: Clock = time.time,
+    ) -> None:
+        self._settings = settings
+        runtime = settings.runtime
+        self._bootstrap = runtime.kafka_bootstrap
+        self._client_id = runtime.kafka_client_id or SERVICE
+        self._topics: TopicCatalog = declare_topics(TopicSettings(prefix=runtime.topic_prefix))
+        self._lease_ms = int(settings.scheduling.in_flight_lease_seconds * 1000)
+        self._tick = settings.scheduling.tick_interval_seconds
+        self._clock = clock
+        self._random: RandomSource = random_source or random.Random().random
+        self.state = SchedulerState(self._lease_ms)
+        self.configs = QueueConfigResolver(policy_config)
+        self._decoder = SpoolIndexDecoder()
+        self._consumer: Any = AIOKafkaConsumer(
+            bootstrap_servers=self._bootstrap,
+            client_id=self._client_id,
+            # One group per topic prefix: deployments sharing a cluster do not meet.
+            group_id=f"{runtime.topic_prefix}{SERVICE}",
+            group_instance_id=runtime.kafka_group_instance_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            # A rebuild does not poll; give it time before the group evicts us.
+            max_poll_interval_ms=30 * 60 * 1000,
+            max_poll_records=2_000,
+        )
+        self._producer = EventProducer(self._bootstrap, client_id=self._client_id)
+        self._spool = SpoolReader(
+            self._bootstrap, self._topics.queued.name, client_id=f"{self._client_id}-spool"
+        )
+        self._overrides = QueueConfigOverridesReader(
+            self._bootstrap,
+            self._topics.queue_config.name,
+            self._topics.queue_config.partitions,
+            self.configs,
+            client_id=f"{self._client_id}-queue-config",
+        )
+        self._dead_letters = DeadLetters(
+            self._producer, topic=self._topics.dead_letter.name, encode=encode, service=SERVICE
+        )
+        self._assigned: set[TopicPartition] | None = None
+        self._pending_assignment: set[TopicPartition] | None = None
+        self.ready = False
+        self._wake = asyncio.Event()
+
+    def _now_ms(self) -> int:
+        return int(self._clock() * 1000)
+
+    # --- rebalance ---------------------------------------------------------------------
+
+    def on_revoked(self) -> None:
+        self.ready = False
+        metrics.READY.set(0)
+        self._assigned = None
+
+    def on_assigned(self, assigned: set[TopicPartition]) -> None:
+        # Nothing is fetched until the rebuild is done and seeks into place.
+        self._consumer.pause(*assigned)
+        self._pending_assignment = assigned
+        self._wake.set()
+
+    async def _rebuild(self, assigned: set[TopicPartition]) -> None:
+        started = time.monotonic()
+        queued = self._topics.queued.name
+        partitions = {tp.partition for tp in assigned if tp.topic == queued}
+        snapshot = await read_spool(
+            self._bootstrap, queued, partitions, client_id=f"{self._client_id}-rebuild"
+        )
+        state = SchedulerState(self._lease_ms)
+        state.load_bulk(snapshot.entries)
+        recent = await read_recent_attempts(
+            self._bootstrap,
+            self._topics.attempts.name,
+            partitions,
+            since_ms=self._now_ms() - self._lease_ms,
+            client_id=f"{self._client_id}-rebuild",
+        )
+        for attempt in recent:
+            state.note_attempt(attempt.message_id, attempt.attempt, attempt.released_at)
+        if self._pending_assignment is not None:
+            return  # assigned again meanwhile: start over with the new assignment
+        self.state = state
+        for partition, end in snapshot.end_offsets.items():
+            self._consumer.seek(TopicPartition(queued, partition), end)
+        self._consumer.resume(*assigned)
+        self._assigned = assigned
+        self.ready = True
+        seconds = time.monotonic() - started
+        metrics.READY.set(1)
+        metrics.REBUILD_SECONDS.set(seconds)
+        log.info(
+            "rebuilt: releasing",
+            extra={
+                "partitions": sorted(partitions),
+                "messages": state.message_count,
+                "in_flight": state.in_flight_count,
+                "seconds": round(seconds, 3),
+            },
+        )
+
+    # --- the loop ----------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self._producer.start()
+        await self._spool.start()
+        await self._overrides.start()
+        self._consumer.subscribe(
+            [self._topics.queued.name, self._topics.outcomes.name], listener=_Listener(self)
+        )
+        await self._consumer.start()
+        last_due_metric = 0.0
+        try:
+            await self._overrides.caught_up.wait()
+            while not stop.is_set():
+                if self._pending_assignment is not None:
+                    assigned, self._pending_assignment = self._pending_assignment, None
+                    await self._rebuild(assigned)
+                    continue
+                batch = await self._consumer.getmany(timeout_ms=self._wait_ms())
+                await self._handle(batch)
+                if self.ready:
+                    await self._release_due()
+                if time.monotonic() - last_due_metric > DUE_METRIC_INTERVAL_SECONDS:
+                    last_due_metric = time.monotonic()
+                    metrics.DUE_MESSAGES.set(self.state.due_count(self._now_ms()))
+                metrics.QUEUED_MESSAGES.set(self.state.message_count)
+                metrics.IN_FLIGHT_MESSAGES.set(self.state.in_flight_count)
+        finally:
+            self.ready = False
+            await self._consumer.stop()
+            await self._overrides.stop()
+            await self._spool.stop()
+            await self._producer.stop()
+
+    def _wait_ms(self) -> int:
+        """How long to wait for records: until the next thing falls due, at most a tick."""
+        if not self.ready:
+            return 200
+        now = self._now_ms()
+        wakeup = self.state.next_wakeup(now)
+        tick_ms = int(self._tick * 1000)
+        if wakeup is None:
+            return tick_ms
+        return max(0, min(tick_ms, wakeup - now))
+
+    async def _handle(self, batch: dict[TopicPartition, list[Any]]) -> None:
+        outcomes: list[Any] = []
+        for tp, records in batch.items():
+            if tp.topic == self._topics.queued.name:
+                for record in records:
+                    await self._apply_queued(record)
+            else:
+                outcomes.extend(records)
+        if outcomes:
+            await self._apply_outcomes(outcomes)
+
+    async def _apply_queued(self, record: Any) -> None:
+        if record.value is None:
+            if record.key is not None:
+                self.state.apply_tombstone(record.key.decode(), record.partition, record.offset)
+            return
+        try:
+            entry = self._decoder.decode(record.partition, record.offset, record.value)
+        except DecodeError as error:
+            await self._reject(record, error.reason)
+            return
+        self.state.apply_queued(entry)
+
+    async def _reject(self, record: Any, reason: str) -> None:
+        poison = PoisonRecord(
+            record.topic, record.partition, record.offset, record.key, record.value
+        )
+        await self._dead_letters.send(poison, RecordRejected(reason, "decode"), group=SERVICE)
+
+    # --- releasing ---------------------------------------------------------------------
+
+    def _rate_of(self, queue: str) -> MessageRate | None:
+        return message_rate_of(self.configs.resolve(queue))
+
+    async def _release_due(self) -> None:
+        while True:
+            now = self._now_ms()
+            due = self.state.take_due(now, RELEASE_BATCH, self._rate_of)
+            if not due:
+                return
+            records = await self._spool.fetch((e.partition, e.offset) for e in due)
+            sends = []
+            for entry in due:
+                record = records.get((entry.partition, entry.offset))
+                if record is None or record.value is None:
+                    # Superseded meanwhile: the newer record re-schedules it. It stays in
+                    # flight until then (or until the lease ends).
+                    log.warning("released record not found", extra={"id": entry.id})
+                    continue
+                sends.append(self._send_request(entry, record.value, now))
+            results = await asyncio.gather(*sends, return_exceptions=True)
+            failures = [r for r in results if isinstance(r, BaseException)]
+            if failures:
+                raise failures[0]
+            if len(due) < RELEASE_BATCH:
+                return
+
+    async def _send_request(self, entry: SpoolEntry, value: bytes, now_ms: int) -> None:
+        _, message = decode(value, "QueuedMessage")
+        request = {
+            "id": entry.id,
+            "queue": entry.queue,
+            "attempt": entry.attempts,
+            "sender": message["sender"],
+            "recipient": message["recipient"],
+            "content": message["content"],
+            "meta": message["meta"],
+            "created_at": message["created_at"],
+            "queue_config": self.configs.resolve(entry.queue).to_json(),
+            "released_at": _datetime(now_ms),
+        }
+        try:
+            await self._producer.send(
+                self._topics.attempts.name,
+                encode("DeliveryRequest", request),
+                key=entry.id,
+                partition=entry.partition,
+            )
+        except Exception:
+            self.state.release_failed(entry.id, entry.attempts)
+            raise
+        metrics.RELEASES.inc()
+
+    # --- outcomes ----------------------------------------------------------------------
+
+    async def _apply_outcomes(self, records: list[Any]) -> None:
+        accepted: list[tuple[SpoolEntry, dict[str, Any]]] = []
+        for record in records:
+            if record.value is None:
+                continue
+            try:
+                _, outcome = decode(record.value, "DeliveryOutcome")
+            except DecodeError as error:
+                await self._reject(record, error.reason)
+                continue
+            entry = self.state.accept_outcome(outcome["id"], outcome["attempt"])
+            if entry is not None:
+                accepted.append((entry, dict(outcome)))
+        transient = [(e, o) for e, o in accepted if o["kind"] == "TRANSIENT_FAILURE"]
+        messages = await self._spool.fetch((e.partition, e.offset) for e, _ in transient)
+        writes = []
+        for entry, outcome in accepted:
+            if outcome["kind"] == "TRANSIENT_FAILURE":
+                record = messages.get((entry.partition, entry.offset))
+                if record is None or record.value is None:
+                    self.state.outcome_failed(entry.id, entry.attempts)
+                    continue
+                writes.append(self._retry_or_expire(entry, record.value, outcome))
+            else:
+                writes.append(self._complete(entry, outcome["kind"]))
+        results = await asyncio.gather(*writes, return_exceptions=True)
+        failures = [r for r in results if isinstance(r, BaseException)]
+        if failures:
+            # Not committed: the outcomes are read again after the restart.
+            raise failures[0]
+        await self._commit(records)
+
+    async def _commit(self, records: list[Any]) -> None:
+        offsets: dict[TopicPartition, int] = {}
+        for record in records:
+            tp = TopicPartition(record.topic, record.partition)
+            offsets[tp] = max(offsets.get(tp, 0), record.offset + 1)
+        try:
+            await self._consumer.commit(offsets)
+        except Exception as error:
+            # A rebalance: the outcomes are read again by the next owner, idempotently.
+            log.warning("outcome commit failed", extra={"error": repr(error)})
+
+    async def _tombstone(self, entry: SpoolEntry) -> None:
+        await self._producer.send(
+            self._topics.queued.name, None, key=entry.id, partition=entry.partition
+        )
+
+    async def _complete(self, entry: SpoolEntry, kind: str) -> None:
+        try:
+            await self._tombstone(entry)
+        except Exception:
+            self.state.outcome_failed(entry.id, entry.attempts)
+            raise
+        metrics.COMPLETIONS.labels(kind).inc()
+
+    async def _retry_or_expire(
+        self, entry: SpoolEntry, value: bytes, outcome: dict[str, Any]
+    ) -> None:
+        _, message = decode(value, "QueuedMessage")
+        now = self._now_ms()
+        plan = decide_after_transient_failure(
+            attempts=entry.attempts,
+            created_at=message["created_at"],
+            now=_datetime(now),
+            config=self.configs.resolve(entry.queue),
+            random=self._random,
+        )
+        try:
+            if isinstance(plan, Expire):
+                await self._expire(entry, dict(message), plan, now)
+                metrics.EXPIRATIONS.inc()
+                return
+            updated = {
+                **message,
+                "due_at": plan.next_due,
+                "attempts": plan.attempts,
+                "last_response": outcome["response"],
+            }
+            await self._producer.send(
+                self._topics.queued.name,
+                encode("QueuedMessage", updated),
+                key=entry.id,
+                partition=entry.partition,
+            )
+            metrics.REQUEUES.inc()
+        except Exception:
+            self.state.outcome_failed(entry.id, entry.attempts)
+            raise
+
+    async def _expire(
+        self, entry: SpoolEntry, message: dict[str, Any], plan: Expire, now_ms: int
+    ) -> None:
+        record = {
+            "type": "Expiration",
+            "id": entry.id,
+            "sender": message["sender"],
+            "recipients": [message["recipient"]],
+            "queue": entry.queue,
+            "site": "",
+            "size": len(message["content"]),
+            "response": plan.response.to_dict(),
+            "peer_address": None,
+            "timestamp": _datetime(now_ms),
+            "created": message["created_at"],
+            "num_attempts": plan.attempts,
+            "bounce_classification": "Uncategorized",
+            "egress_pool": None,
+            "egress_source": None,
+            "delivery_protocol": None,
+            "reception_protocol": None,
+            "meta": message["meta"],
+            "headers": {},
+            "nodeid": "",
+            "session_id": None,
+        }
+        # The log record first: if the tombstone then fails, the retry logs it again
+        # (at-least-once), rather than removing a message without a trace.
+        await self._producer.send(self._topics.log.name, encode("LogRecord", record), key=entry.id)
+        await self._tombstone(entry)
+
+
+async def run_scheduling(settings: Settings) -> None:
+    """Run the scheduling service until SIGTERM/SIGINT; raises SystemExit on failure."""
+    scheduler = Scheduler(settings, policy_config=policy_queue_config(settings))
+
+    async def main(runtime: ServiceRuntime) -> None:
+        async def rebuilt() -> bool:
+            return scheduler.ready
+
+        runtime.health.add_readiness_check("rebuilt", rebuilt)
+        runtime.health.set_ready(True)
+        await scheduler.run(runtime.shutdown_requested)
+
+    code = await run_service(SERVICE, main, settings.runtime)
+    if code != 0:
+        raise SystemExit(code)
