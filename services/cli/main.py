@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 COMMAND_MODULES: tuple[str, ...] = (
     "dev",
     "run",
+    "logs",
     "kafka",
     "topics",
     "queue_name",
