@@ -37,7 +37,9 @@ def _fullname(schema: dict[str, Any], namespace: str | None) -> tuple[str, str |
     return full, full.rpartition(".")[0] or None
 
 
-def _strategy(schema: Any, named: dict[str, Any], namespace: str | None) -> st.SearchStrategy[Any]:
+def _strategy(
+    schema: Any, named: dict[str, st.SearchStrategy[Any]], namespace: str | None
+) -> st.SearchStrategy[Any]:
     if isinstance(schema, list):
         return st.one_of([_strategy(branch, named, namespace) for branch in schema])
     if isinstance(schema, str):

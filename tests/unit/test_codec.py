@@ -15,10 +15,13 @@ from relaystream.core.events import (
     DecodeError,
     EncodeError,
     MetaError,
+    SchemaRegistry,
     decode,
     decode_meta,
+    decode_with,
     encode,
     encode_meta,
+    encode_with,
     registry,
     schema_names,
 )
@@ -322,3 +325,22 @@ def test_meta_refuses_what_json_cannot_express() -> None:
         encode_meta({"nan": float("nan")})
     with pytest.raises(MetaError, match="'queue' is not JSON"):
         decode_meta({"queue": "example.com"})
+
+
+def test_encode_refuses_a_naive_datetime_nested_in_a_union() -> None:
+    nested = {
+        "type": "record",
+        "name": "Probe",
+        "fields": [
+            {"name": "at", "type": ["null", {"type": "long", "logicalType": "timestamp-millis"}]}
+        ],
+    }
+    schemas = SchemaRegistry({"Probe": nested}, {})
+    assert schemas.current("Probe").timestamp_fields is None  # the full scan applies
+    with pytest.raises(EncodeError, match=r"Probe\.at: naive datetime"):
+        encode_with(schemas, "Probe", {"at": datetime(2025, 1, 1)})
+    aware = datetime(2025, 1, 1, tzinfo=UTC)
+    assert decode_with(schemas, encode_with(schemas, "Probe", {"at": aware})) == (
+        "Probe",
+        {"at": aware},
+    )

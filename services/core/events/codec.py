@@ -70,11 +70,17 @@ def encode_with(schemas: SchemaRegistry, schema_name: str, record: Mapping[str, 
         schema = schemas.current(schema_name)
     except KeyError:
         raise EncodeError(f"no event schema named {schema_name!r}") from None
-    _refuse_naive_datetimes(record, schema_name)
+    if schema.timestamp_fields is None:
+        _refuse_naive_datetimes(record, schema_name)
+    else:
+        for field in schema.timestamp_fields:
+            _refuse_naive_datetimes(record.get(field), f"{schema_name}.{field}")
     try:
         # fastavro's writer truncates floats into ints and writes bools as ints; validate
-        # first so a wrong type is an error rather than silently different data.
-        validate(record, schema.parsed, raise_errors=True)
+        # first so a wrong type is an error rather than silently different data. The
+        # boolean check is fast; only a failure pays for fastavro's error messages.
+        if not validate(record, schema.parsed, raise_errors=False):
+            validate(record, schema.parsed, raise_errors=True)
         buffer = BytesIO()
         buffer.write(MARKER)
         buffer.write(schema.fingerprint)

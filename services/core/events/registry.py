@@ -39,6 +39,9 @@ class SchemaVersion:
     fingerprint: bytes  # 8 bytes, little-endian CRC-64-AVRO of the canonical form
     parsed: ParsedSchema
     source: Mapping[str, Any]  # the self-contained JSON schema, embedded types inlined
+    # The top-level timestamp fields, or None when a timestamp hides deeper (in a nested
+    # record, union, array or map): the encoder then scans the whole record for them.
+    timestamp_fields: tuple[str, ...] | None
 
 
 def short_name(fullname: str) -> str:
@@ -110,7 +113,32 @@ def version_of(source: Mapping[str, Any], name: str, version: int | None) -> Sch
         fingerprint=schema_fingerprint(canonical_form),
         parsed=parsed,
         source=source,
+        timestamp_fields=_top_level_timestamp_fields(source),
     )
+
+
+def _is_timestamp(schema: Any) -> bool:
+    return isinstance(schema, dict) and schema.get("logicalType") in {
+        "timestamp-millis",
+        "timestamp-micros",
+    }
+
+
+def _mentions_timestamp(schema: Any) -> bool:
+    if _is_timestamp(schema):
+        return True
+    if isinstance(schema, list):
+        return any(_mentions_timestamp(item) for item in schema)
+    if isinstance(schema, dict):
+        return any(_mentions_timestamp(value) for value in schema.values())
+    return False
+
+
+def _top_level_timestamp_fields(source: Mapping[str, Any]) -> tuple[str, ...] | None:
+    fields = source["fields"]
+    if any(_mentions_timestamp(f["type"]) and not _is_timestamp(f["type"]) for f in fields):
+        return None
+    return tuple(f["name"] for f in fields if _is_timestamp(f["type"]))
 
 
 def _defined_names(schema: Any, namespace: str | None = None) -> set[str]:
