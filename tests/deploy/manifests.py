@@ -7,9 +7,11 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import os
 import shlex
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,8 +34,11 @@ Resource = dict[str, Any]
 def kustomize_command() -> list[str]:
     """The kustomize that renders overlays: a standalone `kustomize`, else kubectl's built-in
     one (kubectl >= 1.14). Raises when neither is installed: the tests cannot render then."""
-    if shutil.which("kustomize"):
-        return ["kustomize", "build"]
+    # scripts/bootstrap installs kustomize into the venv where no kubectl exists.
+    venv_bin = os.path.dirname(sys.executable)
+    standalone = shutil.which("kustomize") or shutil.which("kustomize", path=venv_bin)
+    if standalone:
+        return [standalone, "build"]
     if shutil.which("kubectl"):
         return ["kubectl", "kustomize"]
     raise RuntimeError(
