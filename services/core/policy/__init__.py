@@ -1,0 +1,36 @@
+"""Routing policies: KumoMTA-compatible Lua (sandboxed, lupa/Lua 5.4) and declarative YAML.
+
+`Policy.load(path)` reads either; both return plain data (meta dicts, queue config mappings)
+that the routing service turns into queue names and `QueueConfig`s.
+"""
+
+from .base import Policy, content_hash
+from .types import (
+    HANDLER_FOR_PROTOCOL,
+    JsonValue,
+    PolicyAccepted,
+    PolicyFailed,
+    PolicyLimits,
+    PolicyLoadError,
+    PolicyMessage,
+    PolicyRejected,
+    PolicyResult,
+    PolicyRuntimeError,
+    ReceptionProtocol,
+)
+
+__all__ = [
+    "HANDLER_FOR_PROTOCOL",
+    "JsonValue",
+    "Policy",
+    "PolicyAccepted",
+    "PolicyFailed",
+    "PolicyLimits",
+    "PolicyLoadError",
+    "PolicyMessage",
+    "PolicyRejected",
+    "PolicyResult",
+    "PolicyRuntimeError",
+    "ReceptionProtocol",
+    "content_hash",
+]

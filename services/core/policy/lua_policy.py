@@ -1,0 +1,190 @@
+"""KumoMTA-compatible Lua policies, run in a lupa (Lua 5.4) sandbox (see sandbox.lua)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from importlib import resources
+from typing import Any
+
+import lupa.lua54 as lua54
+
+from .base import Policy, content_hash
+from .headers import decode_header_value, parse_header_block
+from .types import (
+    HANDLER_FOR_PROTOCOL,
+    JsonValue,
+    PolicyAccepted,
+    PolicyFailed,
+    PolicyLimits,
+    PolicyLoadError,
+    PolicyMessage,
+    PolicyRejected,
+    PolicyResult,
+    PolicyRuntimeError,
+    ReceptionProtocol,
+)
+
+SANDBOX_SOURCE = resources.files(__package__).joinpath("sandbox.lua").read_text(encoding="utf-8")
+# Tags of the set_meta triples sandbox.lua returns (TAG_SCALAR, TAG_JSON, TAG_NULL there).
+_TAG_JSON = 2
+_TAG_NULL = 3
+
+policy_log = logging.getLogger("relaystream.policy")
+
+
+def _deny_attribute_get(obj: object, name: object) -> object:
+    raise AttributeError("Python attributes are not accessible from a policy")
+
+
+def _deny_attribute_set(obj: object, name: object, value: object) -> None:
+    raise AttributeError("Python attributes are not accessible from a policy")
+
+
+def _new_runtime(limits: PolicyLimits) -> Any:
+    return lua54.LuaRuntime(
+        register_eval=False,
+        register_builtins=False,
+        unpack_returned_tuples=False,
+        attribute_handlers=(_deny_attribute_get, _deny_attribute_set),
+        # Integers beyond 64 bits (from JSON meta) reach Lua as floats instead of failing.
+        overflow_handler=float,
+        max_memory=limits.memory_bytes,
+    )
+
+
+class LuaPolicy(Policy):
+    """One Lua policy in its own Lua state. Calls are serialized: one message at a time."""
+
+    def __init__(self, source: str, name: str, limits: PolicyLimits) -> None:
+        self.name = name
+        self.content_hash = content_hash(source)
+        self._current: PolicyMessage | None = None
+        self._current_headers: dict[str, list[str]] | None = None
+        self._runtime = _new_runtime(limits)
+        bootstrap = self._runtime.eval(
+            "function(source, ...)"
+            " return assert(load(source, '=relaystream-sandbox', 't'))(...) end"
+        )
+        engine = bootstrap(
+            SANDBOX_SOURCE,
+            self._lookup_meta,
+            self._first_header,
+            self._all_headers,
+            self._print,
+            limits.instruction_step,
+            max(1, limits.instruction_budget // limits.instruction_step),
+        )
+        self._run_message = engine.run_message
+        self._run_queue_config = engine.run_queue_config
+        status = self._call_engine_at_load(engine.load_policy, source, name)
+        if status[0] != "ok":
+            raise PolicyLoadError(_load_failure_text(status))
+        self._handler_defined = {
+            event: bool(engine.has_handler(event)) for event in set(HANDLER_FOR_PROTOCOL.values())
+        }
+
+    def _call_engine_at_load(self, load_policy: Any, source: str, name: str) -> tuple[Any, ...]:
+        try:
+            return _as_tuple(load_policy(source, name))
+        except (lua54.LuaError, lua54.LuaMemoryError, UnicodeError) as err:
+            raise PolicyLoadError(f"{name}: {err}") from err
+
+    def on_message_received(
+        self, protocol: ReceptionProtocol, message: PolicyMessage
+    ) -> PolicyResult:
+        event = HANDLER_FOR_PROTOCOL[protocol]
+        if not self._handler_defined[event]:
+            return PolicyAccepted(dict(message.meta))
+        self._current = message
+        self._current_headers = None
+        try:
+            out = self._run_message(event, message.id, message.sender, message.recipient)
+        except (lua54.LuaError, lua54.LuaMemoryError, UnicodeError, OverflowError) as err:
+            # Only the engine's own bookkeeping can get here (e.g. memory exhausted while
+            # returning the results); the message fails, the service carries on.
+            return PolicyFailed("memory" if isinstance(err, MemoryError) else "error", str(err))
+        finally:
+            self._current = None
+            self._current_headers = None
+        if out.__class__ is str:
+            return PolicyAccepted(dict(message.meta))
+        status = out[0]
+        if status == "ok":
+            meta = dict(message.meta)
+            for index in range(1, len(out), 3):
+                tag = out[index + 1]
+                value = out[index + 2]
+                if tag == _TAG_JSON:
+                    meta[out[index]] = json.loads(value)
+                elif tag == _TAG_NULL:
+                    meta[out[index]] = None
+                else:
+                    meta[out[index]] = value
+            return PolicyAccepted(meta)
+        if status == "reject":
+            return PolicyRejected(int(out[1]), str(out[2]))
+        return PolicyFailed(status, str(out[1]), str(out[2]) if len(out) > 2 else "")
+
+    def get_queue_config(
+        self,
+        domain: str,
+        tenant: str | None,
+        campaign: str | None,
+        routing_domain: str | None,
+    ) -> Mapping[str, JsonValue] | None:
+        try:
+            out = _as_tuple(self._run_queue_config(domain, tenant, campaign, routing_domain))
+        except (lua54.LuaError, lua54.LuaMemoryError, UnicodeError) as err:
+            raise PolicyRuntimeError(str(err)) from err
+        status = out[0]
+        if status == "none":
+            return None
+        if status == "ok":
+            config = json.loads(out[1])
+            if not isinstance(config, dict):
+                raise PolicyRuntimeError(
+                    "get_queue_config returned an array; expected kumo.make_queue_config{...}"
+                )
+            return config
+        raise PolicyRuntimeError(str(out[1]), status, str(out[2]) if len(out) > 2 else "")
+
+    # Callbacks from sandbox.lua, reached only through Lua closures.
+
+    def _lookup_meta(self, key: object) -> object:
+        message = self._current
+        if message is None or not isinstance(key, str):
+            return None
+        value = message.meta.get(key)
+        if isinstance(value, dict | list):
+            return self._runtime.table_from(value, recursive=True)
+        return value
+
+    def _headers(self) -> dict[str, list[str]]:
+        if self._current_headers is None:
+            message = self._current
+            self._current_headers = parse_header_block(message.headers if message else "")
+        return self._current_headers
+
+    def _first_header(self, name: str) -> str | None:
+        values = self._headers().get(name.lower())
+        return decode_header_value(values[0]) if values else None
+
+    def _all_headers(self, name: str) -> object:
+        values = self._headers().get(name.lower(), [])
+        return self._runtime.table_from([decode_header_value(value) for value in values])
+
+    def _print(self, text: str) -> None:
+        policy_log.info("%s: %s", self.name, text)
+
+
+def _as_tuple(out: Any) -> tuple[Any, ...]:
+    return out if isinstance(out, tuple) else (out,)
+
+
+def _load_failure_text(status: tuple[Any, ...]) -> str:
+    kind, message = status[0], str(status[1])
+    if kind == "syntax" or kind == "error":
+        return message
+    return f"{message} (while loading the policy)"

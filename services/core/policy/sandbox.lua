@@ -1,0 +1,690 @@
+-- The sandbox every Lua policy runs in.
+--
+-- This chunk runs once per LuaRuntime, with the full standard library, before any policy
+-- code. It keeps private references (upvalues) to everything it needs, removes what a
+-- policy could use to escape or to tamper with the engine, builds the policy's global
+-- environment, and returns the engine's entry points to Python. Policy code never sees a
+-- Python object: the Python callbacks below are upvalues of Lua closures only.
+local py_meta, py_first_header, py_all_headers, py_print, budget_step, budget_ticks = ...
+
+local SANDBOX_SOURCE = "=relaystream-sandbox"
+local SMTP_EVENT = "smtp_server_message_received"
+local HTTP_EVENT = "http_message_generated"
+local QUEUE_CONFIG_EVENT = "get_queue_config"
+local MEMORY_ERROR = "not enough memory"
+
+local debug_sethook, debug_getinfo = debug.sethook, debug.getinfo
+local debug_traceback, debug_getmetatable = debug.traceback, debug.getmetatable
+local load, error, pcall, xpcall, type, tostring = load, error, pcall, xpcall, type, tostring
+local next, select, setmetatable, rawget, rawlen = next, select, setmetatable, rawget, rawlen
+local math_type, math_huge = math.type, math.huge
+local string_format, string_gsub, string_match = string.format, string.gsub, string.match
+local table_concat, table_unpack, table_pack = table.concat, table.unpack, table.pack
+local utf8_len = utf8.len
+local coroutine_create, coroutine_resume = coroutine.create, coroutine.resume
+local collectgarbage = collectgarbage
+
+-- Strings share one metatable whose __index is the real string library: remove dump (it
+-- would hand out bytecode) and hide the metatable so a policy cannot replace string methods.
+string.dump = nil
+debug_getmetatable("").__metatable = false
+-- lupa's bridge table: policies get their own environment, but leave nothing behind.
+python = nil
+package.loaded.python = nil
+
+-- Lua strings cross to Python as UTF-8: anything else would fail there, so make it text.
+local function as_text(s)
+  if utf8_len(s) == nil then
+    return (string_gsub(s, "[\128-\255]", "?"))
+  end
+  return s
+end
+
+---------------------------------------------------------------------------------------------
+-- Instruction budget. A count hook fires every `budget_step` VM instructions; after
+-- `budget_ticks` firings the running policy code gets an error. From then on the hook fires
+-- on every instruction and raises again, so a policy that catches the error with pcall
+-- cannot keep running: each level of its own code fails in turn until control is back here.
+---------------------------------------------------------------------------------------------
+local ticks = 0
+local exhausted = false
+local budget_message = nil
+local budget_instructions = budget_step * budget_ticks
+
+local function budget_hook()
+  ticks = ticks + 1
+  if ticks <= budget_ticks then
+    return
+  end
+  local info = debug_getinfo(2, "Sl")
+  if info == nil or info.source == SANDBOX_SOURCE then
+    return -- the engine's own code finishes its bookkeeping
+  end
+  if not exhausted then
+    exhausted = true
+    budget_message = string_format(
+      "%s:%d: instruction budget of %d exceeded (endless loop?)",
+      as_text(info.short_src), info.currentline, budget_instructions)
+    debug_sethook(budget_hook, "", 1)
+  end
+  error(budget_message, 0)
+end
+
+-- The hook is on only while policy code runs: with any hook set, Lua 5.4 takes its slow
+-- path on every instruction, and the engine's own bookkeeping needs no budget.
+local function start_budget()
+  ticks = 0
+  exhausted = false
+  budget_message = nil
+  debug_sethook(budget_hook, "", budget_step)
+end
+
+local function stop_budget()
+  debug_sethook()
+end
+
+---------------------------------------------------------------------------------------------
+-- JSON: meta values and queue configs cross to Python as JSON text (tables) or as plain
+-- scalars, so only JSON-compatible values leave the sandbox. A table whose keys are exactly
+-- 1..n is an array; any other table (including the empty one, as mlua serializes it) is an
+-- object whose keys must be strings or integers.
+---------------------------------------------------------------------------------------------
+local JSON_ESCAPES = { ['"'] = '\\"', ["\\"] = "\\\\", ["\n"] = "\\n", ["\r"] = "\\r", ["\t"] = "\\t" }
+for byte = 0, 31 do
+  local char = string.char(byte)
+  JSON_ESCAPES[char] = JSON_ESCAPES[char] or string_format("\\u%04x", byte)
+end
+JSON_ESCAPES["\127"] = "\\u007f"
+local MAX_DEPTH = 32
+
+local function encode_string(s)
+  if utf8_len(s) == nil then
+    error("string is not valid UTF-8", 0)
+  end
+  return '"' .. string_gsub(s, '[%c"\\]', JSON_ESCAPES) .. '"'
+end
+
+local function is_array(t)
+  local count = 0
+  for _ in next, t do
+    count = count + 1
+  end
+  if count == 0 or rawlen(t) ~= count then
+    return false
+  end
+  for i = 1, count do
+    if rawget(t, i) == nil then
+      return false
+    end
+  end
+  return true
+end
+
+local encode_value
+
+local function encode_table(t, depth)
+  if depth > MAX_DEPTH then
+    error("table nested more than " .. MAX_DEPTH .. " levels deep (a cycle?)", 0)
+  end
+  local parts = {}
+  if is_array(t) then
+    for i = 1, rawlen(t) do
+      parts[i] = encode_value(rawget(t, i), depth + 1)
+    end
+    return "[" .. table_concat(parts, ",") .. "]"
+  end
+  -- Key order is Lua's table order: Python reads the text into a dict, order is irrelevant.
+  local count = 0
+  for k, item in next, t do
+    local key = k
+    if math_type(k) == "integer" then
+      key = string_format("%d", k)
+    elseif type(k) ~= "string" then
+      error("table key of type " .. type(k) .. " cannot be a JSON object key", 0)
+    end
+    count = count + 1
+    parts[count] = encode_string(key) .. ":" .. encode_value(item, depth + 1)
+  end
+  return "{" .. table_concat(parts, ",") .. "}"
+end
+
+encode_value = function(v, depth)
+  local t = type(v)
+  if t == "string" then
+    return encode_string(v)
+  elseif t == "boolean" then
+    return v and "true" or "false"
+  elseif t == "number" then
+    if math_type(v) == "integer" then
+      return string_format("%d", v)
+    end
+    if v ~= v or v == math_huge or v == -math_huge then
+      error("number " .. tostring(v) .. " cannot be represented in JSON", 0)
+    end
+    local text = string_format("%.17g", v)
+    if not string_match(text, "[%.eE]") then
+      text = text .. ".0"
+    end
+    return text
+  elseif t == "table" then
+    return encode_table(v, depth)
+  end
+  error("a " .. t .. " cannot be represented in JSON", 0)
+end
+
+local function deep_copy(v, depth)
+  if type(v) ~= "table" then
+    return v
+  end
+  if depth > MAX_DEPTH then
+    error("table nested more than " .. MAX_DEPTH .. " levels deep (a cycle?)", 0)
+  end
+  local copy = {}
+  for k, item in next, v do
+    copy[k] = deep_copy(item, depth + 1)
+  end
+  return copy
+end
+
+-- A copy of a value, checking on the way that encode_value will accept it: cheaper than
+-- encoding while a policy runs (under the budget hook), and the error names the policy line.
+local function json_copy(v, depth)
+  local t = type(v)
+  if t == "string" then
+    if utf8_len(v) == nil then
+      error("string is not valid UTF-8", 0)
+    end
+    return v
+  elseif t == "boolean" then
+    return v
+  elseif t == "number" then
+    if v ~= v or v == math_huge or v == -math_huge then
+      error("number " .. tostring(v) .. " cannot be represented in JSON", 0)
+    end
+    return v
+  elseif t ~= "table" then
+    error("a " .. t .. " cannot be represented in JSON", 0)
+  end
+  if depth > MAX_DEPTH then
+    error("table nested more than " .. MAX_DEPTH .. " levels deep (a cycle?)", 0)
+  end
+  local copy = {}
+  for k, item in next, v do
+    local kt = type(k)
+    if kt ~= "string" and math_type(k) ~= "integer" then
+      error("table key of type " .. kt .. " cannot be a JSON object key", 0)
+    end
+    copy[k] = json_copy(item, depth + 1)
+  end
+  return copy
+end
+
+---------------------------------------------------------------------------------------------
+-- Errors. kumo.reject raises a Rejection object; any other error becomes a Failure carrying
+-- the message (which names file and line) and a traceback.
+---------------------------------------------------------------------------------------------
+local Rejection = {
+  __metatable = false,
+  __tostring = function(r) return r.code .. " " .. r.text end,
+}
+local Failure = { __metatable = false, __tostring = function(f) return f.message end }
+
+-- The innermost policy frame at or above `level`, as "file:line: " (or "" if none).
+local function policy_location(level)
+  while true do
+    local info = debug_getinfo(level, "Sl")
+    if info == nil then
+      return ""
+    end
+    if info.what ~= "C" and info.source ~= SANDBOX_SOURCE and info.currentline > 0 then
+      return as_text(info.short_src) .. ":" .. info.currentline .. ": "
+    end
+    level = level + 1
+  end
+end
+
+local function on_error(err)
+  if exhausted or debug_getmetatable(err) == Rejection then
+    return err
+  end
+  local message
+  if type(err) == "string" then
+    message = as_text(err)
+  else
+    local ok, text = pcall(tostring, err)
+    message = policy_location(3) .. "error object is a " .. type(err)
+      .. (ok and type(text) == "string" and (": " .. as_text(text)) or "")
+  end
+  return setmetatable({ message = message, traceback = as_text(debug_traceback(message, 2)) }, Failure)
+end
+
+-- What Python receives when a handler did not return normally.
+local function outcome(err)
+  if exhausted then
+    return "budget", budget_message
+  end
+  local mt = debug_getmetatable(err)
+  if mt == Rejection then
+    return "reject", err.code, err.text
+  elseif mt == Failure then
+    if err.message == MEMORY_ERROR then
+      return "memory", "memory limit exceeded"
+    end
+    return "error", err.message, err.traceback
+  elseif err == MEMORY_ERROR then
+    -- Lua does not call the message handler for allocation failures.
+    return "memory", "memory limit exceeded"
+  end
+  return "error", as_text(tostring(err)), ""
+end
+
+---------------------------------------------------------------------------------------------
+-- The message object handed to smtp_server_message_received / http_message_generated.
+-- Its state lives in upvalues, not in the table, so rawset/rawget cannot reach it; it works
+-- only while its handler runs.
+---------------------------------------------------------------------------------------------
+local TAG_SCALAR, TAG_JSON, TAG_NULL = 1, 2, 3
+
+local current = nil -- the message object of the running handler
+local cur_id, cur_sender, cur_recipient
+local cur_sender_address, cur_recipient_address
+local log, log_n = {}, 0 -- set_meta results: key, tag, value triples, one per key
+local overrides = nil -- key -> position in log (created on the first set_meta of a call)
+local table_values = nil -- key -> Lua copy of a table value, for get_meta
+
+local Message = {}
+local MessageMeta = { __index = Message, __metatable = false, __name = "Message" }
+MessageMeta.__tostring = function() return "Message(" .. tostring(cur_id) .. ")" end
+
+local function active(self, method)
+  if type(self) ~= "table" then
+    error("call it as msg:" .. method .. "(...), with a colon", 3)
+  end
+  if self ~= current then
+    error("msg:" .. method .. "() called outside the handler that received this message", 3)
+  end
+end
+
+local AddressMeta = {
+  __metatable = false,
+  __name = "EnvelopeAddress",
+  __tostring = function(a) return a.email end,
+}
+
+-- KumoMTA's EnvelopeAddress fields: user, domain, email (the null sender: all empty).
+local function make_address(text)
+  local user, domain = string_match(text, "^(.*)@([^@]*)$")
+  if user == nil then
+    user, domain = text, ""
+  end
+  return setmetatable({ user = user, domain = domain, email = text }, AddressMeta)
+end
+
+function Message:id()
+  active(self, "id")
+  return cur_id
+end
+
+function Message:sender()
+  active(self, "sender")
+  if cur_sender_address == nil then
+    cur_sender_address = make_address(cur_sender)
+  end
+  return cur_sender_address
+end
+
+function Message:recipient()
+  active(self, "recipient")
+  if cur_recipient_address == nil then
+    cur_recipient_address = make_address(cur_recipient)
+  end
+  return cur_recipient_address
+end
+
+function Message:set_meta(key, value)
+  active(self, "set_meta")
+  if type(key) ~= "string" or utf8_len(key) == nil then
+    error("msg:set_meta: the key must be a UTF-8 string, got a " .. type(key), 2)
+  end
+  local t = type(value)
+  local tag = TAG_SCALAR
+  if t == "string" then
+    if utf8_len(value) == nil then
+      error("msg:set_meta('" .. key .. "'): value is not valid UTF-8", 2)
+    end
+  elseif t == "number" then
+    if value ~= value or value == math_huge or value == -math_huge then
+      error("msg:set_meta('" .. key .. "'): " .. tostring(value) .. " is not a JSON number", 2)
+    end
+  elseif value == nil then
+    tag = TAG_NULL
+  elseif t ~= "boolean" then
+    local ok, copy = pcall(json_copy, value, 0)
+    if not ok then
+      if exhausted or copy == MEMORY_ERROR then
+        error(copy, 0)
+      end
+      error("msg:set_meta('" .. key .. "'): " .. tostring(copy), 2)
+    end
+    if table_values == nil then
+      table_values = {}
+    end
+    -- Encoded to JSON after the handler returns; get_meta hands out copies of this one.
+    table_values[key] = copy
+    tag, value = TAG_JSON, nil
+  end
+  if overrides == nil then
+    overrides = {}
+  end
+  local position = overrides[key]
+  if position == nil then
+    position = log_n + 1
+    log_n = log_n + 3
+    overrides[key] = position
+    log[position] = key
+  end
+  log[position + 1] = tag
+  log[position + 2] = value
+  if tag ~= TAG_JSON and table_values ~= nil then
+    table_values[key] = nil
+  end
+end
+
+function Message:get_meta(key)
+  active(self, "get_meta")
+  local position = overrides and overrides[key]
+  if position == nil then
+    return py_meta(key)
+  end
+  local tag = log[position + 1]
+  if tag == TAG_SCALAR then
+    return log[position + 2]
+  elseif tag == TAG_JSON then
+    return deep_copy(table_values[key], 0)
+  end
+  return nil
+end
+
+function Message:get_first_named_header_value(name)
+  active(self, "get_first_named_header_value")
+  if type(name) ~= "string" then
+    error("msg:get_first_named_header_value: the name must be a string", 2)
+  end
+  return py_first_header(name)
+end
+
+function Message:get_all_named_header_values(name)
+  active(self, "get_all_named_header_values")
+  if type(name) ~= "string" then
+    error("msg:get_all_named_header_values: the name must be a string", 2)
+  end
+  return py_all_headers(name)
+end
+
+-- The connection metadata passed to smtp_server_message_received. Connection facts are
+-- copied onto every message's meta at reception, so this reads the message's original meta.
+local ConnMeta = {}
+local conn_meta = setmetatable({}, { __index = ConnMeta, __metatable = false, __name = "ConnectionMetaData" })
+function ConnMeta:get_meta(key)
+  if current == nil then
+    error("conn_meta:get_meta() called outside a message handler", 2)
+  end
+  return py_meta(key)
+end
+function ConnMeta:set_meta()
+  error("conn_meta:set_meta: connection metadata is read-only in relaystream; use msg:set_meta", 2)
+end
+
+---------------------------------------------------------------------------------------------
+-- The `kumo` module.
+---------------------------------------------------------------------------------------------
+local single_handlers = {} -- event -> function, for the events KumoMTA allows once
+local SINGLE_EVENTS = { [SMTP_EVENT] = true, [HTTP_EVENT] = true }
+local multi_handlers = {} -- event -> list of functions (get_queue_config, and events we never call)
+local loading = false
+
+local kumo = {}
+
+function kumo.on(name, handler)
+  if type(name) ~= "string" then
+    error("kumo.on: the event name must be a string", 2)
+  end
+  if type(handler) ~= "function" then
+    error("kumo.on('" .. name .. "', ...): the handler must be a function", 2)
+  end
+  if not loading then
+    error("kumo.on('" .. name .. "', ...) called from within an event handler: "
+      .. "register handlers when the policy is loaded", 2)
+  end
+  if SINGLE_EVENTS[name] then
+    local existing = single_handlers[name]
+    if existing ~= nil then
+      local info = debug_getinfo(existing, "S")
+      error(string_format("%s event already has a handler defined at %s:%d",
+        name, as_text(info.short_src), info.linedefined), 2)
+    end
+    single_handlers[name] = handler
+    return
+  end
+  local list = multi_handlers[name]
+  if list == nil then
+    list = {}
+    multi_handlers[name] = list
+  end
+  list[#list + 1] = handler
+end
+
+function kumo.reject(code, text)
+  if math_type(code) == "float" and code == code // 1 then
+    code = code // 1
+  end
+  if math_type(code) ~= "integer" or code < 400 or code > 599 then
+    error("kumo.reject: the code must be an SMTP error code from 400 to 599, got " .. tostring(code), 2)
+  end
+  if type(text) ~= "string" then
+    error("kumo.reject: the message must be a string", 2)
+  end
+  error(setmetatable({ code = code, text = as_text(text) }, Rejection), 0)
+end
+
+-- Returns a copy of the table; it is validated when get_queue_config returns it (Python
+-- side), the table is checked here only for values JSON cannot carry.
+function kumo.make_queue_config(params)
+  if type(params) ~= "table" then
+    error("kumo.make_queue_config: expected a table, got a " .. type(params), 2)
+  end
+  local ok, copy = pcall(json_copy, params, 0)
+  if not ok then
+    if exhausted or copy == MEMORY_ERROR then
+      error(copy, 0)
+    end
+    error("kumo.make_queue_config: " .. tostring(copy), 2)
+  end
+  return copy
+end
+
+function kumo.json_encode(value)
+  local ok, text = pcall(encode_value, value, 0)
+  if not ok then
+    if exhausted or text == MEMORY_ERROR then
+      error(text, 0)
+    end
+    error("kumo.json_encode: " .. tostring(text), 2)
+  end
+  return text
+end
+
+---------------------------------------------------------------------------------------------
+-- The policy's global environment: the safe part of the standard library, copied so that a
+-- policy changing `string.format` changes only its own view.
+---------------------------------------------------------------------------------------------
+local function copy_library(library, omit)
+  local copy = {}
+  for k, v in next, library do
+    if not (omit and omit[k]) then
+      copy[k] = v
+    end
+  end
+  return copy
+end
+
+local policy_coroutine = copy_library(coroutine)
+-- Hooks are per coroutine in Lua: give each new coroutine the budget hook.
+function policy_coroutine.create(fn)
+  local co = coroutine_create(fn)
+  debug_sethook(co, budget_hook, "", budget_step)
+  return co
+end
+function policy_coroutine.wrap(fn)
+  local co = policy_coroutine.create(fn)
+  return function(...)
+    local results = table_pack(coroutine_resume(co, ...))
+    if results[1] then
+      return table_unpack(results, 2, results.n)
+    end
+    error(results[2], 0)
+  end
+end
+
+local function policy_setmetatable(t, mt)
+  -- A finalizer would run at an arbitrary later time, outside any handler and budget.
+  if type(mt) == "table" and rawget(mt, "__gc") ~= nil then
+    error("setmetatable: __gc metamethods are not available in the policy sandbox", 2)
+  end
+  return setmetatable(t, mt)
+end
+
+local function policy_collectgarbage(option)
+  if option == "count" then
+    return collectgarbage("count")
+  end
+  error("collectgarbage: only collectgarbage('count') is available in the policy sandbox", 2)
+end
+
+local function policy_print(...)
+  local n = select("#", ...)
+  local parts = {}
+  for i = 1, n do
+    parts[i] = as_text(tostring((select(i, ...))))
+  end
+  py_print(table_concat(parts, "\t"))
+end
+
+local env = {
+  _VERSION = _VERSION,
+  assert = assert,
+  error = error,
+  getmetatable = getmetatable,
+  ipairs = ipairs,
+  next = next,
+  pairs = pairs,
+  pcall = pcall,
+  print = policy_print,
+  rawequal = rawequal,
+  rawget = rawget,
+  rawlen = rawlen,
+  rawset = rawset,
+  select = select,
+  setmetatable = policy_setmetatable,
+  tonumber = tonumber,
+  tostring = tostring,
+  type = type,
+  xpcall = xpcall,
+  collectgarbage = policy_collectgarbage,
+  coroutine = policy_coroutine,
+  math = copy_library(math),
+  string = copy_library(string),
+  table = copy_library(table),
+  utf8 = copy_library(utf8),
+  kumo = kumo,
+}
+env._G = env
+
+---------------------------------------------------------------------------------------------
+-- Entry points for Python.
+---------------------------------------------------------------------------------------------
+local engine = {}
+
+-- Compiles and runs the policy's top level. Returns "ok", or a status and message.
+function engine.load_policy(source, chunkname)
+  local chunk, err = load(source, "@" .. chunkname, "t", env)
+  if chunk == nil then
+    return "syntax", as_text(err)
+  end
+  loading = true
+  start_budget()
+  local ok, result = xpcall(chunk, on_error)
+  stop_budget()
+  loading = false
+  if ok then
+    return "ok"
+  end
+  return outcome(result)
+end
+
+function engine.has_handler(event)
+  return single_handlers[event] ~= nil or (multi_handlers[event] ~= nil and #multi_handlers[event] > 0)
+end
+
+-- Runs a message handler. Returns "none" (no handler), "ok" followed by the set_meta
+-- key/tag/value triples, or the outcome of a failure.
+function engine.run_message(event, id, sender, recipient)
+  local handler = single_handlers[event]
+  if handler == nil then
+    return "none"
+  end
+  local msg = setmetatable({}, MessageMeta)
+  current, cur_id, cur_sender, cur_recipient = msg, id, sender, recipient
+  cur_sender_address, cur_recipient_address = nil, nil
+  log_n, overrides, table_values = 0, nil, nil
+  start_budget()
+  local ok, err = xpcall(handler, on_error, msg, event == SMTP_EVENT and conn_meta or nil)
+  stop_budget()
+  current = nil
+  if ok then
+    if log_n == 0 then
+      return "ok"
+    end
+    if table_values ~= nil then
+      for key, value in next, table_values do
+        log[overrides[key] + 2] = encode_value(value, 0)
+      end
+    end
+    return "ok", table_unpack(log, 1, log_n)
+  end
+  return outcome(err)
+end
+
+-- Runs the get_queue_config handlers in registration order until one returns a config.
+-- Returns "none" (no handler, or every handler returned nil), "ok" and the config as JSON
+-- text, or the outcome of a failure.
+function engine.run_queue_config(domain, tenant, campaign, routing_domain)
+  local handlers = multi_handlers[QUEUE_CONFIG_EVENT]
+  if handlers == nil then
+    return "none"
+  end
+  for i = 1, #handlers do
+    start_budget()
+    local ok, result = xpcall(handlers[i], on_error, domain, tenant, campaign, routing_domain)
+    stop_budget()
+    if not ok then
+      return outcome(result)
+    end
+    if result ~= nil then
+      if type(result) ~= "table" then
+        local info = debug_getinfo(handlers[i], "S")
+        return "error", string_format(
+          "%s:%d: get_queue_config returned a %s; expected kumo.make_queue_config{...}",
+          as_text(info.short_src), info.linedefined, type(result)), ""
+      end
+      local encoded, text = pcall(encode_value, result, 0)
+      if not encoded then
+        return "error", "get_queue_config result: " .. tostring(text), ""
+      end
+      return "ok", text
+    end
+  end
+  return "none"
+end
+
+return engine

@@ -1,0 +1,101 @@
+"""The data a policy reads and returns: messages in, results out, and the limits it runs under."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal, TypeAlias
+
+JsonValue: TypeAlias = str | int | float | bool | list["JsonValue"] | dict[str, "JsonValue"] | None
+
+ReceptionProtocol: TypeAlias = Literal["ESMTP", "HTTP", "Kafka"]
+
+# Event handler run for each reception protocol. KumoMTA has no Kafka reception: a message
+# published upstream onto Kafka is an API injection like an HTTP one, so it gets the
+# `http_message_generated` handler (without KumoMTA's auth_info argument).
+HANDLER_FOR_PROTOCOL: Mapping[str, str] = {
+    "ESMTP": "smtp_server_message_received",
+    "HTTP": "http_message_generated",
+    "Kafka": "http_message_generated",
+}
+
+
+class PolicyLoadError(Exception):
+    """The policy file cannot be used: unreadable, a syntax error, or its top level failed.
+    The message names the file and, where there is one, the line: `policy.lua:7: ...`."""
+
+
+class PolicyRuntimeError(Exception):
+    """A handler failed outside a message (get_queue_config). `reason` is "error",
+    "budget" (instruction budget exhausted) or "memory" (memory limit exceeded)."""
+
+    def __init__(self, message: str, reason: str = "error", traceback: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.traceback = traceback
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyLimits:
+    """What one handler call may consume. The instruction budget is counted in steps of
+    `instruction_step` Lua VM instructions; the memory limit covers the whole Lua state."""
+
+    instruction_budget: int = 10_000_000
+    instruction_step: int = 1_000
+    memory_bytes: int = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyMessage:
+    """One message (one recipient) as the reception policy sees it.
+
+    `sender` and `recipient` are bare envelope addresses (`user@domain`; the null sender is
+    ""); `headers` is the RFC 5322 header block (folded lines allowed, body excluded)."""
+
+    id: str
+    sender: str
+    recipient: str
+    meta: Mapping[str, JsonValue] = field(default_factory=dict)
+    headers: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyAccepted:
+    """The handler returned: `meta` is the message's meta after it (input meta + set_meta)."""
+
+    meta: dict[str, JsonValue]
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyRejected:
+    """The handler called `kumo.reject(code, text)`; `text` may start with an enhanced
+    status code (`5.7.1 ...`), as in KumoMTA."""
+
+    code: int
+    text: str
+
+    @property
+    def response(self) -> str:
+        return f"{self.code} {self.text}"
+
+
+# KumoMTA answers a failing reception handler with a transient "technical difficulties".
+POLICY_FAILURE_CODE = 451
+POLICY_FAILURE_TEXT = "4.3.0 technical difficulties"
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyFailed:
+    """The handler raised an error, ran out of its instruction budget or of memory.
+    `reason` is "error", "budget" or "memory"; `message` names file and line."""
+
+    reason: str
+    message: str
+    traceback: str = ""
+
+    def as_rejection(self) -> PolicyRejected:
+        """The rejection the routing service records for this message (never a crash)."""
+        return PolicyRejected(POLICY_FAILURE_CODE, POLICY_FAILURE_TEXT)
+
+
+PolicyResult: TypeAlias = PolicyAccepted | PolicyRejected | PolicyFailed
