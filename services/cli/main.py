@@ -21,6 +21,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "queue_name",
     "retry_schedule",
     "resolve",
+    "route",
 )
 
 Handler = Callable[[argparse.Namespace], int]

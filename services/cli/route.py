@@ -1,0 +1,202 @@
+"""`relaystream route`: what a policy does with one message, without Kafka.
+
+Runs the policy's reception handler on a message built from the options, then shows the
+meta after it, the scheduled queue name with its parts, and the queue config that the
+policy's get_queue_config gives that queue (defaults filled in). Exit status: 0 accepted,
+1 rejected or failed by the policy, 2 bad input or a policy that does not load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, cast
+
+from ..core.domain.envelope import EnvelopeAddress, EnvelopeAddressError
+from ..core.domain.queue_config import QueueConfig, QueueConfigError
+from ..core.domain.queue_name import QueueName, QueueNameError, is_null_queue
+from ..core.policy import (
+    JsonValue,
+    Policy,
+    PolicyAccepted,
+    PolicyFailed,
+    PolicyLoadError,
+    PolicyMessage,
+    PolicyRejected,
+    PolicyRuntimeError,
+    ReceptionProtocol,
+)
+
+MESSAGE_ID = "route-cli"
+
+
+class RouteInputError(ValueError):
+    """An option value that does not make a message."""
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "route",
+        help="run a routing policy on one message and show its queue and queue config",
+        description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
+    )
+    parser.add_argument(
+        "--policy",
+        type=Path,
+        required=True,
+        metavar="FILE",
+        help="a Lua (.lua) or declarative (.yaml/.yml) policy",
+    )
+    parser.add_argument(
+        "--sender",
+        required=True,
+        metavar="ADDRESS",
+        help="envelope sender ('' for the null sender)",
+    )
+    parser.add_argument("--recipient", required=True, metavar="ADDRESS")
+    parser.add_argument(
+        "--header",
+        action="append",
+        default=[],
+        metavar="'NAME: VALUE'",
+        help="a message header (repeatable)",
+    )
+    parser.add_argument(
+        "--meta",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="input meta (repeatable); VALUE is JSON when it parses, else text",
+    )
+    parser.add_argument(
+        "--protocol",
+        choices=("ESMTP", "HTTP", "Kafka"),
+        default="ESMTP",
+        help="reception protocol: picks the handler (default ESMTP)",
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.set_defaults(handler=run)
+
+
+def parse_meta_options(items: list[str]) -> dict[str, JsonValue]:
+    meta: dict[str, JsonValue] = {}
+    for item in items:
+        key, equals, text = item.partition("=")
+        if not equals or not key:
+            raise RouteInputError(f"--meta {item!r}: expected KEY=VALUE")
+        try:
+            meta[key] = json.loads(text)
+        except json.JSONDecodeError:
+            meta[key] = text
+    return meta
+
+
+def header_block(items: list[str]) -> str:
+    for item in items:
+        name, colon, _ = item.partition(":")
+        if not colon or not name.strip() or "\n" in item or "\r" in item:
+            raise RouteInputError(f"--header {item!r}: expected 'Name: value' on one line")
+    return "".join(f"{item}\r\n" for item in items)
+
+
+def route(policy: Policy, protocol: ReceptionProtocol, message: PolicyMessage) -> dict[str, Any]:
+    """The report `route` prints, as data."""
+    report: dict[str, Any] = {
+        "policy": {"name": policy.name, "content_hash": policy.content_hash},
+        "protocol": protocol,
+    }
+    result = policy.on_message_received(protocol, message)
+    if isinstance(result, PolicyRejected):
+        report["outcome"] = "rejected"
+        report["response"] = result.response
+        return report
+    if isinstance(result, PolicyFailed):
+        report["outcome"] = "failed"
+        report["reason"] = result.reason
+        report["error"] = result.message
+        report["response"] = result.as_rejection().response
+        return report
+    assert isinstance(result, PolicyAccepted)
+    report["outcome"] = "accepted"
+    report["meta"] = result.meta
+    recipient_domain = EnvelopeAddress.parse(message.recipient).domain
+    try:
+        name = QueueName.for_message(recipient_domain, result.meta)
+    except QueueNameError as err:
+        report["outcome"] = "failed"
+        report["error"] = f"no queue name: {err}"
+        return report
+    parsed = QueueName.parse(name)
+    report["queue"] = {
+        "name": name,
+        "campaign": parsed.campaign,
+        "tenant": parsed.tenant,
+        "domain": parsed.domain,
+        "routing_domain": parsed.routing_domain,
+        "null_queue": is_null_queue(name),
+    }
+    try:
+        fields = policy.get_queue_config(
+            parsed.domain, parsed.tenant, parsed.campaign, parsed.routing_domain
+        )
+        config = QueueConfig.from_mapping(fields or {})
+    except (PolicyRuntimeError, QueueConfigError) as err:
+        report["outcome"] = "failed"
+        report["error"] = f"get_queue_config: {err}"
+        return report
+    report["queue_config_source"] = "defaults" if fields is None else "policy"
+    report["queue_config"] = config.to_mapping()
+    return report
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        meta = parse_meta_options(args.meta)
+        headers = header_block(args.header)
+        EnvelopeAddress.parse(args.recipient)
+        if args.sender:
+            EnvelopeAddress.parse(args.sender)
+        policy = Policy.load(args.policy)
+    except (RouteInputError, EnvelopeAddressError, PolicyLoadError) as err:
+        print(f"relaystream route: {err}", file=sys.stderr)
+        return 2
+    message = PolicyMessage(MESSAGE_ID, args.sender, args.recipient, meta, headers)
+    report = route(policy, cast(ReceptionProtocol, args.protocol), message)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print_report(report)
+    return 0 if report["outcome"] == "accepted" else 1
+
+
+def print_report(report: dict[str, Any]) -> None:
+    policy = report["policy"]
+    print(f"{'policy':16} {policy['name']} sha256:{policy['content_hash']}")
+    print(f"{'protocol':16} {report['protocol']}")
+    print(f"{'outcome':16} {report['outcome']}")
+    if "response" in report:
+        print(f"{'response':16} {report['response']}")
+    if "error" in report:
+        print(f"{'error':16} {report['error']}")
+    if "meta" in report:
+        print("meta")
+        for key, value in report["meta"].items():
+            print(f"  {key:14} {json.dumps(value)}")
+    if "queue" in report:
+        print("queue")
+        for key, value in report["queue"].items():
+            print(f"  {key:14} {_show(value)}")
+    if "queue_config" in report:
+        print(f"queue_config (from {report['queue_config_source']})")
+        for key, value in report["queue_config"].items():
+            print(f"  {key:18} {json.dumps(value)}")
+
+
+def _show(value: object) -> str:
+    if value is None:
+        return "(none)"
+    if value == "":
+        return '"" (empty)'
+    return str(value)
