@@ -91,7 +91,7 @@ async def test_routing_killed_mid_stream_loses_nothing(
     sending = asyncio.ensure_future(asyncio.to_thread(send_each, pipeline, recipients))
     # Kill routing while the burst is being accepted and routed.
     while not any(logs.for_recipient(r) for r in recipients) and not sending.done():
-        await asyncio.sleep(0.05)  # noqa: ASYNC110  # polling the watcher's list
+        await asyncio.sleep(0.05)  # polling the watcher's list
     pipeline.kill("routing")
     await sending
     await pipeline.restart("routing")
