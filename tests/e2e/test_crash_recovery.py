@@ -89,9 +89,8 @@ async def test_routing_killed_mid_stream_loses_nothing(
     pipeline, logs = crash_pipeline
     recipients = [f"burst-{i}-{uuid.uuid4().hex[:6]}@plain.test" for i in range(40)]
     sending = asyncio.ensure_future(asyncio.to_thread(send_each, pipeline, recipients))
-    # Kill routing while the burst is being accepted and routed.
-    while not any(logs.for_recipient(r) for r in recipients) and not sending.done():
-        await asyncio.sleep(0.05)  # polling the watcher's list
+    # Kill routing while the burst is being accepted and routed: right after its first record.
+    await logs.wait_for(lambda rs: bool(rs), recipients[0], within=120)
     pipeline.kill("routing")
     await sending
     await pipeline.restart("routing")
