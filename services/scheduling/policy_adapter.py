@@ -1,33 +1,40 @@
 """The policy's `get_queue_config`, loaded from the scheduling (or routing) policy file.
 
-TODO(core.policy): import `Policy` directly once core/policy lands; until then it is looked up
-at run time so this package type-checks without it. The expected API (pipeline design):
-`Policy.load(path)` and `policy.get_queue_config(domain, tenant, campaign, routing_domain)`
-returning a `QueueConfig`.
+The policy answers with queue-config fields (or None: no opinion); they become a `QueueConfig`
+over KumoMTA's defaults. A policy that fails or answers nonsense for a queue leaves that queue
+on the defaults (logged) rather than stopping every other queue's releases.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+import logging
 
 from ..core.domain.queue_config import QueueConfig
 from ..core.domain.queue_name import QueueName
+from ..core.policy import Policy
 from ..core.runtime.settings import Settings
 from .config_resolver import PolicyQueueConfig, default_queue_config
+
+log = logging.getLogger(__name__)
 
 
 def policy_queue_config(settings: Settings) -> PolicyQueueConfig:
     path = settings.scheduling.policy_path or settings.routing.policy_path
     if path is None:
         return default_queue_config
-    policy_module: Any = importlib.import_module(f"{__package__.rsplit('.', 1)[0]}.core.policy")
-    policy = policy_module.Policy.load(path)
+    policy = Policy.load(path)
 
     def queue_config(name: QueueName) -> QueueConfig:
-        config = policy.get_queue_config(
-            name.domain, name.tenant, name.campaign, name.routing_domain
-        )
-        return config if isinstance(config, QueueConfig) else QueueConfig.from_mapping(config)
+        try:
+            fields = policy.get_queue_config(
+                name.domain, name.tenant, name.campaign, name.routing_domain
+            )
+            return QueueConfig() if fields is None else QueueConfig.from_mapping(fields)
+        except Exception as error:  # a policy runtime error or invalid fields
+            log.warning(
+                "get_queue_config failed: using defaults",
+                extra={"queue": name.format(), "error": repr(error)},
+            )
+            return QueueConfig()
 
     return queue_config
