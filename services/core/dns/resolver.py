@@ -32,7 +32,7 @@ from ..domain.mx_plan import (
     plan_from_mx_answer,
 )
 from ..domain.queue_config import MxListName, QueueConfig
-from ..domain.routing_target import RoutingTarget
+from ..domain.routing_target import RoutingTarget, parse_ip, split_colon_port
 
 DEFAULT_TIMEOUT = 5.0
 NEGATIVE_TTL = 300.0
@@ -170,6 +170,10 @@ class MxResolver:
             if isinstance(entry, MxListName) and entry.ip is None
         }
         if plan.mx_list is None and not plan.is_domain_literal and not plan.is_null_mx:
-            names |= {host.rsplit(":", 1)[0] if plan.port else host for host in plan.hosts}
+            port_split = plan.port is not None
+            bare_hosts = (split_colon_port(h)[0] if port_split else h for h in plan.hosts)
+            # An MX exchange written as an IP is used as it is (connection_order): looking it
+            # up as a name would only cost a query, or a whole timeout when DNS is slow.
+            names |= {host for host in bare_hosts if parse_ip(host) is None}
         found = await asyncio.gather(*(self.resolve_addresses(name) for name in sorted(names)))
         return connection_order(plan, dict(zip(sorted(names), found, strict=True)), rng)
