@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
 
+from ..core.dns.resolver import MxResolver
 from ..core.domain.log_record import LogRecord, PeerAddress, RecordType
 from ..core.domain.queue_config import QueueConfig, QueueConfigError
 from ..core.domain.smtp_reply import ReplyKind, SmtpResponse, classify_reply
@@ -21,7 +22,7 @@ from ..core.events import records
 from ..core.events.records import DeliveryOutcome, DeliveryRequest, OutcomeKind
 from ..core.runtime.settings import DeliverySettings
 from . import metrics
-from .planning import DeliveryPlan, DestinationPlanner, Resolver, Undeliverable
+from .planning import DeliveryPlan, DestinationPlanner, Undeliverable
 from .pool import AllCandidatesFailed, PoolKey, PoolLimits, PoolRegistry
 from .smtp_session import Destination, PeerReply, SessionOptions, SessionTimeouts
 from .tls import TlsMode
@@ -77,7 +78,7 @@ class Deliverer:
         self.egress_source = egress_source
 
     @classmethod
-    def from_settings(cls, settings: DeliverySettings, resolver: Resolver) -> Deliverer:
+    def from_settings(cls, settings: DeliverySettings, resolver: MxResolver) -> Deliverer:
         options = SessionOptions(
             ehlo_name=settings.ehlo_name or socket.getfqdn(),
             tls_mode=TlsMode.parse(settings.tls_mode),

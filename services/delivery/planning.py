@@ -7,53 +7,31 @@
    rewritten with meta `queue`, its domain part): a domain literal is delivered to directly
    with no DNS; a DNS name gets MX resolution, addresses shuffled within one preference.
 
-The decisions (site names, ordering, null MX, prohibited destinations, the failure replies)
-are in core/domain/mx_plan.py; this module does the lookups and turns the result into SMTP
-destinations or an `Undeliverable` verdict.
+The lookups and their caching are core/dns's `MxResolver`; the decisions (site names,
+ordering, null MX, prohibited destinations, the failure replies) are core/domain/mx_plan.py.
+This module only turns their result into SMTP destinations or an `Undeliverable` verdict.
 """
 
 from __future__ import annotations
 
-import asyncio
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
+from ..core.dns.resolver import MxResolver
 from ..core.domain.mx_plan import (
-    MxAnswer,
     MxLookupFailed,
     MxPlan,
     ResolvedAddress,
-    connection_order,
     no_addresses_response,
     null_mx_response,
-    plan_for_literal,
-    plan_for_mx_list,
-    plan_from_mx_answer,
     prohibited_response,
 )
-from ..core.domain.queue_config import MxListName, QueueConfig
+from ..core.domain.queue_config import QueueConfig
 from ..core.domain.queue_name import QueueName
-from ..core.domain.routing_target import (
-    RoutingTarget,
-    RoutingTargetError,
-    ip_text,
-    parse_ip,
-    split_colon_port,
-)
+from ..core.domain.routing_target import RoutingTargetError, ip_text
 from ..core.domain.smtp_reply import SmtpResponse
 from .smtp_session import Destination
-
-
-class Resolver(Protocol):
-    """The DNS lookups planning needs (core/dns's MxResolver through an adapter)."""
-
-    async def mx(self, domain: str) -> MxAnswer: ...
-
-    async def addresses(self, host: str) -> Sequence[str]:
-        """A and AAAA answers of `host` as IP texts; empty when it has none or fails."""
-        ...
 
 
 @dataclass(frozen=True)
@@ -74,9 +52,12 @@ class Undeliverable:
 
 
 class DestinationPlanner:
+    """Plans each request's destination through one shared `MxResolver`, so that every
+    delivery to a domain within its TTL (or a failure's 5 minutes) reuses the answer."""
+
     def __init__(
         self,
-        resolver: Resolver,
+        resolver: MxResolver,
         *,
         default_port: int = 25,
         allow_prohibited: bool = False,
@@ -88,59 +69,46 @@ class DestinationPlanner:
         self._rng = rng or random.Random()
 
     async def plan(self, queue: str, config: QueueConfig) -> DeliveryPlan | Undeliverable:
-        target_text = QueueName.parse(queue).effective_domain
-        if config.mx_list is not None:
-            mx_plan = plan_for_mx_list(target_text, config)
-            names = [e.host for e in config.mx_list if isinstance(e, MxListName) and e.ip is None]
-        else:
-            try:
-                target = RoutingTarget.classify(target_text)
-            except RoutingTargetError as error:
-                # A policy's mistake (a bad routing_domain): fixable, so retried, not bounced.
-                response = SmtpResponse.with_code(451, (4, 3, 5), f"invalid destination: {error}")
-                return Undeliverable(response, target_text, permanent=False)
-            if target.is_literal:
-                mx_plan = plan_for_literal(target)
-                names = []
-            else:
-                try:
-                    mx_plan = plan_from_mx_answer(target, await self._resolver.mx(target.host))
-                except MxLookupFailed as failed:
-                    return Undeliverable(failed.response, failed.site_name, permanent=False)
-                if mx_plan.is_null_mx:
-                    return Undeliverable(null_mx_response(), mx_plan.site_name, permanent=True)
-                names = list(_hosts_to_resolve(mx_plan))
-        addresses = await self._resolve_all(names)
-        ordered = connection_order(mx_plan, addresses, self._rng)
-        return self._destinations(mx_plan, ordered)
-
-    def _destinations(
-        self, mx_plan: MxPlan, ordered: Sequence[ResolvedAddress]
-    ) -> DeliveryPlan | Undeliverable:
-        if not ordered:
-            return Undeliverable(no_addresses_response(), mx_plan.site_name, permanent=False)
-        prohibited = prohibited_response(ordered, allow_prohibited=self._allow_prohibited)
-        if prohibited is not None:
-            return Undeliverable(prohibited, mx_plan.site_name, permanent=True)
-        candidates = tuple(
-            Destination(
-                peer_name=address.name,
-                address=ip_text(address.ip),
-                port=address.port if address.port is not None else self._default_port,
-            )
-            for address in ordered
+        routing_target = QueueName.parse(queue).effective_domain
+        try:
+            mx_plan = await self._resolver.plan_destination(routing_target, config)
+        except RoutingTargetError as error:
+            # A policy's mistake (a bad routing_domain): fixable, so retried, not bounced.
+            response = SmtpResponse.with_code(451, (4, 3, 5), f"invalid destination: {error}")
+            return Undeliverable(response, routing_target, permanent=False)
+        except MxLookupFailed as failed:
+            return Undeliverable(failed.response, failed.site_name, permanent=False)
+        if mx_plan.is_null_mx:
+            return Undeliverable(null_mx_response(), mx_plan.site_name, permanent=True)
+        ordered = await self._resolver.connection_candidates(mx_plan, self._rng)
+        return destinations_for(
+            mx_plan,
+            ordered,
+            default_port=self._default_port,
+            allow_prohibited=self._allow_prohibited,
         )
-        return DeliveryPlan(mx_plan.site_name, candidates)
-
-    async def _resolve_all(self, names: Iterable[str]) -> dict[str, Sequence[str]]:
-        unique = list(dict.fromkeys(names))
-        answers = await asyncio.gather(*(self._resolver.addresses(name) for name in unique))
-        return dict(zip(unique, answers, strict=True))
 
 
-def _hosts_to_resolve(mx_plan: MxPlan) -> Iterable[str]:
-    """The MX hosts that need an A/AAAA lookup (without a routing `:port`; not IPs)."""
-    for host_text in mx_plan.hosts:
-        host = split_colon_port(host_text)[0] if mx_plan.port is not None else host_text
-        if parse_ip(host) is None:
-            yield host
+def destinations_for(
+    mx_plan: MxPlan,
+    ordered: Sequence[ResolvedAddress],
+    *,
+    default_port: int,
+    allow_prohibited: bool,
+) -> DeliveryPlan | Undeliverable:
+    """The SMTP destinations for a plan's ordered addresses: transient when there are none,
+    a bounce when one is prohibited (unless allowed); `default_port` where none is given."""
+    if not ordered:
+        return Undeliverable(no_addresses_response(), mx_plan.site_name, permanent=False)
+    prohibited = prohibited_response(ordered, allow_prohibited=allow_prohibited)
+    if prohibited is not None:
+        return Undeliverable(prohibited, mx_plan.site_name, permanent=True)
+    candidates = tuple(
+        Destination(
+            peer_name=address.name,
+            address=ip_text(address.ip),
+            port=address.port if address.port is not None else default_port,
+        )
+        for address in ordered
+    )
+    return DeliveryPlan(mx_plan.site_name, candidates)

@@ -18,6 +18,7 @@ import asyncio
 import logging
 from typing import cast
 
+from ..core.dns.resolver import MxResolver
 from ..core.events.codec import DecodeError, decode, encode
 from ..core.events.records import DeliveryRequest
 from ..core.kafka.consumer import ConsumedRecord, EventConsumer
@@ -35,7 +36,6 @@ from ..core.runtime.service import EXIT_OK, ServiceMain, ServiceRuntime, run_ser
 from ..core.runtime.settings import Settings
 from . import metrics
 from .attempt import AttemptResult, Deliverer, log_event, outcome_event
-from .dns import DnsResolver
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,10 @@ def delivery_main(settings: Settings) -> ServiceMain:
         topics = topic_catalog(settings)
         bootstrap = settings.runtime.kafka_bootstrap
         client_id = settings.runtime.kafka_client_id or SERVICE_NAME
-        resolver = DnsResolver(settings.delivery.nameservers)
+        # One resolver for the service's life: its cache is what spares repeated lookups.
+        resolver = MxResolver(
+            [(server.host, server.port) for server in settings.delivery.nameservers] or None
+        )
         deliverer = Deliverer.from_settings(settings.delivery, resolver)
         metrics.CURRENT_POOLS.registry = deliverer.pools
         try:

@@ -1,37 +1,28 @@
 """Whole delivery attempts (plan, pool, SMTP, classification) against aiosmtpd peers on loopback.
 
 Destinations here need no DNS (domain literals, mx_list literals and {name, addr} tables), so
-the resolver given to the planner refuses every lookup: a lookup would fail the test.
+the planner's resolver has no nameserver: a lookup would fail the delivery (451 DNSFAIL) and
+so the test.
 """
 
 from __future__ import annotations
 
 import json
 import socket
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from delivery_sinks import SmtpSink, refused_port, start_banner_peer, start_sink
 
-from relaystream.core.domain.mx_plan import MxAnswer
+from relaystream.core.dns.resolver import MxResolver
 from relaystream.core.events.records import DeliveryRequest
 from relaystream.delivery.attempt import Deliverer, log_event, outcome_event
 from relaystream.delivery.planning import DestinationPlanner
 from relaystream.delivery.pool import PoolLimits, PoolRegistry
 from relaystream.delivery.smtp_session import SessionOptions, SessionTimeouts
 from relaystream.delivery.tls import TlsMode
-
-
-class NoDns:
-    """A resolver for destinations that must not need DNS: any lookup is a test failure."""
-
-    async def mx(self, domain: str) -> MxAnswer:
-        raise AssertionError(f"unexpected MX lookup of {domain}")
-
-    async def addresses(self, host: str) -> Sequence[str]:
-        raise AssertionError(f"unexpected A/AAAA lookup of {host}")
 
 
 def ipv6_loopback_available() -> bool:
@@ -55,7 +46,7 @@ def make_deliverer(*, allow_loopback: bool = True, default_port: int = 25) -> De
         timeouts=SessionTimeouts(connect=5.0, banner=5.0, command=10.0),
     )
     planner = DestinationPlanner(
-        NoDns(), default_port=default_port, allow_prohibited=allow_loopback
+        MxResolver([]), default_port=default_port, allow_prohibited=allow_loopback
     )
     return Deliverer(planner, PoolRegistry(PoolLimits(idle_timeout=30.0), options), "unspecified")
 
@@ -241,7 +232,7 @@ async def test_required_tls_without_starttls_is_transient(sink: SmtpSink) -> Non
         timeouts=SessionTimeouts(connect=5.0, banner=5.0, command=10.0),
     )
     deliverer = Deliverer(
-        DestinationPlanner(NoDns(), allow_prohibited=True),
+        DestinationPlanner(MxResolver([]), allow_prohibited=True),
         PoolRegistry(PoolLimits(), options),
         "unspecified",
     )
