@@ -1,0 +1,1 @@
+"""The routing service: MessageAccepted -> policy -> scheduled queue -> decision, spool, log."""

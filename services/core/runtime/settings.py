@@ -310,6 +310,27 @@ class RoutingSettings:
     consumer_concurrency: int = field(
         default=1, metadata=_about(_integer(1, 10_000), "messages routed at once")
     )
+    max_in_flight: int = field(
+        default=2000,
+        metadata=_about(
+            _integer(1, 1_000_000),
+            "decided messages whose events may await Kafka's acknowledgement at once",
+        ),
+    )
+    dedup_window_seconds: float = field(
+        default=86_400.0,
+        metadata=_about(
+            _seconds,
+            "how long a decided message id is remembered, so a redelivered message is not "
+            "routed twice (memory: one entry per message routed in this window)",
+        ),
+    )
+    changelog_replication_factor: int = field(
+        default=1,
+        metadata=_about(
+            _integer(1, 100), "replicas of the decided-ids table's changelog topic (faust)"
+        ),
+    )
 
 
 @dataclass(frozen=True)

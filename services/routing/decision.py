@@ -1,0 +1,294 @@
+"""One routing decision: a MessageAccepted, the reception policy, the queue name, the events.
+
+Pure apart from the policy call (CPU only): `decide(accepted, policy, decided_at=...)` returns
+the events the service produces for one message. Everything but `decided_at` is derived from
+the accepted record and the policy, so re-running a message after a crash (at-least-once)
+produces identical `queued` and `log` records: `due_at` and the log timestamps are the
+reception time, not the wall clock. A message is due from the moment it was received; the
+scheduler releases anything whose due time has passed, so this is the same as "due now".
+
+Policy failures (a Lua error, an exhausted instruction budget or memory limit, meta that cannot
+name a queue) do not stop the service: the message is REJECTED with KumoMTA's answer for a
+failing reception handler, `451 4.3.0 technical difficulties` (`PolicyFailed.as_rejection`).
+The code is transient on purpose: the mail is not bounced to its sender, and the service
+additionally dead-letters the original record (see `RoutingResult.policy_failure`) so an
+operator can replay it once the policy is fixed. It is not retried in place: one broken
+message must not hold up its partition forever.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from ..core.domain.log_record import LogRecord, RecordType
+from ..core.domain.queue_name import (
+    QueueName,
+    QueueNameError,
+    is_null_queue,
+    normalize_recipient_domain,
+)
+from ..core.domain.smtp_reply import SmtpResponse, split_enhanced_code
+from ..core.events.meta import MetaError, decode_meta, encode_meta
+from ..core.events.records import (
+    MessageAccepted,
+    QueuedMessage,
+    RoutingDecision,
+    RoutingOutcome,
+)
+from ..core.events.records import SmtpResponse as SmtpResponseRecord
+from ..core.policy import (
+    HANDLER_FOR_PROTOCOL,
+    JsonValue,
+    Policy,
+    PolicyAccepted,
+    PolicyFailed,
+    PolicyMessage,
+    PolicyRejected,
+    ReceptionProtocol,
+)
+
+# The header block is audit data in the decision; `decisions` takes records of about 1 MiB, so
+# a pathological header block (a message without a body separator) is cut in the decision only.
+# The policy always sees the whole block.
+MAX_DECISION_HEADER_CHARS = 64 * 1024
+# Meta keys copied onto log records (KumoMTA logs only the keys its log config names).
+LOGGED_META_KEYS = ("tenant", "campaign", "routing_domain", "queue")
+# KumoMTA's Reception record carries a bare 250 without text.
+RECEPTION_RESPONSE = SmtpResponse(250, None, "")
+
+
+class InvalidAccepted(ValueError):
+    """A MessageAccepted that no policy can route (bad meta JSON, unknown protocol, a
+    recipient without a valid domain): it goes to the dead-letter topic."""
+
+
+@dataclass(frozen=True)
+class RoutingResult:
+    """The events of one decision, as the codec takes them.
+
+    `queued` is None unless the outcome is QUEUED. `policy_failure` describes a failed policy
+    (the message is REJECTED and also dead-lettered for a replay); None otherwise.
+    `remember` says whether the id may be recorded as decided: a policy failure is not, so a
+    replayed copy is routed again.
+    """
+
+    decision: RoutingDecision
+    queued: QueuedMessage | None
+    log: dict[str, Any]
+    policy_failure: PolicyFailed | None = None
+
+    @property
+    def outcome(self) -> RoutingOutcome:
+        return self.decision["outcome"]
+
+    @property
+    def remember(self) -> bool:
+        return self.policy_failure is None
+
+
+def header_block(content: bytes) -> str:
+    """The RFC 5322 header block of `content` (up to the first empty line), as text."""
+    end = len(content)
+    for separator in (b"\r\n\r\n", b"\n\n"):
+        found = content.find(separator)
+        if found != -1 and found < end:
+            end = found + len(separator) // 2
+    return content[:end].decode("utf-8", errors="replace")
+
+
+def recipient_domain(recipient: str) -> str:
+    """The domain of an envelope recipient (the text after its last `@`)."""
+    local, at, domain = recipient.rpartition("@")
+    if not at or not local or not domain:
+        raise InvalidAccepted(f"recipient {recipient!r} has no domain")
+    try:
+        normalize_recipient_domain(domain)
+    except QueueNameError as err:
+        raise InvalidAccepted(f"recipient {recipient!r}: {err}") from err
+    return domain
+
+
+def decide(accepted: MessageAccepted, policy: Policy, *, decided_at: datetime) -> RoutingResult:
+    """Runs the reception policy on `accepted` and builds the resulting events.
+
+    Raises InvalidAccepted for a record that cannot be routed at all.
+    """
+    protocol = accepted["reception_protocol"]
+    if protocol not in HANDLER_FOR_PROTOCOL:
+        raise InvalidAccepted(f"unknown reception_protocol {protocol!r}")
+    domain = recipient_domain(accepted["recipient"])
+    try:
+        meta_before = decode_meta(accepted["meta"])
+    except MetaError as err:
+        raise InvalidAccepted(str(err)) from err
+    headers = header_block(accepted["content"])
+    message = PolicyMessage(
+        id=accepted["id"],
+        sender=accepted["sender"],
+        recipient=accepted["recipient"],
+        meta=meta_before,
+        headers=headers,
+    )
+    result = policy.on_message_received(_protocol(protocol), message)
+    if isinstance(result, PolicyAccepted):
+        try:
+            queue = QueueName.for_message(domain, result.meta)
+            meta_after = encode_meta(result.meta)
+        except (QueueNameError, MetaError) as err:
+            failure = PolicyFailed("error", f"{policy.name}: {err}")
+            return _rejected(accepted, policy, headers, failure.as_rejection(), decided_at, failure)
+        return _routed(accepted, policy, headers, queue, meta_after, result.meta, decided_at)
+    if isinstance(result, PolicyRejected):
+        return _rejected(accepted, policy, headers, result, decided_at, None)
+    return _rejected(accepted, policy, headers, result.as_rejection(), decided_at, result)
+
+
+def _protocol(name: str) -> ReceptionProtocol:
+    if name == "ESMTP":
+        return "ESMTP"
+    if name == "HTTP":
+        return "HTTP"
+    if name == "Kafka":
+        return "Kafka"
+    raise InvalidAccepted(f"unknown reception_protocol {name!r}")
+
+
+def _decision(
+    accepted: MessageAccepted,
+    policy: Policy,
+    headers: str,
+    decided_at: datetime,
+    *,
+    meta_after: dict[str, str],
+    outcome: RoutingOutcome,
+    queue: str | None,
+    rejection: SmtpResponseRecord | None,
+) -> RoutingDecision:
+    parsed = QueueName.parse(queue) if queue is not None else None
+    return {
+        "id": accepted["id"],
+        "decided_at": decided_at,
+        "received_at": accepted["received_at"],
+        "sender": accepted["sender"],
+        "recipient": accepted["recipient"],
+        "reception_protocol": accepted["reception_protocol"],
+        "headers": headers[:MAX_DECISION_HEADER_CHARS],
+        "meta_before": dict(accepted["meta"]),
+        "meta_after": meta_after,
+        "outcome": outcome,
+        "queue": queue,
+        "campaign": parsed.campaign if parsed else None,
+        "tenant": parsed.tenant if parsed else None,
+        "domain": parsed.domain if parsed else None,
+        "routing_domain": parsed.routing_domain if parsed else None,
+        "rejection": rejection,
+        "policy_hash": policy.content_hash,
+        "policy_name": policy.name,
+    }
+
+
+def _log_record(
+    accepted: MessageAccepted,
+    kind: RecordType,
+    queue: str,
+    response: SmtpResponse,
+    meta: Mapping[str, JsonValue],
+) -> dict[str, Any]:
+    logged = encode_meta({key: meta[key] for key in LOGGED_META_KEYS if key in meta})
+    return LogRecord(
+        type=kind,
+        id=accepted["id"],
+        sender=accepted["sender"],
+        recipients=(accepted["recipient"],),
+        queue=queue,
+        response=response,
+        # The reception time, as KumoMTA stamps Reception and Rejection records.
+        timestamp=accepted["received_at"],
+        created=accepted["received_at"],
+        size=len(accepted["content"]),
+        reception_protocol=accepted["reception_protocol"],
+        meta=logged,
+    ).to_avro()
+
+
+def _routed(
+    accepted: MessageAccepted,
+    policy: Policy,
+    headers: str,
+    queue: str,
+    meta_after: dict[str, str],
+    meta: Mapping[str, JsonValue],
+    decided_at: datetime,
+) -> RoutingResult:
+    discarded = is_null_queue(queue)
+    decision = _decision(
+        accepted,
+        policy,
+        headers,
+        decided_at,
+        meta_after=meta_after,
+        outcome="DISCARDED" if discarded else "QUEUED",
+        queue=queue,
+        rejection=None,
+    )
+    log = _log_record(accepted, RecordType.RECEPTION, queue, RECEPTION_RESPONSE, meta)
+    if discarded:
+        return RoutingResult(decision, None, log)
+    queued: QueuedMessage = {
+        "id": accepted["id"],
+        "queue": queue,
+        "sender": accepted["sender"],
+        "recipient": accepted["recipient"],
+        "content": accepted["content"],
+        "meta": meta_after,
+        "created_at": accepted["received_at"],
+        "due_at": accepted["received_at"],
+        "attempts": 0,
+        "last_response": None,
+    }
+    return RoutingResult(decision, queued, log)
+
+
+def _rejected(
+    accepted: MessageAccepted,
+    policy: Policy,
+    headers: str,
+    rejection: PolicyRejected,
+    decided_at: datetime,
+    failure: PolicyFailed | None,
+) -> RoutingResult:
+    enhanced, text = split_enhanced_code(rejection.text)
+    response = SmtpResponse(rejection.code, enhanced, text)
+    meta_before = decode_meta(accepted["meta"])
+    decision = _decision(
+        accepted,
+        policy,
+        headers,
+        decided_at,
+        meta_after=dict(accepted["meta"]),
+        outcome="REJECTED",
+        queue=None,
+        rejection=_response_record(response),
+    )
+    # KumoMTA names the queue the message would have joined; from the meta it arrived with.
+    try:
+        queue = QueueName.for_message(recipient_domain(accepted["recipient"]), meta_before)
+    except (QueueNameError, InvalidAccepted):
+        queue = ""
+    log = _log_record(accepted, RecordType.REJECTION, queue, response, meta_before)
+    return RoutingResult(decision, None, log, failure)
+
+
+def _response_record(response: SmtpResponse) -> SmtpResponseRecord:
+    enhanced = response.enhanced_code
+    return {
+        "code": response.code,
+        "enhanced_code": None
+        if enhanced is None
+        else {"class": enhanced.class_, "subject": enhanced.subject, "detail": enhanced.detail},
+        "content": response.content,
+        "command": response.command,
+    }
