@@ -22,6 +22,9 @@ COMMAND_MODULES: tuple[str, ...] = (
     "retry_schedule",
     "resolve",
     "route",
+    "audit",
+    "queue_config",
+    "publish",
 )
 
 Handler = Callable[[argparse.Namespace], int]

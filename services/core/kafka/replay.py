@@ -1,21 +1,49 @@
 """Reading a whole topic outside any consumer group: audits, `relaystream logs`, broadcasts.
 
-`replay_topic` assigns every partition of a topic, starts at the beginning (or at the first
+`replay_topic` reads every partition of a topic, starts at the beginning (or at the first
 offset at or after `since`, via offsets_for_times), and stops at the end offsets it saw when it
 started, unless `follow` is set, in which case it keeps reading new records until cancelled.
 Records come in per-partition order; partitions are interleaved as Kafka returns them.
+
+`replay_topic_batches` is the same a fetched record batch at a time, for readers of millions of
+records: it sends Fetch requests itself and hands out the records of aiokafka's compiled record
+batches as they are (objects with offset, timestamp, key and value). aiokafka's consumer wraps
+each record in a Python ConsumerRecord through a generator, which costs more than the whole
+rest of an audit; the consumer is still used for the offset look-ups.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections import defaultdict
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import errors as kafka_errors
+from aiokafka.protocol.fetch import FetchRequest
+from aiokafka.record.memory_records import MemoryRecords
 
 from .admin import describe_topics
+
+# Big fetches: a replay is throughput-bound, and every round trip costs a poll.
+PARTITION_FETCH_BYTES = 16 * 1024 * 1024
+FETCH_BYTES = 64 * 1024 * 1024
+FETCH_MAX_WAIT_MS = 500
+READ_UNCOMMITTED = 0  # as the consumers of the services read (aiokafka's default)
+
+# Fetch errors that a metadata refresh and a retry cure (a leader moved, a broker restarted).
+_RETRIABLE = (
+    kafka_errors.NotLeaderForPartitionError,
+    kafka_errors.UnknownTopicOrPartitionError,
+    kafka_errors.LeaderNotAvailableError,
+    kafka_errors.KafkaTimeoutError,
+    kafka_errors.RequestTimedOutError,
+    kafka_errors.KafkaConnectionError,
+    kafka_errors.NodeNotReadyError,
+)
 
 
 @dataclass(frozen=True)
@@ -26,6 +54,28 @@ class ReplayedRecord:
     timestamp_ms: int
     key: bytes | None
     value: bytes | None
+
+
+class RawRecord(Protocol):
+    """One record of a fetched batch (aiokafka's compiled record type)."""
+
+    @property
+    def offset(self) -> int: ...
+    @property
+    def timestamp(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+
+
+@dataclass(frozen=True)
+class ReplayedBatch:
+    """Consecutive records of one partition, in offset order (compaction may leave gaps)."""
+
+    topic: str
+    partition: int
+    records: Sequence[RawRecord]
 
 
 @dataclass
@@ -61,51 +111,152 @@ async def replay_topic(
 ) -> AsyncIterator[ReplayedRecord]:
     """Yield the records of `topic` from `since` (or the beginning) to the end offsets seen at
     the start (or forever with `follow`); records stamped after `until` are skipped."""
+    async for batch in replay_topic_batches(
+        bootstrap,
+        topic,
+        since=since,
+        until=until,
+        follow=follow,
+        progress=progress,
+        client_id=client_id,
+    ):
+        for record in batch.records:
+            yield ReplayedRecord(
+                batch.topic,
+                batch.partition,
+                record.offset,
+                record.timestamp,
+                record.key,
+                record.value,
+            )
+
+
+class _PartitionFetcher:
+    """Fetch requests to partition leaders, grouped per broker, retried on leader moves."""
+
+    def __init__(self, consumer: Any, topic: str) -> None:
+        self._client = consumer._client  # the consumer's connections and metadata
+        self._topic = topic
+
+    async def fetch(self, positions: dict[int, int]) -> list[tuple[int, bytes]]:
+        """(partition, record set bytes) for each partition that answered without error."""
+        by_leader: dict[int, list[tuple[int, int, int]]] = defaultdict(list)
+        stale_metadata = False
+        for partition, position in positions.items():
+            leader = self._client.cluster.leader_for_partition(
+                TopicPartition(self._topic, partition)
+            )
+            if leader is None or leader == -1:
+                stale_metadata = True
+                continue
+            by_leader[leader].append((partition, position, PARTITION_FETCH_BYTES))
+        answers = await asyncio.gather(
+            *(self._fetch_from(node, parts) for node, parts in by_leader.items()),
+            return_exceptions=True,
+        )
+        fetched: list[tuple[int, bytes]] = []
+        for answer in answers:
+            if isinstance(answer, _RETRIABLE):
+                stale_metadata = True
+            elif isinstance(answer, BaseException):
+                raise answer
+            else:
+                stale = answer[1]
+                stale_metadata = stale_metadata or stale
+                fetched.extend(answer[0])
+        if stale_metadata:
+            await self._client.force_metadata_update()
+            await asyncio.sleep(0.1)
+        return fetched
+
+    async def _fetch_from(
+        self, node: int, parts: list[tuple[int, int, int]]
+    ) -> tuple[list[tuple[int, bytes]], bool]:
+        request = FetchRequest(
+            FETCH_MAX_WAIT_MS, 1, FETCH_BYTES, READ_UNCOMMITTED, [(self._topic, parts)]
+        )
+        response = await self._client.send(node, request)
+        fetched: list[tuple[int, bytes]] = []
+        stale = False
+        for _, partitions in response.topics:
+            for partition, error_code, _highwater, *part_data in partitions:
+                error = kafka_errors.for_code(error_code)
+                if error is kafka_errors.NoError:
+                    fetched.append((partition, part_data[-1]))
+                elif issubclass(error, _RETRIABLE):
+                    stale = True
+                else:
+                    raise error(f"fetching {self._topic}/{partition}")
+        return fetched, stale
+
+
+def _records_of(
+    data: bytes, position: int, end: int | None, until_ms: int | None
+) -> tuple[list[RawRecord], int, int]:
+    """The records at or after `position` (and below `end`) of a fetched record set, those
+    stamped after `until_ms` left out; with the next position and how many were read."""
+    records: list[RawRecord] = []
+    read = 0
+    memory = MemoryRecords(data)
+    while memory.has_next():
+        batch = memory.next_batch()
+        if batch is None:  # a partial batch at the end of the fetch: fetched again next time
+            break
+        if not batch.is_control_batch:
+            for record in batch:
+                offset = record.offset
+                if offset < position:
+                    continue  # the fetch starts at a batch boundary before the position
+                if end is not None and offset >= end:
+                    return records, end, read
+                read += 1
+                if until_ms is None or record.timestamp <= until_ms:
+                    records.append(record)
+        # Compaction can empty the end of a batch: the next batch starts after its last offset.
+        position = max(position, batch.next_offset)
+    return records, position, read
+
+
+async def replay_topic_batches(
+    bootstrap: str,
+    topic: str,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    follow: bool = False,
+    progress: ReplayProgress | None = None,
+    client_id: str = "relaystream-replay",
+) -> AsyncIterator[ReplayedBatch]:
+    """`replay_topic` a fetched batch at a time (never an empty one)."""
     described = await describe_topics(bootstrap, [topic])
     if topic not in described:
         raise LookupError(f"topic {topic!r} does not exist")
     partitions = [TopicPartition(topic, p) for p in range(described[topic].partitions)]
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
-        client_id=client_id,
-        enable_auto_commit=False,
-        group_id=None,
-        max_partition_fetch_bytes=8 * 1024 * 1024,
-        fetch_max_bytes=64 * 1024 * 1024,
+        bootstrap_servers=bootstrap, client_id=client_id, enable_auto_commit=False, group_id=None
     )
     await consumer.start()
     try:
-        consumer.assign(partitions)
         starts = await _start_offsets(consumer, partitions, since)
         ends: dict[TopicPartition, int] = await consumer.end_offsets(partitions)
-        for tp, offset in starts.items():
-            consumer.seek(tp, offset)
-        remaining = {tp for tp in partitions if follow or starts[tp] < ends[tp]}
         if progress is not None:
             progress.total = sum(max(0, ends[tp] - starts[tp]) for tp in partitions)
+        positions = {
+            tp.partition: starts[tp] for tp in partitions if follow or starts[tp] < ends[tp]
+        }
         until_ms = None if until is None else int(until.timestamp() * 1000)
-        while remaining:
-            batches = await consumer.getmany(*remaining, timeout_ms=500)
-            for tp, records in batches.items():
-                for record in records:
-                    if not follow and record.offset >= ends[tp]:
-                        break
-                    if progress is not None:
-                        progress.read += 1
-                    if until_ms is not None and record.timestamp > until_ms:
-                        continue
-                    yield ReplayedRecord(
-                        topic=tp.topic,
-                        partition=tp.partition,
-                        offset=record.offset,
-                        timestamp_ms=record.timestamp,
-                        key=record.key,
-                        value=record.value,
-                    )
-            if not follow:
-                # Compaction leaves gaps: a partition is done once its position reaches the end.
-                for tp in list(remaining):
-                    if await consumer.position(tp) >= ends[tp]:
-                        remaining.discard(tp)
+        fetcher = _PartitionFetcher(consumer, topic)
+        while positions:
+            for partition, data in await fetcher.fetch(positions):
+                end = None if follow else ends[TopicPartition(topic, partition)]
+                records, positions[partition], read = _records_of(
+                    data, positions[partition], end, until_ms
+                )
+                if progress is not None:
+                    progress.read += read
+                if records:
+                    yield ReplayedBatch(topic, partition, records)
+                if end is not None and positions[partition] >= end:
+                    del positions[partition]
     finally:
         await consumer.stop()

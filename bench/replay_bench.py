@@ -1,0 +1,168 @@
+"""Replay speed of `relaystream audit decisions`: decisions per second over a big `decisions`.
+
+    .venv/bin/python bench/replay_bench.py [--records 1000000] [--bootstrap HOST:PORT]
+
+Without --bootstrap it starts a throwaway local broker (services/devkit/broker.py). It writes
+`--records` RoutingDecision records to a fresh `decisions` topic, then times the command in
+process (output to /dev/null) with a filter matching about 1 % of them, with a tenant filter,
+and with no filter. Prints numbers; asserts nothing.
+
+Generating a million records through the codec would take longer than replaying them, so the
+benchmark encodes a few hundred distinct decisions (domains, tenants, policies) once and writes
+copies with a fresh message id patched in: the id is the record's first field, a 32-character
+Avro string at a fixed offset, so every copy is a valid record with its own key.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from aiokafka import AIOKafkaProducer
+
+from relaystream.cli.main import main as relaystream
+from relaystream.core.events.codec import HEADER_SIZE, encode
+from relaystream.core.events.examples import example_records
+from relaystream.core.events.meta import encode_meta
+from relaystream.core.kafka.admin import ensure_topics
+from relaystream.core.kafka.producer import best_compression
+from relaystream.core.kafka.topics import TopicSettings, declare_topics, partition_for_key
+from relaystream.devkit.broker import LocalKafka, free_loopback_ports
+
+DOMAINS = 100  # the --domain filter picks one: about 1 % of the records
+TENANTS = 5
+POLICIES = 2
+ID_OFFSET = HEADER_SIZE + 1  # after the header and the 1-byte length (32 zigzag = 0x40)
+
+
+def templates() -> list[bytes]:
+    """Distinct encoded decisions: every (domain, tenant, policy) combination."""
+    base = example_records(1000)["RoutingDecision"]
+    found = []
+    for d in range(DOMAINS):
+        for t in range(TENANTS):
+            for p in range(POLICIES):
+                domain, tenant = f"domain{d}.example", f"tenant{t}"
+                queue = f"spring:{tenant}@{domain}"
+                meta = encode_meta({"tenant": tenant, "campaign": "spring"})
+                decision = {
+                    **base,
+                    "id": "0" * 32,
+                    "recipient": f"user{d}@{domain}",
+                    "meta_before": meta,
+                    "meta_after": {**meta, "queue": f'"{queue}"'},
+                    "queue": queue,
+                    "tenant": tenant,
+                    "domain": domain,
+                    "policy_hash": f"{p}" * 64,
+                }
+                data = encode("RoutingDecision", decision)
+                assert data[ID_OFFSET - 1 : ID_OFFSET + 32] == b"\x40" + b"0" * 32
+                found.append(data)
+    return found
+
+
+def with_id(template: bytes, message_id: bytes) -> bytes:
+    return template[:ID_OFFSET] + message_id + template[ID_OFFSET + 32 :]
+
+
+async def generate(bootstrap: str, topic: str, partitions: int, count: int) -> None:
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        acks=1,
+        compression_type=best_compression(),
+        max_request_size=16 * 1024 * 1024,
+    )
+    await producer.start()
+    try:
+        encoded = templates()
+        batches = [producer.create_batch() for _ in range(partitions)]
+        pending = []
+        now_ms = int(time.time() * 1000)
+        for n in range(count):
+            message_id = uuid.uuid4().hex.encode()
+            partition = partition_for_key(message_id, partitions)
+            value = with_id(encoded[n % len(encoded)], message_id)
+            batch = batches[partition]
+            if batch.append(key=message_id, value=value, timestamp=now_ms) is None:
+                pending.append(await producer.send_batch(batch, topic, partition=partition))
+                batches[partition] = batch = producer.create_batch()
+                batch.append(key=message_id, value=value, timestamp=now_ms)
+            if len(pending) > 64:
+                await asyncio.gather(*pending)
+                pending.clear()
+        for partition, batch in enumerate(batches):
+            if batch.record_count():
+                pending.append(await producer.send_batch(batch, topic, partition=partition))
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+
+
+def timed_audit(bootstrap: str, prefix: str, *filters: str) -> float:
+    argv = ["audit", "decisions", "--bootstrap", bootstrap, "--prefix", prefix, *filters]
+    started = time.perf_counter()
+    with (
+        open(os.devnull, "w") as sink,
+        contextlib.redirect_stdout(sink),
+        contextlib.redirect_stderr(sink),
+        contextlib.suppress(SystemExit),
+    ):
+        relaystream(argv)
+    return time.perf_counter() - started
+
+
+@contextlib.contextmanager
+def broker(bootstrap: str | None) -> Iterator[str]:
+    if bootstrap is not None:
+        yield bootstrap
+        return
+    with tempfile.TemporaryDirectory(prefix="replay-bench-") as state:
+        kafka = LocalKafka(state_dir=Path(state))
+        port, controller_port = free_loopback_ports(2)
+        print("starting a local broker...", file=sys.stderr)
+        address = kafka.start(port=port, controller_port=controller_port, timeout_s=180)
+        try:
+            yield address
+        finally:
+            kafka.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--records", type=int, default=1_000_000)
+    parser.add_argument("--bootstrap", help="an existing broker (default: start one)")
+    args = parser.parse_args()
+    with broker(args.bootstrap) as bootstrap:
+        prefix = f"bench.{uuid.uuid4().hex[:8]}."
+        topics = declare_topics(TopicSettings.local(prefix))
+        asyncio.run(ensure_topics(bootstrap, [topics.decisions]))
+        started = time.perf_counter()
+        asyncio.run(
+            generate(bootstrap, topics.decisions.name, topics.decisions.partitions, args.records)
+        )
+        took = time.perf_counter() - started
+        print(f"generated {args.records:,} decisions in {took:.1f} s")
+        since = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
+        runs = [
+            ("--domain (1 % match)", ("--domain", "domain7.example", "--format", "jsonl")),
+            ("--tenant (20 % match)", ("--tenant", "tenant3", "--format", "jsonl")),
+            ("--since, no filter", ("--since", since, "--format", "table")),
+        ]
+        for label, filters in runs:
+            took = timed_audit(bootstrap, prefix, *filters)
+            rate = args.records / took
+            print(f"audit decisions {label:<24} {took:6.1f} s  {rate:>10,.0f} decisions/s")
+
+
+if __name__ == "__main__":
+    main()
