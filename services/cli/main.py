@@ -24,7 +24,6 @@ COMMAND_MODULES: tuple[str, ...] = (
     "route",
     "audit",
     "queue_config",
-    "publish",
 )
 
 Handler = Callable[[argparse.Namespace], int]
