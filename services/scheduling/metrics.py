@@ -23,3 +23,8 @@ REBUILD_SECONDS = Gauge(
     "relaystream_scheduling_rebuild_seconds", "duration of the last rebuild on assignment"
 )
 READY = Gauge("relaystream_scheduling_ready", "1 once the owned partitions are rebuilt")
+ADMIN_ACTIONS = Counter(
+    "relaystream_scheduling_admin_actions",
+    "messages suspended (per due attempt), bounced or rebound by operator rules",
+    ["action"],
+)

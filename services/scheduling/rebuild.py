@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -27,6 +27,9 @@ from .spool_index import SpoolIndexDecoder
 from .state import SpoolEntry
 
 log = logging.getLogger(__name__)
+
+# Fetches records by (partition, offset): `SpoolReader.fetch`.
+RecordFetcher = Callable[[Iterable[tuple[int, int]]], Awaitable[dict[tuple[int, int], Any]]]
 
 # Rebuild reads whole partitions: big fetches, many records per poll.
 FETCH_MAX_BYTES = 64 * 1024 * 1024
@@ -59,6 +62,10 @@ class SpoolSnapshot:
     records_read: int
     undecodable: list[tuple[int, int]]
     seconds: float
+    # Messages live in more than one partition: a move (rebind) interrupted between writing
+    # the new record and tombstoning the old one. `entries` holds one copy provisionally;
+    # `resolve_moves` keeps the newest.
+    conflicts: dict[str, list[SpoolEntry]] = field(default_factory=dict)
 
 
 async def _read_to(
@@ -90,13 +97,16 @@ async def read_spool(
     """The index of every message waiting in `topic`'s `partitions` (see the module doc)."""
     started = time.monotonic()
     tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-    entries: dict[str, SpoolEntry] = {}
     undecodable: list[tuple[int, int]] = []
     if not tps:
-        return SpoolSnapshot(entries, {}, 0, undecodable, 0.0)
+        return SpoolSnapshot({}, {}, 0, undecodable, 0.0)
     decoder = SpoolIndexDecoder()
+    # Per partition: a tombstone removes only its own partition's copy (a moved message's
+    # old copy is tombstoned after its new record was written elsewhere).
+    by_partition: dict[int, dict[str, SpoolEntry]] = {tp.partition: {} for tp in tps}
 
     def apply(record: Any) -> None:
+        entries = by_partition[record.partition]
         if record.value is None:
             if record.key is not None:
                 entries.pop(record.key.decode("utf-8", "replace"), None)
@@ -119,14 +129,58 @@ async def read_spool(
         read = await _read_to(consumer, ends, apply)
     finally:
         await consumer.stop()
+    entries, conflicts = _merge(by_partition)
     seconds = time.monotonic() - started
     log.info(
         "spool rebuilt",
         extra={"messages": len(entries), "records": read, "seconds": round(seconds, 3)},
     )
     return SpoolSnapshot(
-        entries, {tp.partition: end for tp, end in ends.items()}, read, undecodable, seconds
+        entries,
+        {tp.partition: end for tp, end in ends.items()},
+        read,
+        undecodable,
+        seconds,
+        conflicts,
     )
+
+
+def _merge(
+    by_partition: dict[int, dict[str, SpoolEntry]],
+) -> tuple[dict[str, SpoolEntry], dict[str, list[SpoolEntry]]]:
+    """One index of every partition's live messages, and the ids live in several."""
+    entries: dict[str, SpoolEntry] = {}
+    conflicts: dict[str, list[SpoolEntry]] = {}
+    for partition in sorted(by_partition):
+        # Popped as merged, so at most one partition's dict exists twice in memory.
+        for message_id, entry in by_partition.pop(partition).items():
+            other = entries.get(message_id)
+            if other is None:
+                entries[message_id] = entry
+            else:
+                conflicts.setdefault(message_id, [other]).append(entry)
+    return entries, conflicts
+
+
+async def resolve_moves(snapshot: SpoolSnapshot, records: RecordFetcher) -> list[SpoolEntry]:
+    """Keeps the newest copy (by record timestamp) of each message live in several partitions
+    and returns the stale copies (to tombstone: finishing the interrupted move)."""
+    if not snapshot.conflicts:
+        return []
+    copies = [e for entries in snapshot.conflicts.values() for e in entries]
+    fetched = await records((e.partition, e.offset) for e in copies)
+    stale: list[SpoolEntry] = []
+    for message_id, entries in snapshot.conflicts.items():
+
+        def stamp(entry: SpoolEntry) -> tuple[int, int]:
+            record = fetched.get((entry.partition, entry.offset))
+            return (record.timestamp if record is not None else -1, entry.offset)
+
+        ordered = sorted(entries, key=stamp)
+        snapshot.entries[message_id] = ordered[-1]
+        stale.extend(ordered[:-1])
+    snapshot.conflicts = {}
+    return stale
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
+from ..core.domain.admin_rules import AdminAction, AdminRuleSet
 from ..core.domain.retry import Expire, RandomSource, decide_after_transient_failure
 from ..core.events.codec import DecodeError, decode, encode
 from ..core.kafka.dead_letter import DeadLetters, PoisonRecord, RecordRejected
@@ -35,10 +36,12 @@ from ..core.kafka.topics import TopicCatalog, TopicSettings, declare_topics
 from ..core.runtime.service import ServiceRuntime, run_service
 from ..core.runtime.settings import Settings
 from . import metrics
+from .admin_actions import OperatorActions
+from .admin_reader import AdminRulesReader
 from .config_resolver import PolicyQueueConfig, QueueConfigResolver, message_rate_of
 from .overrides import QueueConfigOverridesReader
 from .policy_adapter import policy_queue_config
-from .rebuild import read_recent_attempts, read_spool
+from .rebuild import read_recent_attempts, read_spool, resolve_moves
 from .spool_index import SpoolIndexDecoder
 from .spool_reader import SpoolReader
 from .state import SchedulerState, SpoolEntry
@@ -114,6 +117,18 @@ class Scheduler:
             self.configs,
             client_id=f"{self._client_id}-queue-config",
         )
+        self.rules = AdminRuleSet()
+        self._admin = AdminRulesReader(
+            self._bootstrap,
+            self._topics.admin.name,
+            self._topics.admin.partitions,
+            self.rules,
+            client_id=f"{self._client_id}-admin",
+        )
+        self.actions = OperatorActions(self)
+        # Set after a rebuild: every active rule is applied to the rebuilt messages.
+        self._apply_all_rules = False
+        self.queued_partitions = self._topics.queued.partitions
         self._dead_letters = DeadLetters(
             self._producer, topic=self._topics.dead_letter.name, encode=encode, service=SERVICE
         )
@@ -124,6 +139,21 @@ class Scheduler:
 
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)
+
+    def now_ms(self) -> int:
+        return self._now_ms()
+
+    @staticmethod
+    def datetime_of(millis: int) -> datetime:
+        return _datetime(millis)
+
+    @property
+    def topics(self) -> TopicCatalog:
+        return self._topics
+
+    @property
+    def spool(self) -> SpoolReader:
+        return self._spool
 
     # --- rebalance ---------------------------------------------------------------------
 
@@ -145,6 +175,7 @@ class Scheduler:
         snapshot = await read_spool(
             self._bootstrap, queued, partitions, client_id=f"{self._client_id}-rebuild"
         )
+        stale = await resolve_moves(snapshot, self._spool.fetch)
         state = SchedulerState(self._lease_ms)
         state.load_bulk(snapshot.entries)
         recent = await read_recent_attempts(
@@ -159,6 +190,9 @@ class Scheduler:
         if self._pending_assignment is not None:
             return  # assigned again meanwhile: start over with the new assignment
         self.state = state
+        # Old copies of messages moved by an interrupted rebind: finish the move.
+        await asyncio.gather(*(self._tombstone(entry) for entry in stale))
+        self._apply_all_rules = True
         for partition, end in snapshot.end_offsets.items():
             self._consumer.seek(TopicPartition(queued, partition), end)
         self._consumer.resume(*assigned)
@@ -183,6 +217,8 @@ class Scheduler:
         await self._producer.start()
         await self._spool.start()
         await self._overrides.start()
+        await self._admin.start()
+        self.queued_partitions = await self._producer.partitions_for(self._topics.queued.name)
         self._consumer.subscribe(
             [self._topics.queued.name, self._topics.outcomes.name], listener=_Listener(self)
         )
@@ -190,6 +226,7 @@ class Scheduler:
         last_due_metric = 0.0
         try:
             await self._overrides.caught_up.wait()
+            await self._admin.caught_up.wait()
             while not stop.is_set():
                 if self._pending_assignment is not None:
                     assigned, self._pending_assignment = self._pending_assignment, None
@@ -198,6 +235,7 @@ class Scheduler:
                 batch = await self._consumer.getmany(timeout_ms=self._wait_ms())
                 await self._handle(batch)
                 if self.ready:
+                    await self._apply_admin_rules()
                     await self._release_due()
                 if time.monotonic() - last_due_metric > DUE_METRIC_INTERVAL_SECONDS:
                     last_due_metric = time.monotonic()
@@ -207,6 +245,7 @@ class Scheduler:
         finally:
             self.ready = False
             await self._consumer.stop()
+            await self._admin.stop()
             await self._overrides.stop()
             await self._spool.stop()
             await self._producer.stop()
@@ -233,6 +272,15 @@ class Scheduler:
         if outcomes:
             await self._apply_outcomes(outcomes)
 
+    async def _apply_admin_rules(self) -> None:
+        arrived = self._admin.take_arrived()
+        if self._apply_all_rules:
+            self._apply_all_rules = False
+            arrived = self.rules.active(self._now_ms())
+        if arrived:
+            await self.actions.apply_rules(arrived)
+        await self.actions.apply_arrivals()
+
     async def _apply_queued(self, record: Any) -> None:
         if record.value is None:
             if record.key is not None:
@@ -244,6 +292,8 @@ class Scheduler:
             await self._reject(record, error.reason)
             return
         self.state.apply_queued(entry)
+        if self.ready:
+            self.actions.note_arrival(entry, self._now_ms())
 
     async def _reject(self, record: Any, reason: str) -> None:
         poison = PoisonRecord(
@@ -271,7 +321,13 @@ class Scheduler:
                     # flight until then (or until the lease ends).
                     log.warning("released record not found", extra={"id": entry.id})
                     continue
-                sends.append(self._send_request(entry, record.value, now))
+                rule = self.actions.rule_for_release(entry.queue, now)
+                if rule is None:
+                    sends.append(self._send_request(entry, record.value, now))
+                elif rule.action is AdminAction.BOUNCE:
+                    sends.append(self.actions.bounce([entry], rule))
+                else:
+                    sends.append(self.actions.suspend(entry, record.value, rule))
             results = await asyncio.gather(*sends, return_exceptions=True)
             failures = [r for r in results if isinstance(r, BaseException)]
             if failures:
@@ -349,6 +405,26 @@ class Scheduler:
         except Exception as error:
             # A rebalance: the outcomes are read again by the next owner, idempotently.
             log.warning("outcome commit failed", extra={"error": repr(error)})
+
+    # --- writes (also used by `admin_actions`) ------------------------------------------
+
+    async def write_log(self, message_id: str, record: Any) -> None:
+        await self._producer.send(
+            self._topics.log.name, encode("LogRecord", record), key=message_id
+        )
+
+    async def write_queued(self, message_id: str, value: bytes, partition: int) -> None:
+        await self._producer.send(
+            self._topics.queued.name, value, key=message_id, partition=partition
+        )
+
+    async def write_tombstone(self, entry: SpoolEntry) -> None:
+        await self._tombstone(entry)
+
+    async def retry_or_expire(
+        self, entry: SpoolEntry, value: bytes, outcome: dict[str, Any]
+    ) -> None:
+        await self._retry_or_expire(entry, value, outcome)
 
     async def _tombstone(self, entry: SpoolEntry) -> None:
         await self._producer.send(

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import heapq
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from .throttle import MessageRate, TokenBucket
@@ -105,7 +105,9 @@ class SchedulerState:
     def apply_tombstone(self, message_id: str, partition: int, offset: int) -> None:
         """A tombstone: the message is done (delivered, bounced, expired) or moved."""
         current = self._entries.get(message_id)
-        if current is None or not _is_newer(partition, offset, current):
+        # A tombstone in another partition is the old copy of a moved (rebound) message being
+        # removed after its new record was written: it does not remove the new one.
+        if current is None or partition != current.partition or offset <= current.offset:
             return
         del self._entries[message_id]
         self._in_flight.pop(message_id, None)
@@ -194,6 +196,25 @@ class SchedulerState:
                 expired += 1
         return expired
 
+    def claim_waiting(self, message_ids: Iterable[str], now_ms: int) -> list[SpoolEntry]:
+        """Of `message_ids`, the waiting ones (not in flight), now marked in flight for their
+        current attempt (an operator action is under way; `release_failed` undoes it, the lease
+        bounds it)."""
+        claimed = []
+        for message_id in message_ids:
+            entry = self._entries.get(message_id)
+            if entry is None or message_id in self._in_flight:
+                continue
+            self._mark_in_flight(entry, now_ms)
+            claimed.append(entry)
+        return claimed
+
+    def forget(self, message_id: str) -> None:
+        """The message left these partitions (bounced or moved to another queue): drop it
+        now, before its tombstone is read back, so it cannot be released meanwhile."""
+        self._entries.pop(message_id, None)
+        self._in_flight.pop(message_id, None)
+
     # --- outcomes ----------------------------------------------------------------------
 
     def accept_outcome(self, message_id: str, attempt: int) -> SpoolEntry | None:
@@ -262,6 +283,16 @@ class SchedulerState:
 
     def queue_names(self) -> list[str]:
         return list({e.queue for e in self._entries.values()})
+
+    def entries(self) -> list[SpoolEntry]:
+        """Every message held (waiting or in flight); a copy of the list, not of the entries."""
+        return list(self._entries.values())
+
+    def entries_of(self, queue: str) -> list[SpoolEntry]:
+        """The messages of one scheduled queue, by due time (scans every entry: inspection)."""
+        return sorted(
+            (e for e in self._entries.values() if e.queue == queue), key=lambda e: e.due_at
+        )
 
     # --- internals ---------------------------------------------------------------------
 
