@@ -24,6 +24,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "route",
     "audit",
     "queue_config",
+    "admin",
+    "queues",
 )
 
 Handler = Callable[[argparse.Namespace], int]

@@ -37,6 +37,7 @@ from ..core.runtime.service import ServiceRuntime, run_service
 from ..core.runtime.settings import Settings
 from . import metrics
 from .admin_actions import OperatorActions
+from .admin_api import start_admin_api
 from .admin_reader import AdminRulesReader
 from .config_resolver import PolicyQueueConfig, QueueConfigResolver, message_rate_of
 from .overrides import QueueConfigOverridesReader
@@ -154,6 +155,10 @@ class Scheduler:
     @property
     def spool(self) -> SpoolReader:
         return self._spool
+
+    @property
+    def producer(self) -> EventProducer:
+        return self._producer
 
     # --- rebalance ---------------------------------------------------------------------
 
@@ -515,7 +520,17 @@ async def run_scheduling(settings: Settings) -> None:
 
         runtime.health.add_readiness_check("rebuilt", rebuilt)
         runtime.health.set_ready(True)
-        await scheduler.run(runtime.shutdown_requested)
+        own = settings.scheduling
+        api = None
+        if own.admin_api_enabled:
+            api = await start_admin_api(
+                scheduler, own.admin_api_bind, own.admin_api_port, own.admin_api_tokens
+            )
+        try:
+            await scheduler.run(runtime.shutdown_requested)
+        finally:
+            if api is not None:
+                await api.cleanup()
 
     code = await run_service(SERVICE, main, settings.runtime)
     if code != 0:

@@ -352,6 +352,36 @@ class SchedulingSettings:
             "(also how far back a rebuild reads `attempts`)",
         ),
     )
+    admin_api_enabled: bool = field(
+        default=True,
+        metadata=_about(_boolean, "serve the admin HTTP API (suspend, bounce, rebind, inspect)"),
+    )
+    admin_api_bind: str = field(
+        default="127.0.0.1", metadata=_about(_string, "admin HTTP API listener address")
+    )
+    admin_api_port: int = field(
+        default=8026, metadata=_about(_port, "admin HTTP API listener port")
+    )
+    admin_api_tokens: tuple[str, ...] = field(
+        default=(),
+        metadata=_about(
+            _list_of(_string, "tokens"),
+            "admin HTTP API bearer tokens; required when the API listens beyond loopback "
+            "(prefer a Secret in env)",
+        ),
+    )
+
+    def validate(self) -> None:
+        if self.admin_api_enabled and not self.admin_api_tokens:
+            try:
+                loopback = ipaddress.ip_address(self.admin_api_bind).is_loopback
+            except ValueError:
+                loopback = self.admin_api_bind == "localhost"
+            if not loopback:
+                raise SettingsError(
+                    "RELAYSTREAM_SCHEDULING_ADMIN_API_TOKENS: required when the admin API "
+                    f"listens beyond loopback ({self.admin_api_bind})"
+                )
 
 
 @dataclass(frozen=True)
