@@ -51,7 +51,7 @@ class Pipeline:
     health_ports: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.smtp_port, self.http_port = free_loopback_ports(2)
+        self.smtp_port, self.http_port, self.admin_port = free_loopback_ports(3)
         self.topics: TopicCatalog = declare_topics(
             TopicSettings(prefix=self.prefix, queue_partitions=3, partitions=3)
         )
@@ -64,7 +64,11 @@ class Pipeline:
             "shutdown_grace_seconds": 10,
             "ingest": {"smtp_port": self.smtp_port, "http_port": self.http_port},
             "routing": {"policy_path": str(self.policy)},
-            "scheduling": {"policy_path": str(self.policy), "tick_interval_seconds": 0.2},
+            "scheduling": {
+                "policy_path": str(self.policy),
+                "tick_interval_seconds": 0.2,
+                "admin_api_port": self.admin_port,
+            },
             "delivery": {
                 "nameservers": [self.nameserver],
                 "allow_loopback": True,
