@@ -291,6 +291,42 @@ class IngestSettings:
             _list_of(_string, "tokens"), "HTTP API bearer tokens (prefer a Secret in env)"
         ),
     )
+    smtp_users_file: Path | None = field(
+        default=None,
+        metadata=_about(
+            _optional_path,
+            "SMTP AUTH users, one 'name:hash' a line (hashes from relaystream.ingest.smtp_users)",
+        ),
+    )
+    smtp_hostname: str | None = field(
+        default=None,
+        metadata=_about(_optional_string, "name in the SMTP banner and Received:; default FQDN"),
+    )
+    smtp_command_timeout_seconds: float = field(
+        default=300.0,
+        metadata=_about(_seconds, "close an SMTP session idle this long waiting for a command"),
+    )
+    http_max_request_bytes: int = field(
+        default=25 * 1024 * 1024,
+        metadata=_about(_integer(1024, 2**31 - 1), "largest HTTP injection request body"),
+    )
+    kafka_ack_timeout_seconds: float = field(
+        default=30.0,
+        metadata=_about(
+            _seconds, "answer 451/503 when Kafka has not acknowledged accepted mail in this time"
+        ),
+    )
+    transactional_id: str | None = field(
+        default=None,
+        metadata=_about(
+            _optional_string,
+            "Kafka transactional id of this instance, distinct per process; default: ingest- and "
+            "the group instance id or host name",
+        ),
+    )
+    submit_concurrency: int = field(
+        default=16, metadata=_about(_integer(1, 10_000), "submit events handled at once")
+    )
 
     def validate(self) -> None:
         if (self.tls_cert is None) != (self.tls_key is None):

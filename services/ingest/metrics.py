@@ -1,0 +1,40 @@
+"""Prometheus metrics of the ingest service, in the process's default registry (/metrics).
+
+Labels stay low-cardinality: protocols, results and fixed rejection reasons; never addresses,
+peers or message ids.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+SMTP_CONNECTIONS = Counter(
+    "relaystream_ingest_smtp_connections",
+    "SMTP connections by result: served, or refused because the listener was full",
+    ["result"],
+)
+SMTP_SESSIONS = Gauge(
+    "relaystream_ingest_smtp_sessions",
+    "SMTP sessions open now",
+)
+MESSAGES_ACCEPTED = Counter(
+    "relaystream_ingest_messages_accepted",
+    "Messages (one per recipient) acknowledged by Kafka and acknowledged to the client",
+    ["protocol"],
+)
+MESSAGES_REJECTED = Counter(
+    "relaystream_ingest_messages_rejected",
+    "Recipients, transactions or events refused, by protocol and reason",
+    ["protocol", "reason"],
+)
+KAFKA_ACK_SECONDS = Histogram(
+    "relaystream_ingest_kafka_ack_seconds",
+    "From handing a batch of accepted messages to Kafka until its transaction committed",
+    ["result"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+KAFKA_TRANSACTIONS = Counter(
+    "relaystream_ingest_kafka_transactions",
+    "Kafka transactions of accepted messages by result: committed or failed",
+    ["result"],
+)

@@ -1,0 +1,184 @@
+"""The ingest service: SMTP, the HTTP injection API and the `submit` consumer, one process.
+
+All three split mail per recipient and commit the MessageAccepted events of each reception in
+one Kafka transaction (acceptor.py) before answering 250/200; readers of `accepted` must use
+read_committed. On SIGTERM: the submit consumer stops taking records and commits, the SMTP
+listener stops accepting connections and lets transactions in DATA finish, the HTTP listener
+finishes its requests, then the queued transactions commit and the producers close.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..core.events.codec import DecodeError, encode
+from ..core.events.records import MessageSubmitted
+from ..core.kafka.consumer import EventConsumer
+from ..core.kafka.dead_letter import DeadLetters
+from ..core.kafka.producer import EventProducer
+from ..core.kafka.topics import DEFAULT_PREFIX, TopicCatalog, TopicSettings, declare_topics
+from ..core.runtime.logging import configure_logging
+from ..core.runtime.service import EXIT_OK, ServiceMain, ServiceRuntime, run_service
+from ..core.runtime.settings import IngestSettings, Settings, SettingsError
+from .acceptor import TransactionalAcceptor
+from .inject_api import InjectApi, InjectApiConfig, InjectListener, TokensRequired, require_tokens
+from .smtp_server import SmtpListener, SmtpPolicy
+from .smtp_users import SmtpUsers, UsersFileError
+from .submissions import SubmissionHandler, decode_submission
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = "ingest"
+# Share of the shutdown grace period SMTP transactions in DATA get to finish.
+_SMTP_DRAIN_SHARE = 0.6
+
+
+@dataclass(frozen=True)
+class IngestEndpoints:
+    """The ports actually bound (settings may say 0: any free port)."""
+
+    smtp_port: int
+    http_port: int
+
+
+def topic_catalog(settings: Settings) -> TopicCatalog:
+    """The topics of this deployment; an empty `topic_prefix` means the default prefix."""
+    prefix = settings.runtime.topic_prefix or DEFAULT_PREFIX
+    return declare_topics(TopicSettings(prefix=prefix))
+
+
+def api_tokens(ingest: IngestSettings) -> tuple[str, ...]:
+    """The configured bearer tokens: the setting's, then the file's (one a line, # comments)."""
+    tokens = list(ingest.api_tokens)
+    if ingest.api_tokens_file is not None:
+        try:
+            text = ingest.api_tokens_file.read_text(encoding="utf-8")
+        except OSError as error:
+            raise SettingsError(
+                f"{ingest.api_tokens_file}: cannot read the API tokens file: {error.strerror}"
+            ) from error
+        tokens += [
+            line.strip()
+            for line in text.splitlines()
+            if line.strip() and not line.lstrip().startswith("#")
+        ]
+    return tuple(tokens)
+
+
+def tls_context(ingest: IngestSettings) -> ssl.SSLContext | None:
+    if ingest.tls_cert is None or ingest.tls_key is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(ingest.tls_cert, ingest.tls_key)
+    return context
+
+
+def transactional_id(settings: Settings, prefix: str) -> str:
+    """Stable per instance, so a restarted instance fences its predecessor and the broker
+    aborts the transaction it left open (rather than readers waiting for it to time out)."""
+    if settings.ingest.transactional_id:
+        return settings.ingest.transactional_id
+    instance = settings.runtime.kafka_group_instance_id or socket.gethostname()
+    return f"{prefix}ingest-{instance}"
+
+
+def ingest_main(
+    settings: Settings, *, started: Callable[[IngestEndpoints], None] | None = None
+) -> ServiceMain:
+    """The service's main for `run_service`; `started` learns the bound ports (tests)."""
+
+    async def main(runtime: ServiceRuntime) -> None:
+        ingest = settings.ingest
+        topics = topic_catalog(settings)
+        prefix = topics.accepted.name.removesuffix("accepted")
+        bootstrap = settings.runtime.kafka_bootstrap
+        client_id = settings.runtime.kafka_client_id or SERVICE_NAME
+        hostname = ingest.smtp_hostname or socket.getfqdn()
+        try:
+            users = SmtpUsers.load(ingest.smtp_users_file) if ingest.smtp_users_file else None
+            tokens = api_tokens(ingest)
+            tokens_required = require_tokens(ingest.http_bind, tokens)
+        except (UsersFileError, TokensRequired) as error:
+            raise SettingsError(str(error)) from error
+        policy = SmtpPolicy(
+            hostname=hostname,
+            relay_networks=ingest.relay_networks,
+            max_message_size=ingest.max_message_size,
+            max_recipients=ingest.max_recipients,
+            max_connections=ingest.max_connections,
+            command_timeout=ingest.smtp_command_timeout_seconds,
+            users=users or SmtpUsers({}),
+            tls_context=tls_context(ingest),
+        )
+        api_config = InjectApiConfig(
+            hostname=hostname,
+            max_recipients=ingest.max_recipients,
+            max_message_size=ingest.max_message_size,
+            max_request_bytes=ingest.http_max_request_bytes,
+            tokens=tokens,
+            tokens_required=tokens_required,
+        )
+        acceptor = TransactionalAcceptor(
+            bootstrap,
+            topic=topics.accepted.name,
+            transactional_id=transactional_id(settings, prefix),
+            client_id=client_id,
+            ack_timeout=ingest.kafka_ack_timeout_seconds,
+        )
+        await acceptor.start()
+        try:
+            async with EventProducer(bootstrap, client_id=client_id) as producer:
+                dead_letters = DeadLetters(
+                    producer, topic=topics.dead_letter.name, service=SERVICE_NAME, encode=encode
+                )
+                smtp = SmtpListener(policy, acceptor)
+                http = InjectListener(InjectApi(api_config, acceptor))
+                try:
+                    await smtp.start(ingest.smtp_bind, ingest.smtp_port)
+                    await http.start(ingest.http_bind, ingest.http_port)
+                    consumer: EventConsumer[MessageSubmitted] = EventConsumer(
+                        bootstrap,
+                        group_id=f"{prefix}ingest-submit",
+                        topics=[topics.submit.name],
+                        decode=decode_submission,
+                        reject_on=(DecodeError,),
+                        dead_letters=dead_letters,
+                        client_id=client_id,
+                        group_instance_id=settings.runtime.kafka_group_instance_id,
+                    )
+                    handler = SubmissionHandler(
+                        acceptor,
+                        max_recipients=ingest.max_recipients,
+                        max_message_size=ingest.max_message_size,
+                        hostname=hostname,
+                        stopping=runtime.shutdown_requested,
+                    )
+                    async with consumer:
+                        runtime.health.set_ready(True)
+                        if started is not None:
+                            started(IngestEndpoints(smtp.port, http.port))
+                        await consumer.run(
+                            handler,
+                            concurrency=ingest.submit_concurrency,
+                            stop=runtime.shutdown_requested,
+                        )
+                finally:
+                    grace = settings.runtime.shutdown_grace_seconds * _SMTP_DRAIN_SHARE
+                    await smtp.stop(grace)
+                    await http.stop()
+        finally:
+            await acceptor.stop()
+
+    return main
+
+
+async def run_ingest(settings: Settings) -> None:
+    """`relaystream run ingest`: run until SIGTERM/SIGINT; SystemExit if the service failed."""
+    configure_logging(SERVICE_NAME, settings.runtime.log_level)
+    code = await run_service(SERVICE_NAME, ingest_main(settings), settings.runtime)
+    if code != EXIT_OK:
+        raise SystemExit(code)

@@ -1,0 +1,385 @@
+"""The ESMTP listener (aiosmtpd): relay control, limits, and 250 only once Kafka has the mail.
+
+Replies (enhanced status codes per RFC 3463):
+- 421 4.7.0 when `max_connections` sessions are open; the connection is then closed.
+- MAIL: 501 5.1.7 for a malformed path, 553 5.1.7 for a sender mailbox the envelope parser
+  refuses; 552 5.3.4 for a declared SIZE over the limit. RCPT: 501 5.1.3 / 553 5.1.3 likewise,
+  550 5.7.1 unless the client is in a relay network or authenticated, 452 4.5.3 past
+  `max_recipients`.
+- DATA: 552 5.3.4 over the size limit, 500 5.5.2 for a line over 1000 octets; otherwise one
+  MessageAccepted per recipient goes to Kafka in one transaction and the reply is 250 once it
+  committed, 451 4.3.0 if it did not (then none of them is visible).
+- AUTH PLAIN/LOGIN only over TLS, or from a loopback client; 535 5.7.8 for bad credentials.
+
+aiosmtpd words some of its own replies without enhanced codes; `IngestSMTP.push` rewrites those
+few (the table below), the rest of the protocol engine is aiosmtpd's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import ssl
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, AnyStr, cast
+
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+
+from ..core.domain.envelope import EnvelopeAddress, EnvelopeAddressError
+from ..core.runtime.settings import Network
+from . import metrics
+from .accepted_messages import Reception, accepted_messages
+from .acceptor import AcceptanceFailed, TransactionalAcceptor
+from .message_ids import new_message_id
+from .received_header import TraceFacts, received_header
+from .smtp_users import SmtpUsers
+
+log = logging.getLogger(__name__)
+
+PROTOCOL = "ESMTP"
+NULL_PATH = "<>"
+
+# aiosmtpd's own replies (by prefix) and what we answer instead.
+_REWORDED = (
+    ("552 Error: message size exceeds", "552 5.3.4 Message size exceeds fixed maximum size"),
+    ("552 Error: Too much mail data", "552 5.3.4 Message size exceeds fixed maximum size"),
+    ("500 Line too long", "500 5.5.2 Line too long (at most 1000 octets with CRLF)"),
+    ("500 Command line too long", "500 5.5.2 Command line too long"),
+    ("501 Syntax: MAIL FROM", "501 5.1.7 Syntax: MAIL FROM:<address> [parameters]"),
+    ("501 Syntax: RCPT TO", "501 5.1.3 Syntax: RCPT TO:<address> [parameters]"),
+)
+
+
+@dataclass(frozen=True)
+class SmtpPolicy:
+    """What the listener accepts; built from IngestSettings by the service."""
+
+    hostname: str
+    relay_networks: Sequence[Network]
+    max_message_size: int
+    max_recipients: int
+    max_connections: int
+    command_timeout: float
+    users: SmtpUsers
+    tls_context: ssl.SSLContext | None = None
+
+
+def _peer_ip(peer: Any) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    host = str(peer[0]).split("%", 1)[0]  # drop an IPv6 zone
+    ip = ipaddress.ip_address(host)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+def _host_port(address: Any) -> str:
+    host, port = str(address[0]), int(address[1])
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _closing_bracket(text: str) -> int | None:
+    """Index of the `>` that ends the path starting at text[0] == '<' (quotes respected)."""
+    quoted = escaped = False
+    for index, char in enumerate(text[1:], start=1):
+        if escaped:
+            escaped = False
+        elif char == "\\" and quoted:
+            escaped = True
+        elif char == '"':
+            quoted = not quoted
+        elif char == ">" and not quoted:
+            return index
+    return None
+
+
+def split_path(arg: str) -> tuple[str, str] | None:
+    """`<path> params` -> (mailbox text or "<>", params); None if not a bracketed path.
+
+    A source route (`<@a,@b:user@c>`) is dropped, as RFC 5321 section 4.1.1.3 asks.
+    """
+    text = arg.strip()
+    if not text.startswith("<"):
+        return None
+    end = _closing_bracket(text)
+    if end is None:
+        return None
+    inner, rest = text[1:end], text[end + 1 :]
+    if rest and not rest.startswith(" "):
+        return None
+    if not inner:
+        return NULL_PATH, rest.strip()
+    if inner.startswith("@"):
+        _, colon, mailbox = inner.partition(":")
+        if not colon or not mailbox:
+            return None
+        inner = mailbox
+    return inner, rest.strip()
+
+
+class SessionLimit:
+    """Counts open sessions of one listener."""
+
+    def __init__(self, maximum: int) -> None:
+        self.maximum = maximum
+        self.open = 0
+
+    def try_enter(self) -> bool:
+        if self.open >= self.maximum:
+            return False
+        self.open += 1
+        metrics.SMTP_SESSIONS.inc()
+        return True
+
+    def leave(self) -> None:
+        self.open -= 1
+        metrics.SMTP_SESSIONS.dec()
+
+
+class IngestSMTP(SMTP):
+    """aiosmtpd's protocol with our session limit, strict paths and enhanced-code replies."""
+
+    def __init__(self, handler: IngestHandler, listener: SmtpListener) -> None:
+        policy = handler.policy
+        super().__init__(
+            handler,
+            data_size_limit=policy.max_message_size,
+            enable_SMTPUTF8=True,
+            decode_data=False,
+            hostname=policy.hostname,
+            ident="relaystream ESMTP",
+            tls_context=policy.tls_context,
+            timeout=policy.command_timeout,
+            auth_require_tls=True,
+            authenticator=handler.authenticate,
+        )
+        self._listener = listener
+        self.local_address = ""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        first = self.transport is None
+        super().connection_made(transport)
+        if first:
+            self.local_address = _host_port(transport.get_extra_info("sockname"))
+            # Credentials may travel in clear only where they never leave the host.
+            peer = transport.get_extra_info("peername")
+            self._auth_require_tls = not _peer_ip(peer).is_loopback
+
+    async def _handle_client(self) -> None:
+        if not self._listener.sessions.try_enter():
+            metrics.SMTP_CONNECTIONS.labels("refused_full").inc()
+            with contextlib.suppress(ConnectionError):
+                await self.push("421 4.7.0 Too many connections, try again later")
+            if self.transport is not None:
+                self.transport.close()
+            return
+        metrics.SMTP_CONNECTIONS.labels("served").inc()
+        self._listener.protocols.add(self)
+        try:
+            await super()._handle_client()
+        finally:
+            self._listener.protocols.discard(self)
+            self._listener.sessions.leave()
+
+    async def push(self, status: AnyStr) -> None:
+        if isinstance(status, str):
+            for prefix, replacement in _REWORDED:
+                if status.startswith(prefix):
+                    status = replacement
+                    break
+        await super().push(status)
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        # aiosmtpd parses paths with the lenient RFC 5322 header parser (it turns `<a b@c>`
+        # into `"a b"@c`); we take the bracketed text as written and let the envelope parser
+        # judge it. "" makes aiosmtpd answer its 501 syntax reply.
+        split = split_path(arg)
+        return ("", "") if split is None else split
+
+    @property
+    def tls_facts(self) -> dict[str, str]:
+        ssl_object = self.transport.get_extra_info("ssl_object") if self.transport else None
+        if ssl_object is None:
+            return {}
+        cipher = ssl_object.cipher()
+        return {
+            "tls_protocol_version": str(ssl_object.version()),
+            "tls_cipher": str(cipher[0]) if cipher else "",
+        }
+
+
+class IngestHandler:
+    """The aiosmtpd hooks: validation and relay control, then the Kafka transaction."""
+
+    def __init__(self, policy: SmtpPolicy, acceptor: TransactionalAcceptor) -> None:
+        self.policy = policy
+        self._acceptor = acceptor
+        self.in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def authenticate(
+        self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, auth_data: Any
+    ) -> AuthResult:
+        if isinstance(auth_data, LoginPassword):
+            name = auth_data.login.decode("utf-8", "replace")
+            password = auth_data.password.decode("utf-8", "replace")
+            if self.policy.users.authenticate(name, password):
+                return AuthResult(success=True, auth_data=auth_data)
+        metrics.MESSAGES_REJECTED.labels(PROTOCOL, "auth_failed").inc()
+        return AuthResult(success=False, handled=False)
+
+    async def handle_EHLO(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        session.host_name = hostname
+        if not self.policy.users:
+            # No users: advertising AUTH would only invite failing attempts.
+            responses = [line for line in responses if not line.startswith("250-AUTH")]
+        return responses
+
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        if address != NULL_PATH:
+            try:
+                address = str(EnvelopeAddress.parse(address))
+            except EnvelopeAddressError as error:
+                metrics.MESSAGES_REJECTED.labels(PROTOCOL, "bad_sender").inc()
+                return f"553 5.1.7 Bad sender address: {error}"
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 2.1.0 OK"
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        if address == NULL_PATH:
+            metrics.MESSAGES_REJECTED.labels(PROTOCOL, "bad_recipient").inc()
+            return "501 5.1.3 The null path is not a recipient"
+        try:
+            recipient = str(EnvelopeAddress.parse(address))
+        except EnvelopeAddressError as error:
+            metrics.MESSAGES_REJECTED.labels(PROTOCOL, "bad_recipient").inc()
+            return f"553 5.1.3 Bad recipient address: {error}"
+        if not (session.authenticated or self._in_relay_networks(session.peer)):
+            metrics.MESSAGES_REJECTED.labels(PROTOCOL, "relaying_denied").inc()
+            return "550 5.7.1 relaying denied"
+        if len(envelope.rcpt_tos) >= self.policy.max_recipients:
+            metrics.MESSAGES_REJECTED.labels(PROTOCOL, "too_many_recipients").inc()
+            return "452 4.5.3 Too many recipients"
+        envelope.rcpt_tos.append(recipient)
+        envelope.rcpt_options.extend(options)
+        return "250 2.1.5 OK"
+
+    def _in_relay_networks(self, peer: Any) -> bool:
+        ip = _peer_ip(peer)
+        return any(ip.version == net.version and ip in net for net in self.policy.relay_networks)
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        self.in_flight += 1
+        self._idle.clear()
+        try:
+            return await self._accept(cast(IngestSMTP, server), session, envelope)
+        finally:
+            self.in_flight -= 1
+            if self.in_flight == 0:
+                self._idle.set()
+
+    async def wait_idle(self) -> None:
+        """Until no DATA is being handed to Kafka."""
+        await self._idle.wait()
+
+    async def _accept(self, server: IngestSMTP, session: Session, envelope: Envelope) -> str:
+        recipients = list(envelope.rcpt_tos)
+        received_at = datetime.now(UTC)
+        transaction_id = uuid.uuid4().hex
+        authn_id = session.login_data.decode("utf-8", "replace") if session.authenticated else None
+        tls_facts = server.tls_facts
+        trace = TraceFacts(
+            ehlo_domain=session.host_name or "",
+            peer_ip=str(_peer_ip(session.peer)),
+            hostname=self.policy.hostname,
+            tls=bool(tls_facts),
+            authenticated=authn_id is not None,
+            transaction_id=transaction_id,
+            received_at=received_at,
+        )
+        raw = envelope.original_content
+        content = received_header(trace, recipients) + (raw if isinstance(raw, bytes) else b"")
+        meta: dict[str, Any] = {
+            "received_from": _host_port(session.peer),
+            "received_via": server.local_address,
+            "ehlo_domain": session.host_name or "",
+            "hostname": self.policy.hostname,
+            **tls_facts,
+        }
+        if authn_id is not None:
+            meta["authn_id"] = authn_id
+        sender = "" if envelope.mail_from == NULL_PATH else str(envelope.mail_from)
+        reception = Reception(
+            protocol=PROTOCOL,
+            sender=sender,
+            content=content,
+            received_at=received_at,
+            transaction_id=transaction_id,
+            meta=meta,
+        )
+        events = accepted_messages(reception, recipients, [new_message_id() for _ in recipients])
+        try:
+            await self._acceptor.accept(events)
+        except AcceptanceFailed as error:
+            metrics.MESSAGES_REJECTED.labels(PROTOCOL, "kafka_unavailable").inc(len(recipients))
+            log.warning(
+                "SMTP transaction not accepted: Kafka did not commit",
+                extra={"transaction_id": transaction_id, "error": str(error)},
+            )
+            return "451 4.3.0 Temporary failure storing the message, try again later"
+        metrics.MESSAGES_ACCEPTED.labels(PROTOCOL).inc(len(recipients))
+        ids = ",".join(event["id"] for event in events)
+        return f"250 2.0.0 OK queued as {transaction_id} ids={ids}"
+
+
+class SmtpListener:
+    """The listening socket and its sessions."""
+
+    def __init__(self, policy: SmtpPolicy, acceptor: TransactionalAcceptor) -> None:
+        self.handler = IngestHandler(policy, acceptor)
+        self.sessions = SessionLimit(policy.max_connections)
+        self.protocols: set[IngestSMTP] = set()
+        self._server: asyncio.Server | None = None
+
+    async def start(self, host: str, port: int) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: IngestSMTP(self.handler, self), host=host, port=port
+        )
+        log.info("SMTP listening", extra={"host": host, "port": self.port})
+
+    @property
+    def port(self) -> int:
+        if self._server is None or not self._server.sockets:
+            raise RuntimeError("the SMTP listener is not started")
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def stop(self, grace: float) -> None:
+        """Stop listening, let transactions in DATA finish (up to `grace` s), close the rest."""
+        if self._server is None:
+            return
+        self._server.close()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.handler.wait_idle(), grace)
+        for protocol in list(self.protocols):
+            if protocol.transport is not None:
+                protocol.transport.close()
+        await self._server.wait_closed()
+        self._server = None

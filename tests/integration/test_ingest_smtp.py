@@ -1,0 +1,212 @@
+"""The ingest SMTP listener through real SMTP sessions (aiosmtplib) and the real broker."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import re
+import ssl
+from pathlib import Path
+
+import aiosmtplib
+import pytest
+from ingest_harness import (
+    RunningIngest,
+    ingest_settings,
+    read_events,
+    running_ingest,
+    self_signed_certificate,
+)
+
+from relaystream.core.kafka.admin import ensure_topics
+from relaystream.core.kafka.topics import TopicCatalog, TopicSettings, declare_topics
+from relaystream.ingest.smtp_users import hash_password
+
+MESSAGE = b"From: a@example.com\r\nSubject: hello\r\n\r\nbody line\r\n"
+NOT_LOOPBACK = (ipaddress.ip_network("10.0.0.0/8"),)
+
+
+@pytest.fixture
+async def topics(kafka_bootstrap: str, topic_prefix: str) -> TopicCatalog:
+    catalog = declare_topics(TopicSettings(prefix=topic_prefix, partitions=2))
+    await ensure_topics(kafka_bootstrap, catalog)
+    return catalog
+
+
+async def session(ingest: RunningIngest, **options: object) -> aiosmtplib.SMTP:
+    client = aiosmtplib.SMTP(
+        hostname="127.0.0.1",
+        port=ingest.endpoints.smtp_port,
+        local_hostname="client.example",
+        timeout=30,
+        start_tls=False,
+        **options,  # type: ignore[arg-type]
+    )
+    await client.connect()
+    await client.ehlo()
+    return client
+
+
+async def command(client: aiosmtplib.SMTP, line: str) -> tuple[int, str]:
+    verb, _, argument = line.partition(" ")
+    response = await client.execute_command(verb.encode(), argument.encode())
+    return response.code, response.message
+
+
+async def test_each_recipient_becomes_one_accepted_message_with_connection_meta(
+    kafka_bootstrap: str, topic_prefix: str, topics: TopicCatalog
+) -> None:
+    settings = ingest_settings(kafka_bootstrap, topic_prefix)
+    async with running_ingest(settings) as ingest:
+        client = await session(ingest)
+        errors, reply = await client.sendmail(
+            "sender@example.com", ["one@example.org", "two@Example.NET"], MESSAGE
+        )
+        port = client.transport.get_extra_info("sockname")[1]  # type: ignore[union-attr]
+        await client.quit()
+        assert errors == {}
+        assert reply.startswith("2.0.0 OK queued as")
+
+    events = await read_events(kafka_bootstrap, topics.accepted.name, 2, schema="MessageAccepted")
+    by_recipient = {event["recipient"]: (key, event) for key, event in events}
+    assert set(by_recipient) == {"one@example.org", "two@example.net"}
+    transaction_ids = {event["transaction_id"] for _, event in events}
+    assert len(transaction_ids) == 1
+    for key, event in by_recipient.values():
+        assert re.fullmatch(r"[0-9a-f]{32}", event["id"]) and key == event["id"].encode()
+        assert event["sender"] == "sender@example.com"
+        assert event["reception_protocol"] == "ESMTP"
+        assert event["content"].endswith(MESSAGE)
+        received = event["content"][: -len(MESSAGE)].decode()
+        assert received.startswith("Received: from client.example ([127.0.0.1])\r\n")
+        assert "by mx.ingest.test (relaystream) with ESMTP" in received
+        meta = {name: json.loads(value) for name, value in event["meta"].items()}
+        assert meta["received_from"] == f"127.0.0.1:{port}"
+        assert meta["received_via"] == f"127.0.0.1:{ingest.endpoints.smtp_port}"
+        assert meta["ehlo_domain"] == "client.example"
+        assert meta["hostname"] == "mx.ingest.test"
+        assert meta["reception_protocol"] == "ESMTP"
+        assert "authn_id" not in meta and "tls_cipher" not in meta
+    assert len({event["id"] for _, event in events}) == 2
+
+
+async def test_relaying_is_denied_to_clients_outside_the_relay_networks(
+    kafka_bootstrap: str, topic_prefix: str, topics: TopicCatalog
+) -> None:
+    settings = ingest_settings(kafka_bootstrap, topic_prefix, relay_networks=NOT_LOOPBACK)
+    async with running_ingest(settings) as ingest:
+        client = await session(ingest)
+        assert (await command(client, "MAIL FROM:<sender@example.com>"))[0] == 250
+        code, message = await command(client, "RCPT TO:<rcpt@example.org>")
+        await client.quit()
+    assert (code, message) == (550, "5.7.1 relaying denied")
+
+
+async def test_auth_after_starttls_allows_relaying(
+    kafka_bootstrap: str, topic_prefix: str, topics: TopicCatalog, tmp_path: Path
+) -> None:
+    cert, key = self_signed_certificate(tmp_path)
+    users = tmp_path / "users"
+    users.write_text(f"# test users\nalice:{hash_password('s3cret')}\n")
+    settings = ingest_settings(
+        kafka_bootstrap,
+        topic_prefix,
+        relay_networks=NOT_LOOPBACK,
+        tls_cert=cert,
+        tls_key=key,
+        smtp_users_file=users,
+    )
+    trust = ssl.create_default_context(cafile=str(cert))
+    trust.check_hostname = False
+    async with running_ingest(settings) as ingest:
+        client = await session(ingest, tls_context=trust)
+        assert client.supports_extension("starttls")
+        await client.starttls()
+        await client.ehlo()
+        assert "PLAIN" in client.esmtp_extensions["auth"].upper()
+        with pytest.raises(aiosmtplib.SMTPAuthenticationError) as refused:
+            await client.login("alice", "wrong")
+        assert refused.value.code == 535
+        await client.login("alice", "s3cret")
+        errors, _ = await client.sendmail("alice@example.com", ["far@example.org"], MESSAGE)
+        await client.quit()
+    assert errors == {}
+    [(_, event)] = await read_events(
+        kafka_bootstrap, topics.accepted.name, 1, schema="MessageAccepted"
+    )
+    meta = {name: json.loads(value) for name, value in event["meta"].items()}
+    assert meta["authn_id"] == "alice"
+    assert meta["tls_protocol_version"].startswith("TLS")
+    assert meta["tls_cipher"]
+    assert b"with ESMTPSA" in event["content"]
+
+
+async def test_message_size_limit_is_advertised_and_enforced(
+    kafka_bootstrap: str, topic_prefix: str, topics: TopicCatalog
+) -> None:
+    settings = ingest_settings(kafka_bootstrap, topic_prefix, max_message_size=1000)
+    async with running_ingest(settings) as ingest:
+        client = await session(ingest)
+        assert client.esmtp_extensions["size"] == "1000"
+        assert client.supports_extension("8bitmime")
+        code, message = await command(client, "MAIL FROM:<s@example.com> SIZE=5000")
+        assert (code, message[:5]) == (552, "5.3.4")
+        assert (await command(client, "MAIL FROM:<s@example.com>"))[0] == 250
+        assert (await command(client, "RCPT TO:<r@example.org>"))[0] == 250
+        with pytest.raises(aiosmtplib.SMTPDataError) as too_big:
+            await client.data(MESSAGE + (b"x" * 70 + b"\r\n") * 30)
+        assert (too_big.value.code, too_big.value.message[:5]) == (552, "5.3.4")
+        await client.quit()
+
+
+async def test_recipients_past_the_limit_are_refused_with_452(
+    kafka_bootstrap: str, topic_prefix: str, topics: TopicCatalog
+) -> None:
+    settings = ingest_settings(kafka_bootstrap, topic_prefix, max_recipients=2)
+    async with running_ingest(settings) as ingest:
+        client = await session(ingest)
+        await command(client, "MAIL FROM:<s@example.com>")
+        replies = [await command(client, f"RCPT TO:<r{i}@example.org>") for i in range(3)]
+        await client.quit()
+    assert [code for code, _ in replies] == [250, 250, 452]
+    assert replies[2][1] == "4.5.3 Too many recipients"
+
+
+async def test_envelope_addresses_are_checked(
+    kafka_bootstrap: str, topic_prefix: str, topics: TopicCatalog
+) -> None:
+    settings = ingest_settings(kafka_bootstrap, topic_prefix)
+    async with running_ingest(settings) as ingest:
+        client = await session(ingest)
+        bad_sender = await command(client, "MAIL FROM:<a b@example.com>")
+        no_brackets = await command(client, "MAIL FROM:sender@example.com")
+        null_sender = await command(client, "MAIL FROM:<>")
+        untagged_v6 = await command(client, "RCPT TO:<user@[::1]>")
+        tagged_v6 = await command(client, "RCPT TO:<user@[IPv6:::1]>")
+        bad_domain = await command(client, "RCPT TO:<user@-bad.example>")
+        unbracketed = await command(client, "RCPT TO:user@example.org")
+        await client.quit()
+    assert bad_sender[0] == 553 and bad_sender[1].startswith("5.1.7")
+    assert no_brackets[0] == 501 and no_brackets[1].startswith("5.1.7")
+    assert null_sender[0] == 250
+    assert untagged_v6[0] == 553 and untagged_v6[1].startswith("5.1.3")
+    assert "[IPv6:::1]" in untagged_v6[1]
+    assert tagged_v6[0] == 250
+    assert bad_domain[0] == 553 and bad_domain[1].startswith("5.1.3")
+    assert unbracketed[0] == 501 and unbracketed[1].startswith("5.1.3")
+
+
+async def test_connections_past_the_limit_get_421(
+    kafka_bootstrap: str, topic_prefix: str, topics: TopicCatalog
+) -> None:
+    settings = ingest_settings(kafka_bootstrap, topic_prefix, max_connections=1)
+    async with running_ingest(settings) as ingest:
+        first = await session(ingest)
+        reader, writer = await asyncio.open_connection("127.0.0.1", ingest.endpoints.smtp_port)
+        greeting = await asyncio.wait_for(reader.readline(), 30)
+        closed = await asyncio.wait_for(reader.read(), 30)
+        writer.close()
+        await first.quit()
+    assert greeting.startswith(b"421 4.7.0")
+    assert closed == b""
