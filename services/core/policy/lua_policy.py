@@ -42,7 +42,7 @@ def _deny_attribute_set(obj: object, name: object, value: object) -> None:
     raise AttributeError("Python attributes are not accessible from a policy")
 
 
-def _new_runtime(limits: PolicyLimits) -> Any:
+def new_sandbox_runtime(limits: PolicyLimits) -> Any:
     return lua54.LuaRuntime(
         register_eval=False,
         register_builtins=False,
@@ -62,7 +62,7 @@ class LuaPolicy(Policy):
         self.content_hash = content_hash(source)
         self._current: PolicyMessage | None = None
         self._current_headers: dict[str, list[str]] | None = None
-        self._runtime = _new_runtime(limits)
+        self._runtime = new_sandbox_runtime(limits)
         bootstrap = self._runtime.eval(
             "function(source, ...)"
             " return assert(load(source, '=relaystream-sandbox', 't'))(...) end"

@@ -547,11 +547,29 @@ function policy_coroutine.wrap(fn)
 end
 
 local function policy_setmetatable(t, mt)
+  if type(t) ~= "table" then
+    error("bad argument #1 to 'setmetatable' (table expected, got " .. type(t) .. ")", 2)
+  end
   -- A finalizer would run at an arbitrary later time, outside any handler and budget.
   if type(mt) == "table" and rawget(mt, "__gc") ~= nil then
     error("setmetatable: __gc metamethods are not available in the policy sandbox", 2)
   end
   return setmetatable(t, mt)
+end
+
+-- Lua runs a message handler with hooks disabled when the error came from a hook, which
+-- is how the budget error is raised: a policy's own handler would then run unmetered. Once
+-- the budget is exhausted, policy handlers are skipped and the error passes through.
+local function policy_xpcall(fn, handler, ...)
+  if type(handler) ~= "function" then
+    error("bad argument #2 to 'xpcall' (function expected, got " .. type(handler) .. ")", 2)
+  end
+  return xpcall(fn, function(err)
+    if exhausted then
+      return err
+    end
+    return handler(err)
+  end, ...)
 end
 
 local function policy_collectgarbage(option)
@@ -589,7 +607,7 @@ local env = {
   tonumber = tonumber,
   tostring = tostring,
   type = type,
-  xpcall = xpcall,
+  xpcall = policy_xpcall,
   collectgarbage = policy_collectgarbage,
   coroutine = policy_coroutine,
   math = copy_library(math),
