@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 MAX_TRANSACTION_BYTES = 64 * 1024 * 1024
 # How long a discarded producer gets to stop before it is left to the garbage collector.
 _DISCARD_SECONDS = 5.0
+_STARTUP_SECONDS = 60.0
 
 
 class AcceptanceFailed(Exception):
@@ -95,7 +96,9 @@ class TransactionalAcceptor:
 
     async def start(self) -> None:
         """Connect and initialise the transactional producer; raises if Kafka does not answer."""
-        await asyncio.wait_for(self._ready_producer(), self._ack_timeout)
+        # Not bounded by ack_timeout: the broker's first transactional producer waits for it
+        # to create its transaction-state topic.
+        await asyncio.wait_for(self._ready_producer(), max(self._ack_timeout, _STARTUP_SECONDS))
         self._worker = asyncio.create_task(self._run(), name="accepted-transactions")
 
     async def stop(self) -> None:
@@ -186,8 +189,10 @@ class TransactionalAcceptor:
                 for reception in batch
                 for key, value in reception.records
             ]
-        # The commit flushed every record, so these are resolved; a failed one raises here.
-        await asyncio.gather(*sent)
+            # Every record must be acknowledged before the commit: aiokafka commits a
+            # transaction even when one of its records was refused (say, too large), which
+            # would make the others visible. Raising here aborts the transaction instead.
+            await asyncio.gather(*sent)
 
     def _settle(self, batch: list[_Reception], result: str, error: Exception | None) -> None:
         now = time.monotonic()
