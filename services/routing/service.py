@@ -64,7 +64,8 @@ def is_ready(routing: RoutingApp) -> bool:
         app.started
         and not app.rebalancing
         and app.tables.recovery.completed.is_set()  # type: ignore[attr-defined]
-        and any(not actor.should_stop for actor in routing.agent.actors)
+        and routing.agent.started
+        and not routing.agent.should_stop
     )
 
 

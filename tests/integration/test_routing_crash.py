@@ -1,0 +1,154 @@
+"""Crash safety: `relaystream run routing` as a real process, SIGKILLed mid-stream, restarted.
+
+Nothing accepted may be lost: after the restart every accepted id has a QueuedMessage. A
+message whose outputs were produced but whose offset was not yet committed is routed again;
+that duplicate must be identical to the first record (so the scheduler sees one message).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import urllib.request
+from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from routing_support import (
+    WAIT_SECONDS,
+    accepted_message,
+    committed_offsets,
+    create_topics,
+    end_offsets,
+    produce_accepted,
+    read_topic,
+)
+
+from relaystream.core.kafka.topics import TopicSpec, partition_for_queue
+from relaystream.devkit.broker import free_loopback_ports
+from relaystream.routing.service import group_id
+
+MESSAGES = 3000
+KILL_AFTER = 300
+POLICY = """\
+kumo.on('smtp_server_message_received', function(msg)
+    msg:set_meta('routing_domain', 'my.smarthost.com')
+end)
+"""
+
+
+class RoutingProcess:
+    def __init__(self, bootstrap: str, prefix: str, policy: Path, log_path: Path) -> None:
+        (self.port,) = free_loopback_ports(1)
+        self._env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("RELAYSTREAM_")},
+            "RELAYSTREAM_KAFKA_BOOTSTRAP": bootstrap,
+            "RELAYSTREAM_TOPIC_PREFIX": prefix,
+            "RELAYSTREAM_HTTP_BIND": f"127.0.0.1:{self.port}",
+            "RELAYSTREAM_ROUTING_POLICY_PATH": str(policy),
+        }
+        self._log = log_path.open("ab")
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "relaystream", "run", "routing"],
+            env=self._env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=1) as r:
+                return bool(r.status == 200)
+        except OSError:
+            return False
+
+    async def wait_ready(self, within: float = 90.0) -> None:
+        for _ in range(int(within * 5)):
+            assert self.process is not None and self.process.poll() is None, "service exited"
+            if await asyncio.to_thread(self.ready):
+                return
+            await asyncio.sleep(0.2)
+        raise AssertionError("routing service not ready")
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(10)
+
+    def terminate(self) -> int | None:
+        code = None
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                code = self.process.wait(60)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        return code
+
+    def close(self) -> None:
+        self.kill()
+        self._log.close()
+
+
+async def wait_for_ids(bootstrap: str, topic: TopicSpec, ids: set[str]) -> None:
+    """Until `topic` holds a record of every id in `ids` (duplicates count once)."""
+    for _ in range(int(WAIT_SECONDS)):
+        if {r.value["id"] for r in await read_topic(bootstrap, topic)} == ids:
+            return
+        await asyncio.sleep(1.0)
+    raise AssertionError(f"not every id reached {topic.name}")
+
+
+@pytest.fixture
+def log_path(tmp_path: Path) -> Iterator[Path]:
+    path = tmp_path / "routing.log"
+    yield path
+    if path.exists():
+        # Shown by pytest when the test failed: what the service said.
+        sys.stdout.write(path.read_text(errors="replace")[-20_000:])
+
+
+async def test_sigkill_mid_stream_loses_nothing_and_duplicates_are_identical(
+    kafka_bootstrap: str, topic_prefix: str, tmp_path: Path, log_path: Path
+) -> None:
+    topics = await create_topics(kafka_bootstrap, topic_prefix)
+    policy = tmp_path / "policy.lua"
+    policy.write_text(POLICY, encoding="utf-8")
+    messages = [accepted_message(f"r{i}@domain{i % 17}.example") for i in range(MESSAGES)]
+    await produce_accepted(kafka_bootstrap, topics, messages)
+
+    service = RoutingProcess(kafka_bootstrap, topic_prefix, policy, log_path)
+    try:
+        service.start()
+        await service.wait_ready()
+        await read_topic(kafka_bootstrap, topics.queued, count=KILL_AFTER)
+        service.kill()
+        before_restart = await end_offsets(kafka_bootstrap, topics.queued)
+        assert sum(before_restart.values()) < MESSAGES, "killed too late: nothing in flight"
+
+        service.start()
+        await service.wait_ready()
+        await wait_for_ids(kafka_bootstrap, topics.queued, {m["id"] for m in messages})
+        assert service.terminate() == 0
+        committed = await committed_offsets(kafka_bootstrap, group_id(topics), topics.accepted.name)
+        assert committed == await end_offsets(kafka_bootstrap, topics.accepted)
+        queued = await read_topic(kafka_bootstrap, topics.queued)  # everything, after the stop
+    finally:
+        service.close()
+
+    records_by_id: dict[str, list[bytes]] = defaultdict(list)
+    for record in queued:
+        records_by_id[record.value["id"]].append(record.raw)
+        assert record.partition == partition_for_queue(
+            record.value["queue"], topics.queued.partitions
+        )
+    assert set(records_by_id) == {m["id"] for m in messages}
+    for message_id, copies in records_by_id.items():
+        assert all(copy == copies[0] for copy in copies), f"{message_id}: copies differ"
