@@ -26,6 +26,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "queue_config",
     "admin",
     "queues",
+    "publish",
 )
 
 Handler = Callable[[argparse.Namespace], int]
