@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from aiokafka.errors import KafkaError
+
 from ..core.events.meta import MetaError
 from ..core.kafka.producer import EventProducer
 from ..core.kafka.submission import SubmissionError, publish_submission
@@ -73,5 +75,8 @@ def publish_command(args: argparse.Namespace) -> int:
     except (ValueError, SubmissionError, MetaError, OSError) as error:
         print(f"relaystream publish: {error}", file=sys.stderr)
         return 2
+    except KafkaError as error:
+        print(f"relaystream publish: Kafka refused the submission: {error!r}", file=sys.stderr)
+        return 1
     print(submission_id)
     return 0
