@@ -69,10 +69,17 @@ def is_ready(routing: RoutingApp) -> bool:
     )
 
 
+def quiet_faust(level: str) -> None:
+    """faust and mode log every service start and stop at INFO: keep that for DEBUG."""
+    for name in ("faust", "mode"):
+        logging.getLogger(name).setLevel("DEBUG" if level == "DEBUG" else "WARNING")
+
+
 def routing_main(settings: Settings) -> ServiceMain:
     """The service's main for `run_service` (tests run it without signal handling)."""
 
     async def main(runtime: ServiceRuntime) -> None:
+        quiet_faust(settings.runtime.log_level)
         topics = topic_catalog(settings)
         bootstrap = settings.runtime.kafka_bootstrap
         client_id = settings.runtime.kafka_client_id or SERVICE_NAME

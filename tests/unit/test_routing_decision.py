@@ -1,0 +1,130 @@
+"""The routing decision of one message, without Kafka: policy result -> events."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from relaystream.core.events.codec import decode, encode
+from relaystream.core.events.meta import encode_meta
+from relaystream.core.events.records import MessageAccepted
+from relaystream.core.policy import Policy
+from relaystream.routing.decision import InvalidAccepted, decide, header_block
+
+RECEIVED = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
+DECIDED = RECEIVED + timedelta(seconds=2)
+
+POLICY = """\
+kumo.on('smtp_server_message_received', function(msg)
+  local user = msg:recipient().user
+  if user == 'drop' then msg:set_meta('queue', 'null')
+  elseif user == 'reject' then kumo.reject(552, '5.3.4 too big for us')
+  elseif user == 'boom' then error('policy bug')
+  elseif user == 'badqueue' then msg:set_meta('queue', 42)
+  else
+    msg:set_meta('campaign', 'spring')
+    msg:set_meta('routing_domain', 'smart.example')
+  end
+end)
+"""
+
+
+def message(recipient: str) -> MessageAccepted:
+    return {
+        "id": "0123456789abcdef0123456789abcdef",
+        "sender": "sender@origin.example",
+        "recipient": recipient,
+        "content": b"Subject: hi\r\nX-Test: 1\r\n\r\nbody\r\n",
+        "meta": encode_meta({"tenant": "acme"}),
+        "reception_protocol": "ESMTP",
+        "received_at": RECEIVED,
+        "transaction_id": None,
+    }
+
+
+@pytest.fixture(scope="module")
+def policy() -> Policy:
+    return Policy.from_source(POLICY, "policy.lua")
+
+
+def test_queued_message_keeps_tenant_and_is_due_at_reception(policy: Policy) -> None:
+    result = decide(message("rcpt@Example.COM"), policy, decided_at=DECIDED)
+    assert result.outcome == "QUEUED"
+    assert result.queued is not None
+    assert result.queued["queue"] == "spring:acme@example.com!smart.example"
+    assert result.queued["due_at"] == result.queued["created_at"] == RECEIVED
+    assert result.decision["tenant"] == "acme"
+    assert result.decision["routing_domain"] == "smart.example"
+    assert result.decision["decided_at"] == DECIDED
+    assert result.remember
+    # Every event the decision yields is valid for its schema.
+    for name, event in (
+        ("RoutingDecision", result.decision),
+        ("QueuedMessage", result.queued),
+        ("LogRecord", result.log),
+    ):
+        assert decode(encode(name, event))[0] == name
+
+
+def test_rerunning_a_decision_gives_identical_spool_and_log_records(policy: Policy) -> None:
+    first = decide(message("rcpt@example.com"), policy, decided_at=DECIDED)
+    again = decide(message("rcpt@example.com"), policy, decided_at=DECIDED + timedelta(hours=1))
+    assert first.queued is not None and again.queued is not None
+    assert encode("QueuedMessage", first.queued) == encode("QueuedMessage", again.queued)
+    assert encode("LogRecord", first.log) == encode("LogRecord", again.log)
+
+
+def test_null_queue_is_discarded_with_a_reception_record(policy: Policy) -> None:
+    result = decide(message("drop@example.com"), policy, decided_at=DECIDED)
+    assert (result.outcome, result.queued) == ("DISCARDED", None)
+    assert (result.log["type"], result.log["queue"]) == ("Reception", "null")
+
+
+def test_kumo_reject_is_a_rejection_with_its_code(policy: Policy) -> None:
+    result = decide(message("reject@example.com"), policy, decided_at=DECIDED)
+    assert result.outcome == "REJECTED"
+    assert result.decision["rejection"] == {
+        "code": 552,
+        "enhanced_code": {"class": 5, "subject": 3, "detail": 4},
+        "content": "too big for us",
+        "command": None,
+    }
+    assert result.log["type"] == "Rejection"
+    assert result.log["queue"] == "acme@example.com"  # the queue it would have joined
+    assert result.policy_failure is None and result.remember
+
+
+@pytest.mark.parametrize("user", ["boom", "badqueue"])
+def test_a_failing_policy_rejects_transiently_and_is_not_remembered(
+    policy: Policy, user: str
+) -> None:
+    result = decide(message(f"{user}@example.com"), policy, decided_at=DECIDED)
+    assert result.outcome == "REJECTED"
+    assert result.decision["rejection"] is not None
+    assert result.decision["rejection"]["code"] == 451
+    assert result.policy_failure is not None
+    assert not result.remember
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"reception_protocol": "UUCP"},
+        {"recipient": "no-domain"},
+        {"recipient": "user@bad..domain"},
+        {"meta": {"tenant": "not json"}},
+    ],
+)
+def test_unroutable_records_are_invalid(policy: Policy, changes: dict[str, Any]) -> None:
+    record = message("rcpt@example.com")
+    record.update(changes)
+    with pytest.raises(InvalidAccepted):
+        decide(record, policy, decided_at=DECIDED)
+
+
+def test_header_block_stops_at_the_first_empty_line() -> None:
+    assert header_block(b"A: 1\r\nB: 2\r\n\r\nbody\r\n\r\nmore") == "A: 1\r\nB: 2\r\n"
+    assert header_block(b"A: 1\nB: 2\n\nbody") == "A: 1\nB: 2\n"
+    assert header_block(b"A: only headers") == "A: only headers"
