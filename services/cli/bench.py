@@ -1,0 +1,88 @@
+"""`relaystream bench`: end-to-end throughput and latency of the pipeline, optionally next to a
+local Postfix (services/devkit/bench.py does the work)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from ..devkit.bench import GENERATORS, BenchOptions, main
+from ..devkit.bench_load import SCENARIOS
+from ..devkit.broker import BrokerError, default_state_dir
+
+
+def register(subparsers: Any) -> None:
+    bench = subparsers.add_parser(
+        "bench",
+        help="send N messages through the pipeline (and Postfix) and report rates and latencies",
+    )
+    bench.add_argument("--messages", type=int, default=1000, help="messages per run")
+    bench.add_argument("--concurrency", type=int, default=10, help="concurrent SMTP sessions")
+    bench.add_argument(
+        "--scenario",
+        action="append",
+        choices=list(SCENARIOS),
+        help="repeatable; default 1rcpt-1k",
+    )
+    bench.add_argument("--repeats", type=int, default=1, help="runs per scenario and system")
+    bench.add_argument(
+        "--warmup", type=int, default=50, help="messages sent (unmeasured) before each scenario"
+    )
+    bench.add_argument(
+        "--compare", choices=["postfix"], help="run the same load through a local Postfix"
+    )
+    bench.add_argument(
+        "--install-postfix",
+        action="store_true",
+        help="apt-get install postfix when it is missing (root only)",
+    )
+    bench.add_argument(
+        "--generator", choices=GENERATORS, default="builtin", help="SMTP load generator"
+    )
+    bench.add_argument(
+        "--bootstrap",
+        help="measure a running deployment on this broker instead of starting one "
+        "(its policy must route every domain to [127.0.0.1]:--sink-port)",
+    )
+    bench.add_argument(
+        "--ingest", default="127.0.0.1:2525", help="with --bootstrap: ingest's SMTP address"
+    )
+    bench.add_argument(
+        "--topic-prefix", default="relaystream.", help="with --bootstrap: its topic prefix"
+    )
+    bench.add_argument("--sink-port", type=int, help="the sink's port (default: a free one)")
+    bench.add_argument(
+        "--state-dir",
+        type=Path,
+        default=None,
+        help="broker data, service logs, Postfix (default ./.relaystream/bench)",
+    )
+    bench.add_argument("--json", type=Path, help="also write the report as JSON here")
+    bench.set_defaults(handler=bench_command)
+
+
+def bench_command(args: argparse.Namespace) -> int:
+    if args.bootstrap and args.sink_port is None:
+        print("relaystream bench: --bootstrap needs --sink-port (where its policy routes to)")
+        return 2
+    options = BenchOptions(
+        state_dir=(args.state_dir or default_state_dir() / "bench").resolve(),
+        messages=args.messages,
+        concurrency=args.concurrency,
+        scenarios=tuple(args.scenario or ["1rcpt-1k"]),
+        repeats=args.repeats,
+        warmup_messages=args.warmup,
+        compare_postfix=args.compare == "postfix",
+        install_postfix=args.install_postfix,
+        generator=args.generator,
+        bootstrap=args.bootstrap,
+        ingest=args.ingest,
+        topic_prefix=args.topic_prefix,
+        sink_port=args.sink_port,
+    )
+    try:
+        return main(options, args.json)
+    except (BrokerError, RuntimeError, ValueError) as error:
+        print(f"relaystream bench: {error}")
+        return 1

@@ -1,0 +1,506 @@
+"""`relaystream bench`: end-to-end throughput and latency of the pipeline, next to Postfix.
+
+The bench starts its own Kafka broker (state under its own directory), the four services as
+`relaystream run NAME` child processes (as `relaystream dev` does) with a policy that routes
+every domain to the bench's sink, the sink in a child process, and then, per scenario, sends
+N messages over M SMTP sessions into ingest and waits until the sink has every recipient.
+With `bootstrap` set it measures a running deployment instead (its policy must route to the
+bench's sink port). With `compare_postfix` the same load goes through a throwaway local
+Postfix relaying to the same sink, runs alternating, and the report gives the ratios.
+
+Numbers per run: injection rate (messages accepted by the MTA per second), end-to-end rate
+(recipients delivered per second, from the first message sent to the last arrival at the
+sink), reception-to-delivery latency percentiles (relaystream: the log topic's Reception and
+Delivery records; Postfix: its `delay=`), and per process CPU seconds per 1000 messages and
+peak RSS. Nothing here asserts a number.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Protocol
+
+import yaml
+
+from ..core.kafka.admin import ensure_topics
+from ..core.kafka.topics import TopicRole, TopicSettings, declare_topics
+from .bench_load import (
+    SCENARIOS,
+    Injection,
+    Scenario,
+    SinkProcess,
+    inject_builtin,
+    inject_smtp_source,
+)
+from .bench_measure import (
+    ProcessUsage,
+    UsageProbe,
+    find_processes,
+    percentile,
+    reception_to_delivery,
+)
+from .bench_postfix import LocalPostfix, install_postfix, postfix_problem
+from .broker import LocalKafka, free_loopback_ports
+from .dev import SERVICE_NAMES, start_service, stop_services
+
+GENERATORS = ("builtin", "smtp-source")
+# A run is over when every recipient arrived, or when nothing arrived for this long.
+IDLE_TIMEOUT_S = 60.0
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    state_dir: Path
+    messages: int = 1000
+    concurrency: int = 10
+    scenarios: tuple[str, ...] = ("1rcpt-1k",)
+    repeats: int = 1
+    warmup_messages: int = 50
+    compare_postfix: bool = False
+    install_postfix: bool = False
+    generator: str = "builtin"
+    # A running deployment: its broker, ingest SMTP address and topic prefix.
+    bootstrap: str | None = None
+    ingest: str = "127.0.0.1:2525"
+    topic_prefix: str = "relaystream."
+    sink_port: int | None = None
+
+
+@dataclass(frozen=True)
+class RunResult:
+    system: str
+    scenario: str
+    messages: int
+    recipients_expected: int
+    recipients_delivered: int
+    injection_rate: float
+    end_to_end_rate: float
+    latency_ms: dict[str, float]
+    latency_source: str
+    usage: list[ProcessUsage]
+    refused: int = 0
+    first_error: str | None = None
+
+    @property
+    def complete(self) -> bool:
+        return self.recipients_delivered >= self.recipients_expected
+
+
+@dataclass
+class BenchReport:
+    options: dict[str, object]
+    runs: list[RunResult] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> str:
+        runs = [dict(asdict(run), complete=run.complete) for run in self.runs]
+        return json.dumps({"options": self.options, "runs": runs, "notes": self.notes}, indent=2)
+
+
+class System(Protocol):
+    """A mail system under test: where to send, what to watch, how to read latencies."""
+
+    name: str
+    smtp: tuple[str, int]
+    processes: dict[str, int]
+    trees: frozenset[str]
+
+    async def latencies_ms(
+        self, tag: str, since: datetime, expected: int
+    ) -> tuple[list[float], str]: ...
+
+
+# -- relaystream -----------------------------------------------------------------------------
+
+
+def render_bench_policy(sink_port: int) -> str:
+    """Every domain smarthosted to the sink (a domain literal: no DNS), default queue config."""
+    return (
+        "-- Written by relaystream bench: every message goes to the bench sink.\n"
+        f"local SINK = '[127.0.0.1]:{sink_port}'\n"
+        "local function to_the_sink(msg)\n"
+        "  msg:set_meta('routing_domain', SINK)\n"
+        "end\n"
+        "kumo.on('smtp_server_message_received', to_the_sink)\n"
+        "kumo.on('http_message_generated', to_the_sink)\n"
+        "kumo.on('get_queue_config', function(domain, tenant, campaign, routing_domain)\n"
+        "  return kumo.make_queue_config {}\n"
+        "end)\n"
+    )
+
+
+def wait_until_ready(
+    processes: dict[str, subprocess.Popen[bytes]],
+    health_ports: dict[str, int],
+    logs_dir: Path,
+    timeout_s: float = 180.0,
+) -> None:
+    """Poll each service's /readyz; a service that exits first ends the bench."""
+    deadline = time.monotonic() + timeout_s
+    waiting = set(processes)
+    while waiting:
+        for name in sorted(waiting):
+            code = processes[name].poll()
+            if code is not None:
+                raise RuntimeError(f"{name} exited with {code}; log: {logs_dir / name}.log")
+            url = f"http://127.0.0.1:{health_ports[name]}/readyz"
+            try:
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    if response.status == 200:
+                        waiting.discard(name)
+            except (urllib.error.URLError, OSError):
+                pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"not ready within {timeout_s:.0f}s: {', '.join(sorted(waiting))}")
+        time.sleep(0.3)
+
+
+@dataclass
+class Relaystream:
+    """The pipeline under test, started by the bench or already running."""
+
+    bootstrap: str
+    log_topic: str
+    smtp: tuple[str, int]
+    processes: dict[str, int]
+    name: str = "relaystream"
+    trees: frozenset[str] = frozenset()
+
+    async def latencies_ms(
+        self, tag: str, since: datetime, expected: int
+    ) -> tuple[list[float], str]:
+        found = await reception_to_delivery(self.bootstrap, self.log_topic, tag, since, expected)
+        return found.milliseconds, "log topic Reception->Delivery"
+
+
+class OwnPipeline:
+    """Broker, topics, services started by the bench in `state_dir`; `stop()` ends them."""
+
+    def __init__(self, state_dir: Path, sink_port: int) -> None:
+        self.state_dir = state_dir
+        self.sink_port = sink_port
+        self.broker = LocalKafka(state_dir=state_dir)
+        self.services: dict[str, subprocess.Popen[bytes]] = {}
+        self.prefix = f"bench.{uuid.uuid4().hex[:8]}."
+
+    def start(self) -> Relaystream:
+        if self.broker.is_running():
+            self.broker.stop()  # left over from an interrupted bench in this directory
+        shutil.rmtree(self.broker.default_data_dir, ignore_errors=True)
+        kafka, controller, smtp, http, admin, *health = free_loopback_ports(9)
+        print(f"bench: starting Kafka in {self.state_dir} ...", flush=True)
+        bootstrap = self.broker.start(port=kafka, controller_port=controller, timeout_s=180)
+        topics = declare_topics(TopicSettings.local(prefix=self.prefix))
+        report = asyncio.run(ensure_topics(bootstrap, topics))
+        if not report.ok:
+            raise RuntimeError(f"topics: {report.drifts}")
+        policy = self.state_dir / "bench-policy.lua"
+        policy.write_text(render_bench_policy(self.sink_port))
+        settings = {
+            "kafka_bootstrap": bootstrap,
+            "topic_prefix": self.prefix,
+            "ingest": {"smtp_port": smtp, "http_port": http},
+            "routing": {"policy_path": str(policy)},
+            "scheduling": {"policy_path": str(policy), "admin_api_port": admin},
+            # The sink is on loopback: a local smarthost needs the prohibited-destination switch.
+            "delivery": {"allow_loopback": True, "tls_mode": "Disabled"},
+        }
+        settings_path = self.state_dir / "bench-settings.yaml"
+        settings_path.write_text(yaml.safe_dump(settings, sort_keys=False))
+        logs_dir = self.state_dir / "logs"
+        logs_dir.mkdir(exist_ok=True)
+        health_ports = dict(zip(SERVICE_NAMES, health, strict=False))
+        print("bench: starting the four services ...", flush=True)
+        for name in SERVICE_NAMES:
+            log = (logs_dir / f"{name}.log").open("ab")
+            self.services[name] = start_service(name, settings_path, health_ports[name], log)
+        wait_until_ready(self.services, health_ports, logs_dir)
+        pids = {name: process.pid for name, process in self.services.items()}
+        broker_pid = self.broker.status().pid
+        if broker_pid is not None:
+            pids["broker"] = broker_pid
+        return Relaystream(bootstrap, topics.by_role(TopicRole.LOG).name, ("127.0.0.1", smtp), pids)
+
+    def stop(self) -> None:
+        stop_services(self.services)
+        self.broker.stop()
+
+
+def running_deployment(options: BenchOptions) -> Relaystream:
+    """A deployment started elsewhere (e.g. `relaystream dev`); its processes found in /proc."""
+    assert options.bootstrap is not None
+    host, _, port = options.ingest.rpartition(":")
+    pids: dict[str, int] = {}
+    for name in SERVICE_NAMES:
+        found = find_processes(f"relaystream\0run\0{name}\0".encode())
+        if found:
+            pids[name] = found[0]
+    brokers = find_processes(b"kafka.Kafka")
+    if brokers:
+        pids["broker"] = brokers[0]
+    log_topic = declare_topics(TopicSettings.local(prefix=options.topic_prefix)).log.name
+    return Relaystream(options.bootstrap, log_topic, (host, int(port)), pids)
+
+
+# -- Postfix ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Postfix:
+    instance: LocalPostfix
+    smtp: tuple[str, int]
+    processes: dict[str, int]
+    name: str = "postfix"
+    trees: frozenset[str] = frozenset({"postfix"})
+
+    async def latencies_ms(
+        self, tag: str, since: datetime, expected: int
+    ) -> tuple[list[float], str]:
+        # postlogd writes asynchronously: give the last lines a moment.
+        for _ in range(20):
+            delays = self.instance.delivery_delays_ms(tag)
+            if len(delays) >= expected:
+                break
+            await asyncio.sleep(0.25)
+        return delays, "Postfix maillog delay= (10 ms resolution)"
+
+
+def start_postfix(options: BenchOptions, sink_port: int, notes: list[str]) -> Postfix | None:
+    problem = postfix_problem()
+    if problem is not None and options.install_postfix and "not installed" in problem:
+        print("bench: installing Postfix (apt-get install -y postfix) ...", flush=True)
+        failure = install_postfix()
+        problem = failure or postfix_problem()
+    if problem is not None:
+        notes.append(f"no Postfix comparison: {problem}")
+        return None
+    instance = LocalPostfix(options.state_dir / "postfix", free_loopback_ports(1)[0], sink_port)
+    try:
+        instance.start()
+    except RuntimeError as error:
+        notes.append(f"no Postfix comparison: {error}")
+        return None
+    pid = instance.master_pid
+    assert pid is not None
+    return Postfix(instance, ("127.0.0.1", instance.smtp_port), {"postfix": pid})
+
+
+# -- runs ------------------------------------------------------------------------------------
+
+
+async def inject(
+    options: BenchOptions, system: System, scenario: Scenario, messages: int, tag: str
+) -> Injection:
+    host, port = system.smtp
+    if options.generator == "smtp-source":
+        return await asyncio.to_thread(
+            inject_smtp_source, host, port, scenario, messages, options.concurrency, tag
+        )
+    return await inject_builtin(host, port, scenario, messages, options.concurrency, tag)
+
+
+async def run_once(
+    options: BenchOptions, system: System, sink: SinkProcess, scenario: Scenario, messages: int
+) -> RunResult:
+    tag = uuid.uuid4().hex[:12]
+    # Log records are looked up from a little before the run (clock steps, broker time).
+    since = datetime.now(UTC) - timedelta(seconds=5)
+    probe = UsageProbe(system.processes, system.trees)
+    before = sink.recipients
+    probe.start()
+    injection = await inject(options, system, scenario, messages, tag)
+    expected = injection.accepted * scenario.recipients
+    await sink.wait_for(before + expected, IDLE_TIMEOUT_S)
+    delivered = sink.recipients - before
+    last_arrival = sink.last_arrival
+    usage = probe.finish()
+    latencies, source = await system.latencies_ms(tag, since, expected)
+    return RunResult(
+        system=system.name,
+        scenario=scenario.name,
+        messages=messages,
+        recipients_expected=expected,
+        recipients_delivered=delivered,
+        injection_rate=injection.rate,
+        end_to_end_rate=delivered / max(last_arrival - injection.started, 1e-9),
+        latency_ms={
+            name: percentile(latencies, fraction)
+            for name, fraction in (("p50", 0.50), ("p95", 0.95), ("p99", 0.99))
+        },
+        latency_source=source,
+        usage=usage,
+        refused=injection.refused,
+        first_error=injection.first_error,
+    )
+
+
+async def run_scenarios(
+    options: BenchOptions, systems: Sequence[System], sink: SinkProcess, report: BenchReport
+) -> None:
+    for name in options.scenarios:
+        scenario = SCENARIOS[name]
+        for system in systems:
+            if options.warmup_messages:
+                await run_once(options, system, sink, scenario, options.warmup_messages)
+        for repeat in range(options.repeats):
+            # Alternating systems: drift (page cache, JIT, thermal) hits both alike.
+            for system in systems:
+                result = await run_once(options, system, sink, scenario, options.messages)
+                report.runs.append(result)
+                print(
+                    f"bench: {scenario.name} #{repeat + 1} {system.name}: "
+                    f"inject {result.injection_rate:.0f}/s, "
+                    f"end-to-end {result.end_to_end_rate:.0f}/s, "
+                    f"{result.recipients_delivered}/{result.recipients_expected} delivered",
+                    flush=True,
+                )
+
+
+def run_bench(options: BenchOptions) -> BenchReport:
+    """Start what the options ask for, run every scenario, stop it all; the report."""
+    unknown = [name for name in options.scenarios if name not in SCENARIOS]
+    if unknown:
+        raise ValueError(f"unknown scenario(s) {unknown}; known: {', '.join(SCENARIOS)}")
+    options.state_dir.mkdir(parents=True, exist_ok=True)
+    report = BenchReport(options={k: str(v) for k, v in asdict(options).items()})
+    sink_port = options.sink_port or free_loopback_ports(1)[0]
+    sink = SinkProcess(sink_port)
+    own: OwnPipeline | None = None
+    postfix: Postfix | None = None
+    try:
+        sink.start()
+        if options.bootstrap is None:
+            own = OwnPipeline(options.state_dir, sink_port)
+            relaystream = own.start()
+        else:
+            relaystream = running_deployment(options)
+        systems: list[System] = [relaystream]
+        if options.compare_postfix:
+            postfix = start_postfix(options, sink_port, report.notes)
+            if postfix is not None:
+                systems.append(postfix)
+        for system in systems:
+            system.processes["sink"] = sink.pid or 0
+        asyncio.run(run_scenarios(options, systems, sink, report))
+    finally:
+        if postfix is not None:
+            postfix.instance.stop()
+        if own is not None:
+            own.stop()
+        sink.stop()
+    return report
+
+
+# -- the report ------------------------------------------------------------------------------
+
+
+def _spread(values: Sequence[float], digits: int = 0) -> str:
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    median = statistics.median(values)
+    return f"{median:.{digits}f} ({min(values):.{digits}f}-{max(values):.{digits}f})"
+
+
+def format_report(report: BenchReport) -> str:
+    lines: list[str] = []
+    scenarios = list(dict.fromkeys(run.scenario for run in report.runs))
+    for scenario in scenarios:
+        runs = [run for run in report.runs if run.scenario == scenario]
+        first = runs[0]
+        per_message = first.recipients_expected // max(1, first.messages)
+        repeats = len(runs) // len({r.system for r in runs})
+        lines.append(
+            f"\n== {scenario}: {first.messages} messages, {per_message} recipient(s) each; "
+            f"median (min-max) over {repeats} run(s)"
+        )
+        lines.append(
+            f"  {'system':<12} {'inject msg/s':>22} {'end-to-end rcpt/s':>22} "
+            f"{'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}"
+        )
+        systems = list(dict.fromkeys(run.system for run in runs))
+        for system in systems:
+            mine = [run for run in runs if run.system == system]
+            latency = {
+                key: statistics.median(run.latency_ms[key] for run in mine)
+                for key in ("p50", "p95", "p99")
+            }
+            lines.append(
+                f"  {system:<12} {_spread([r.injection_rate for r in mine]):>22} "
+                f"{_spread([r.end_to_end_rate for r in mine]):>22} "
+                f"{latency['p50']:>8.0f} {latency['p95']:>8.0f} {latency['p99']:>8.0f}"
+            )
+            incomplete = [r for r in mine if not r.complete]
+            if incomplete:
+                worst = incomplete[0]
+                lines.append(
+                    f"    INCOMPLETE: {worst.recipients_delivered}/{worst.recipients_expected} "
+                    f"delivered, {worst.refused} refused ({worst.first_error})"
+                )
+            usage_names = [usage.name for usage in mine[0].usage]
+            parts = []
+            for name in usage_names:
+                cpu = [
+                    1000 * u.cpu_seconds / max(1, r.messages)
+                    for r in mine
+                    for u in r.usage
+                    if u.name == name
+                ]
+                peak = max(u.peak_rss_kib for r in mine for u in r.usage if u.name == name)
+                parts.append(f"{name} {statistics.median(cpu):.2f} s, {peak / 1024:.0f} MiB")
+            lines.append("    CPU per 1000 msgs, peak RSS: " + "; ".join(parts))
+        if len(systems) == 2:
+            lines.append(ratio_line(runs, systems[0], systems[1]))
+    lines.extend(f"note: {note}" for note in report.notes)
+    return "\n".join(lines)
+
+
+def ratio_line(runs: list[RunResult], left: str, right: str) -> str:
+    """Per repeat (runs alternate), left/right of the rates; min/median/max over repeats."""
+    pairs = list(
+        zip(
+            [r for r in runs if r.system == left],
+            [r for r in runs if r.system == right],
+            strict=False,
+        )
+    )
+    parts = []
+    for label, attribute in (("injection", "injection_rate"), ("end-to-end", "end_to_end_rate")):
+        ratios = sorted(getattr(a, attribute) / max(getattr(b, attribute), 1e-9) for a, b in pairs)
+        parts.append(f"{label} {min(ratios):.2f}/{statistics.median(ratios):.2f}/{max(ratios):.2f}")
+    return f"  {left}/{right} ratio (min/median/max): " + ", ".join(parts)
+
+
+def port_in_use(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def main(options: BenchOptions, json_path: Path | None = None) -> int:
+    if options.bootstrap is not None and options.sink_port and port_in_use(options.sink_port):
+        print(
+            f"bench: port {options.sink_port} is taken (the deployment's own sink?): stop it, "
+            "or route the deployment's policy to a free --sink-port",
+            file=sys.stderr,
+        )
+        return 2
+    report = run_bench(options)
+    print(format_report(report), flush=True)
+    if json_path is not None:
+        json_path.write_text(report.to_json())
+    return 0 if report.runs and all(run.complete for run in report.runs) else 1
