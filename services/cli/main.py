@@ -27,6 +27,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "admin",
     "queues",
     "publish",
+    "bench",
 )
 
 Handler = Callable[[argparse.Namespace], int]
