@@ -78,6 +78,8 @@ class BenchOptions:
     ingest: str = "127.0.0.1:2525"
     topic_prefix: str = "relaystream."
     sink_port: int | None = None
+    # An existing broker for the bench's own services (tests); default: the bench starts one.
+    kafka: str | None = None
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,7 @@ class RunResult:
     end_to_end_rate: float
     latency_ms: dict[str, float]
     latency_source: str
+    latency_samples: int
     usage: list[ProcessUsage]
     refused: int = 0
     first_error: str | None = None
@@ -190,20 +193,17 @@ class Relaystream:
 class OwnPipeline:
     """Broker, topics, services started by the bench in `state_dir`; `stop()` ends them."""
 
-    def __init__(self, state_dir: Path, sink_port: int) -> None:
+    def __init__(self, state_dir: Path, sink_port: int, kafka: str | None = None) -> None:
         self.state_dir = state_dir
         self.sink_port = sink_port
+        self.kafka = kafka
         self.broker = LocalKafka(state_dir=state_dir)
         self.services: dict[str, subprocess.Popen[bytes]] = {}
         self.prefix = f"bench.{uuid.uuid4().hex[:8]}."
 
     def start(self) -> Relaystream:
-        if self.broker.is_running():
-            self.broker.stop()  # left over from an interrupted bench in this directory
-        shutil.rmtree(self.broker.default_data_dir, ignore_errors=True)
         kafka, controller, smtp, http, admin, *health = free_loopback_ports(9)
-        print(f"bench: starting Kafka in {self.state_dir} ...", flush=True)
-        bootstrap = self.broker.start(port=kafka, controller_port=controller, timeout_s=180)
+        bootstrap = self.kafka or self._start_broker(kafka, controller)
         topics = declare_topics(TopicSettings.local(prefix=self.prefix))
         report = asyncio.run(ensure_topics(bootstrap, topics))
         if not report.ok:
@@ -230,14 +230,22 @@ class OwnPipeline:
             self.services[name] = start_service(name, settings_path, health_ports[name], log)
         wait_until_ready(self.services, health_ports, logs_dir)
         pids = {name: process.pid for name, process in self.services.items()}
-        broker_pid = self.broker.status().pid
+        broker_pid = self.broker.status().pid if self.kafka is None else None
         if broker_pid is not None:
             pids["broker"] = broker_pid
         return Relaystream(bootstrap, topics.by_role(TopicRole.LOG).name, ("127.0.0.1", smtp), pids)
 
+    def _start_broker(self, port: int, controller_port: int) -> str:
+        if self.broker.is_running():
+            self.broker.stop()  # left over from an interrupted bench in this directory
+        shutil.rmtree(self.broker.default_data_dir, ignore_errors=True)
+        print(f"bench: starting Kafka in {self.state_dir} ...", flush=True)
+        return self.broker.start(port=port, controller_port=controller_port, timeout_s=180)
+
     def stop(self) -> None:
         stop_services(self.services)
-        self.broker.stop()
+        if self.kafka is None:
+            self.broker.stop()
 
 
 def running_deployment(options: BenchOptions) -> Relaystream:
@@ -342,6 +350,7 @@ async def run_once(
             for name, fraction in (("p50", 0.50), ("p95", 0.95), ("p99", 0.99))
         },
         latency_source=source,
+        latency_samples=len(latencies),
         usage=usage,
         refused=injection.refused,
         first_error=injection.first_error,
@@ -384,7 +393,7 @@ def run_bench(options: BenchOptions) -> BenchReport:
     try:
         sink.start()
         if options.bootstrap is None:
-            own = OwnPipeline(options.state_dir, sink_port)
+            own = OwnPipeline(options.state_dir, sink_port, options.kafka)
             relaystream = own.start()
         else:
             relaystream = running_deployment(options)
