@@ -1,7 +1,23 @@
-"""`python -m relaystream.routing [--config FILE]`: the same as `relaystream run routing`."""
+"""`python -m relaystream.routing`: run the routing service with the usual settings."""
 
+from __future__ import annotations
+
+import asyncio
 import sys
 
-from ..cli.main import main
+from ..core.runtime.logging import configure_logging
+from ..core.runtime.settings import load_settings
+from .service import run_routing
 
-main(["run", "routing", *sys.argv[1:]])
+
+def main() -> None:
+    settings = load_settings()
+    configure_logging("routing", settings.runtime.log_level)
+    try:
+        asyncio.run(run_routing(settings))
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,256 +1,159 @@
-"""The routing pipeline behind the faust agent: decide in order, produce concurrently, ack.
+"""What one `accepted` record becomes: the records routing produces for it, as bytes.
 
-The agent hands each `accepted` event to `Router.take`, one at a time (concurrency 1: the
-policy is a single Lua state). `take` decodes and decides synchronously, starts the produce
-calls and returns; a task per event then waits until Kafka acknowledged every output, records
-the id in the decided-ids table and only then acks the event. Faust commits an offset only
-when every event below it is acked, and flushes its own producer (the table's changelog)
-before committing, so:
+No I/O: `Router.route(record)` decodes the record, runs the decision (the policy, CPU only)
+and returns the outgoing records with their topics, keys and partitions. The batch loop
+(batch_loop.py) sends them inside the batch's Kafka transaction.
 
-- a crash (even SIGKILL) before an event's outputs are acknowledged leaves its offset
-  uncommitted: the event is routed again after the restart, nothing is lost;
-- once the offset is committed, the decided-ids table has the id too.
-
-Acks are manual (`Stream.noack()`): faust's automatic ack happens in a `finally`, so an event
-whose processing raised or was cancelled would count as done and its offset be committed.
-
-The table write and the ack run in the per-event task, which asyncio created with a copy of
-the agent's context: faust's `current_event()` (a context variable) is still the event the
-task belongs to, so the table picks the event's partition and timestamp as it would inline.
+- A decided message: a RoutingDecision on `decisions`, a LogRecord on `log` and, when QUEUED,
+  a QueuedMessage on `queued` on its queue's partition; all keyed by the message id.
+- A failed policy: the REJECTED decision and Rejection log as above, plus a dead-letter copy
+  of the original record so an operator can replay it once the policy is fixed.
+- An undecodable or unroutable record, or a bug in the decision: a dead-letter record only.
+  The service goes on; one bad record must not hold up its partition.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol, cast
+from typing import Protocol, cast
 
 from ..core.events.codec import DecodeError, decode, encode
-from ..core.events.records import MessageAccepted
-from ..core.kafka.dead_letter import DeadLetters, PoisonRecord, RecordRejected
-from ..core.kafka.producer import EventProducer
+from ..core.events.records import MessageAccepted, RoutingOutcome
+from ..core.kafka.dead_letter import (
+    DEAD_LETTER_SCHEMA,
+    PoisonRecord,
+    RecordRejected,
+    dead_letter_event,
+)
 from ..core.kafka.topics import TopicCatalog, partition_for_queue
 from ..core.policy import Policy
-from . import metrics
 from .decision import InvalidAccepted, RoutingResult, decide
 
 log = logging.getLogger(__name__)
 
-# A failed produce (broker unreachable, ...) is retried with this backoff until it succeeds
-# or the service stops; the event stays unacked meanwhile, so nothing is skipped.
-RETRY_FIRST_SECONDS = 0.2
-RETRY_MAX_SECONDS = 5.0
 
-
-class KafkaEvent(Protocol):
-    """What the router reads from a faust event (faust.types.EventT, narrowed)."""
+class SourceRecord(Protocol):
+    """What the router reads of a consumed record (aiokafka's ConsumerRecord, narrowed)."""
 
     @property
-    def key(self) -> Any: ...
+    def topic(self) -> str: ...
 
     @property
-    def value(self) -> Any: ...
+    def partition(self) -> int: ...
 
     @property
-    def message(self) -> Any: ...
+    def offset(self) -> int: ...
 
+    @property
+    def key(self) -> bytes | None: ...
 
-class DecidedIds(Protocol):
-    """The decided-ids table: faust's windowed table wrapper, keyed by message id."""
-
-    def __getitem__(self, key: str) -> Any: ...
-
-    def __setitem__(self, key: str, value: int) -> None: ...
-
-
-Ack = Callable[[KafkaEvent], Awaitable[Any]]
+    @property
+    def value(self) -> bytes | None: ...
 
 
 @dataclass(frozen=True)
-class Outputs:
-    """What one event produces once decided."""
+class Outgoing:
+    """One record to produce; `partition` None lets the producer's partitioner choose."""
 
-    message_id: str
-    result: RoutingResult | None = None
-    rejection: RecordRejected | None = None
+    topic: str
+    key: bytes | None
+    value: bytes
+    partition: int | None = None
+
+
+@dataclass(frozen=True)
+class Routed:
+    """The outcome of one source record: what to produce and what to count once committed.
+
+    `outcome` is None when no decision was made (the record is dead-lettered only).
+    `rejections` are the reasons the record was dead-lettered, for logs and metrics.
+    """
+
+    outgoing: tuple[Outgoing, ...] = ()
+    outcome: RoutingOutcome | None = None
+    rejections: tuple[RecordRejected, ...] = field(default_factory=tuple)
 
 
 class Router:
+    """Turns `accepted` records into the records of their routing decisions."""
+
     def __init__(
         self,
         *,
         policy: Policy,
-        producer: EventProducer,
-        dead_letters: DeadLetters,
         topics: TopicCatalog,
         queued_partitions: int,
-        group: str,
-        max_in_flight: int,
-        window_seconds: float,
+        service: str,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
     ) -> None:
         self._policy = policy
-        self._producer = producer
-        self._dead_letters = dead_letters
         self._topics = topics
         self._queued_partitions = queued_partitions
-        self._group = group
+        self._service = service
         self._clock = clock
-        self._window_seconds = window_seconds
-        self._slots = asyncio.Semaphore(max_in_flight)
-        self._in_flight: set[asyncio.Task[None]] = set()
-        self._in_flight_ids: set[str] = set()
-        self._stopping = asyncio.Event()
+        self._clock_ms = clock_ms
 
-    @property
-    def in_flight(self) -> int:
-        return len(self._in_flight)
-
-    async def take(self, event: KafkaEvent, decided: DecidedIds, ack: Ack) -> None:
-        """Decide one event and start producing its outputs (the agent's loop body)."""
-        await self._slots.acquire()
-        if self._stopping.is_set():
-            self._slots.release()
-            await asyncio.Future()  # stopping: take nothing more; the agent is cancelled
-        outputs = self._decide(event, decided)
-        if outputs is None:
-            self._slots.release()
-            await ack(event)
-            return
-        self._in_flight_ids.add(outputs.message_id)
-        task = asyncio.create_task(self._finish(event, outputs, decided, ack))
-        self._in_flight.add(task)
-        task.add_done_callback(self._in_flight.discard)
-
-    async def drain(self, within: float) -> bool:
-        """Stop taking events and wait for the in-flight ones; False if some did not finish
-        (they stay unacked and are routed again by whoever owns their partition next)."""
-        self._stopping.set()
-        if not self._in_flight:
-            return True
-        _, pending = await asyncio.wait(set(self._in_flight), timeout=within)
-        for task in pending:
-            task.cancel()
-        return not pending
-
-    def _decide(self, event: KafkaEvent, decided: DecidedIds) -> Outputs | None:
-        """The outputs of `event`, or None when it needs none (a duplicate, a tombstone)."""
-        value = event.value
-        if value is None:
-            return None  # `accepted` is not compacted; a tombstone carries nothing to route
+    def route(self, record: SourceRecord) -> Routed:
+        if record.value is None:
+            return Routed()  # `accepted` is not compacted; a tombstone carries nothing to route
         try:
-            _, record = decode(value, expected="MessageAccepted")
+            _, decoded = decode(record.value, expected="MessageAccepted")
         except DecodeError as err:
-            return Outputs(_key_text(event.key), rejection=RecordRejected(err.reason, "decode"))
-        accepted = cast(MessageAccepted, record)
-        message_id = accepted["id"]
-        if message_id in self._in_flight_ids or self._was_decided(decided, message_id):
-            metrics.DUPLICATES.inc()
-            return None
+            return self._dead_lettered(record, RecordRejected(err.reason, "decode"))
+        accepted = cast(MessageAccepted, decoded)
         try:
             result = decide(accepted, self._policy, decided_at=self._clock())
         except InvalidAccepted as err:
-            return Outputs(message_id, rejection=RecordRejected(str(err), "validation"))
+            return self._dead_lettered(record, RecordRejected(str(err), "validation"))
         except Exception as err:  # a bug must not wedge the partition: keep the record
-            log.exception("routing failed", extra={"message_id": message_id})
-            return Outputs(message_id, rejection=RecordRejected(repr(err), "routing"))
-        return Outputs(message_id, result=result)
+            log.exception("routing failed", extra={"message_id": accepted["id"]})
+            return self._dead_lettered(record, RecordRejected(repr(err), "routing"))
+        return self._decided(record, accepted["id"], result)
 
-    def _was_decided(self, decided: DecidedIds, message_id: str) -> bool:
-        # The window of this record's timestamp: where a redelivery finds its first run.
-        # The previous window too: a copy produced again later (ingest retrying) is a new
-        # record with a later timestamp, recognized if within one window of the original.
-        windows = decided[message_id]
-        return bool(windows.current() or windows.delta(self._window_seconds))
-
-    async def _finish(
-        self, event: KafkaEvent, outputs: Outputs, decided: DecidedIds, ack: Ack
-    ) -> None:
-        try:
-            await self._produce_until_acknowledged(event, outputs)
-            result = outputs.result
-            if result is not None:
-                metrics.DECISIONS.labels(result.outcome).inc()
-                if result.remember:
-                    decided[outputs.message_id] = int(time.time() * 1000)
-            await ack(event)
-        finally:
-            self._in_flight_ids.discard(outputs.message_id)
-            self._slots.release()
-
-    async def _produce_until_acknowledged(self, event: KafkaEvent, outputs: Outputs) -> None:
-        delay = RETRY_FIRST_SECONDS
-        while True:
-            try:
-                await asyncio.gather(*self._sends(event, outputs))
-                return
-            except Exception:
-                if self._stopping.is_set():
-                    raise
-                metrics.PRODUCE_RETRIES.inc()
-                log.exception("producing routing outputs failed: retrying", extra={"delay": delay})
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, RETRY_MAX_SECONDS)
-
-    def _sends(self, event: KafkaEvent, outputs: Outputs) -> list[Awaitable[Any]]:
-        result = outputs.result
-        if result is None:
-            assert outputs.rejection is not None
-            return [self._dead_letter(event, outputs.rejection)]
+    def _decided(self, record: SourceRecord, message_id: str, result: RoutingResult) -> Routed:
         topics = self._topics
-        message_id = outputs.message_id
-        sends: list[Awaitable[Any]] = [
-            self._producer.send(
-                topics.decisions.name, encode("RoutingDecision", result.decision), key=message_id
-            ),
-            self._producer.send(topics.log.name, encode("LogRecord", result.log), key=message_id),
+        key = message_id.encode("utf-8")
+        outgoing = [
+            Outgoing(topics.decisions.name, key, encode("RoutingDecision", result.decision)),
+            Outgoing(topics.log.name, key, encode("LogRecord", result.log)),
         ]
         if result.queued is not None:
-            sends.append(
-                self._producer.send(
-                    topics.queued.name,
-                    encode("QueuedMessage", result.queued),
-                    key=message_id,
-                    partition=partition_for_queue(result.queued["queue"], self._queued_partitions),
-                )
+            partition = partition_for_queue(result.queued["queue"], self._queued_partitions)
+            outgoing.append(
+                Outgoing(topics.queued.name, key, encode("QueuedMessage", result.queued), partition)
             )
-        if result.policy_failure is not None:
-            failure = result.policy_failure
-            log.warning(
-                "policy failed: message rejected and dead-lettered for replay",
-                extra={
-                    "message_id": message_id,
-                    "reason": failure.reason,
-                    "error": failure.message,
-                },
-            )
+        rejections: tuple[RecordRejected, ...] = ()
+        failure = result.policy_failure
+        if failure is not None:
             rejection = RecordRejected(f"policy {failure.reason}: {failure.message}", "policy")
-            sends.append(self._dead_letter(event, rejection))
-        return sends
+            outgoing.append(self._dead_letter(record, rejection))
+            rejections = (rejection,)
+        return Routed(tuple(outgoing), result.outcome, rejections)
 
-    def _dead_letter(self, event: KafkaEvent, rejection: RecordRejected) -> Awaitable[None]:
-        message = event.message
+    def _dead_lettered(self, record: SourceRecord, rejection: RecordRejected) -> Routed:
+        return Routed((self._dead_letter(record, rejection),), None, (rejection,))
+
+    def _dead_letter(self, record: SourceRecord, rejection: RecordRejected) -> Outgoing:
         poison = PoisonRecord(
-            topic=message.topic,
-            partition=message.partition,
-            offset=message.offset,
-            key=_key_bytes(event.key),
-            value=event.value,
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            key=record.key,
+            value=record.value,
         )
-        return self._dead_letters.send(poison, rejection, group=self._group)
-
-
-def _key_bytes(key: object) -> bytes | None:
-    if key is None or isinstance(key, bytes):
-        return key
-    return str(key).encode("utf-8")
-
-
-def _key_text(key: object) -> str:
-    if isinstance(key, bytes):
-        return key.decode("utf-8", errors="replace")
-    return "" if key is None else str(key)
+        event = dead_letter_event(
+            poison,
+            reason=rejection.reason,
+            error_type=rejection.error_type,
+            service=self._service,
+            failed_at_ms=self._clock_ms(),
+        )
+        # Keyed like the source record so a replay tool can keep per-key order.
+        return Outgoing(
+            self._topics.dead_letter.name, record.key, encode(DEAD_LETTER_SCHEMA, event)
+        )

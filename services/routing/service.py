@@ -1,34 +1,24 @@
-"""The routing service: MessageAccepted from `accepted` becomes a routing decision.
+"""The routing service's wiring: settings, the consumer, the transactional producer, health.
 
-For each message the reception policy runs, the scheduled queue name is computed and the
-service produces, and waits for Kafka to acknowledge:
-- a RoutingDecision on `decisions` (key = message id);
-- a QueuedMessage on `queued` (key = message id, partition = the queue's partition), unless
-  the message was rejected or discarded (queue `null`);
-- a Reception LogRecord on `log` (a Rejection record when rejected).
-Undecodable or unroutable records go to `dead-letter`; a failing policy rejects the message
-(`451 4.3.0`) and dead-letters a copy for a replay.
-
-The faust worker runs inside the kit's lifecycle (`run_service`): SIGTERM stops intake, waits
-for the in-flight decisions, then stops faust, which commits the acked offsets.
+See the package docstring for what the service does and its exactly-once guarantee, and
+batch_loop.py for the transaction of one batch.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import tempfile
-from pathlib import Path
+import socket
+from typing import Any
 
-from ..core.events.codec import encode
-from ..core.kafka.dead_letter import DeadLetters
-from ..core.kafka.producer import EventProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from ..core.kafka.producer import LINGER_MS, MAX_BATCH_SIZE, MAX_REQUEST_SIZE, best_compression
 from ..core.kafka.topics import DEFAULT_PREFIX, TopicCatalog, TopicSettings, declare_topics
 from ..core.policy import Policy
 from ..core.runtime.logging import configure_logging
 from ..core.runtime.service import EXIT_OK, ServiceMain, ServiceRuntime, run_service
 from ..core.runtime.settings import Settings
-from .app import AppConfig, RoutingApp, build_app, dedup_table_window
+from .batch_loop import BatchLoop
 from .router import Router
 
 log = logging.getLogger(__name__)
@@ -37,12 +27,19 @@ SERVICE_NAME = "routing"
 # Without a policy file every message keeps its meta: queue = the recipient's domain.
 DEFAULT_POLICY_NAME = "default.lua"
 DEFAULT_POLICY_SOURCE = "-- relaystream default: no reception handler, meta unchanged\n"
+# The broker aborts a transaction left open this long (an instance that vanished and did not
+# come back under its transactional id); read_committed readers wait for it until then.
+TRANSACTION_TIMEOUT_MS = 30_000
 
 
 def topic_catalog(settings: Settings) -> TopicCatalog:
     """The topics of this deployment; an empty `topic_prefix` means the default prefix."""
     prefix = settings.runtime.topic_prefix or DEFAULT_PREFIX
     return declare_topics(TopicSettings(prefix=prefix))
+
+
+def topic_prefix(topics: TopicCatalog) -> str:
+    return topics.accepted.name.removesuffix("accepted")
 
 
 def load_policy(settings: Settings) -> Policy:
@@ -53,89 +50,88 @@ def load_policy(settings: Settings) -> Policy:
 
 
 def group_id(topics: TopicCatalog) -> str:
-    """The consumer group (and faust app id): `<prefix>routing`, like the other services."""
-    return f"{topics.accepted.name.removesuffix('accepted')}{SERVICE_NAME}"
+    """The consumer group: `<prefix>routing`, like the other services."""
+    return f"{topic_prefix(topics)}{SERVICE_NAME}"
 
 
-def is_ready(routing: RoutingApp) -> bool:
-    """Ready once faust started, the group assigned us and the table is recovered."""
-    app = routing.app
-    return bool(
-        app.started
-        and not app.rebalancing
-        and app.tables.recovery.completed.is_set()  # type: ignore[attr-defined]
-        and routing.agent.started
-        and not routing.agent.should_stop
+def transactional_id(settings: Settings, topics: TopicCatalog) -> str:
+    """Stable per instance, so a restarted instance fences its predecessor and the broker
+    aborts the transaction it left open (rather than readers waiting for it to time out)."""
+    if settings.routing.transactional_id:
+        return settings.routing.transactional_id
+    instance = settings.runtime.kafka_group_instance_id or socket.gethostname()
+    return f"{topic_prefix(topics)}{SERVICE_NAME}-{instance}"
+
+
+def accepted_consumer(settings: Settings, topics: TopicCatalog, client_id: str) -> Any:
+    return AIOKafkaConsumer(
+        bootstrap_servers=settings.runtime.kafka_bootstrap,
+        client_id=client_id,
+        group_id=group_id(topics),
+        group_instance_id=settings.runtime.kafka_group_instance_id,
+        # ingest commits each reception's records in one transaction: never route an aborted one.
+        isolation_level="read_committed",
+        # Offsets are committed only inside our transactions.
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
     )
 
 
-def quiet_faust(level: str) -> None:
-    """faust and mode log every service start and stop at INFO: keep that for DEBUG."""
-    for name in ("faust", "mode"):
-        logging.getLogger(name).setLevel("DEBUG" if level == "DEBUG" else "WARNING")
+def transactional_producer(settings: Settings, topics: TopicCatalog, client_id: str) -> Any:
+    return AIOKafkaProducer(
+        bootstrap_servers=settings.runtime.kafka_bootstrap,
+        client_id=client_id,
+        transactional_id=transactional_id(settings, topics),
+        enable_idempotence=True,
+        acks="all",
+        compression_type=best_compression(),
+        linger_ms=LINGER_MS,
+        max_batch_size=MAX_BATCH_SIZE,
+        max_request_size=MAX_REQUEST_SIZE,
+        transaction_timeout_ms=TRANSACTION_TIMEOUT_MS,
+    )
 
 
 def routing_main(settings: Settings) -> ServiceMain:
     """The service's main for `run_service` (tests run it without signal handling)."""
 
     async def main(runtime: ServiceRuntime) -> None:
-        quiet_faust(settings.runtime.log_level)
         topics = topic_catalog(settings)
-        bootstrap = settings.runtime.kafka_bootstrap
         client_id = settings.runtime.kafka_client_id or SERVICE_NAME
         policy = load_policy(settings)
         log.info("policy loaded", extra={"policy": policy.name, "policy_hash": policy.content_hash})
-        group = group_id(topics)
-        async with EventProducer(bootstrap, client_id=client_id) as producer:
+        producer = transactional_producer(settings, topics, client_id)
+        # First: initialising the transactional id fences a predecessor and aborts its open
+        # transaction, so the offsets the consumer starts from are settled.
+        await producer.start()
+        try:
             router = Router(
                 policy=policy,
-                producer=producer,
-                dead_letters=DeadLetters(
-                    producer, topic=topics.dead_letter.name, service=SERVICE_NAME, encode=encode
-                ),
                 topics=topics,
-                queued_partitions=await producer.partitions_for(topics.queued.name),
-                group=group,
-                max_in_flight=settings.routing.max_in_flight,
-                window_seconds=dedup_table_window(settings.routing.dedup_window_seconds),
+                queued_partitions=len(await producer.partitions_for(topics.queued.name)),
+                service=SERVICE_NAME,
             )
-            with tempfile.TemporaryDirectory(prefix="relaystream-routing-") as datadir:
-                config = AppConfig(
-                    app_id=group,
-                    bootstrap=bootstrap,
-                    client_id=client_id,
-                    accepted_partitions=await producer.partitions_for(topics.accepted.name),
-                    dedup_window_seconds=settings.routing.dedup_window_seconds,
-                    changelog_replication_factor=settings.routing.changelog_replication_factor,
-                    datadir=Path(datadir),
-                )
-                routing = build_app(config, topics, router)
-                await _run_app(runtime, routing, router)
+            consumer = accepted_consumer(settings, topics, client_id)
+            loop = BatchLoop(
+                consumer=consumer,
+                producer=producer,
+                router=router,
+                group=group_id(topics),
+                max_records=settings.routing.max_batch_records,
+            )
+            consumer.subscribe([topics.accepted.name], listener=loop.listener)
+            await consumer.start()
+            try:
+                runtime.health.add_readiness_check("accepted-consumer", loop.ready)
+                runtime.health.set_ready(True)
+                await loop.run(runtime.shutdown_requested)
+            finally:
+                runtime.health.set_ready(False, "stopping")
+                await consumer.stop()
+        finally:
+            await producer.stop()
 
     return main
-
-
-async def _run_app(runtime: ServiceRuntime, routing: RoutingApp, router: Router) -> None:
-    app = routing.app
-    runtime.health.add_readiness_check("faust", lambda: is_ready(routing))
-    runtime.health.add_liveness_check("faust", lambda: not app.should_stop)
-    await app.start()
-    runtime.health.set_ready(True)
-    stopped = asyncio.ensure_future(app.wait_until_stopped())
-    shutdown = asyncio.ensure_future(runtime.wait_for_shutdown())
-    try:
-        await asyncio.wait({stopped, shutdown}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        shutdown.cancel()
-        stopped.cancel()
-        runtime.health.set_ready(False, "stopping")
-        # Half the grace period for in-flight decisions; faust's stop commits what was acked.
-        drained = await router.drain(within=runtime.settings.shutdown_grace_seconds / 2)
-        if not drained:
-            log.warning("in-flight decisions abandoned at shutdown: they will be routed again")
-        await app.stop()
-    if not runtime.shutdown_requested.is_set():
-        raise RuntimeError(f"faust stopped on its own: {app.crash_reason!r}")
 
 
 async def run_routing(settings: Settings) -> None:

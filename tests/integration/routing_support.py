@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from relaystream.core.events.codec import decode, encode
@@ -77,6 +77,37 @@ async def produce_raw(bootstrap: str, topic: str, key: bytes, value: bytes) -> N
         await producer.send(topic, value, key=key)
 
 
+async def produce_accepted_in_transaction(
+    bootstrap: str, topics: TopicCatalog, messages: Iterable[dict[str, Any]], *, commit: bool
+) -> None:
+    """MessageAccepted records in one transaction, as ingest writes them; aborted unless
+    `commit`. The records of an aborted transaction stay in the log, marked aborted."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        transactional_id=f"test-ingest-{uuid.uuid4().hex}",
+        enable_idempotence=True,
+        acks="all",
+    )
+    await producer.start()
+    try:
+        await producer.begin_transaction()
+        sent = [
+            await producer.send(
+                topics.accepted.name,
+                encode("MessageAccepted", message),
+                key=message["id"].encode(),
+            )
+            for message in messages
+        ]
+        await asyncio.gather(*sent)
+        if commit:
+            await producer.commit_transaction()
+        else:
+            await producer.abort_transaction()
+    finally:
+        await producer.stop()
+
+
 @dataclass(frozen=True)
 class Read:
     """One record read back: where it was, its raw bytes and its decoded event."""
@@ -92,9 +123,14 @@ class Read:
 async def read_topic(
     bootstrap: str, topic: TopicSpec, *, count: int | None = None, idle_seconds: float = 0.0
 ) -> list[Read]:
-    """Records of `topic` from the beginning: at least `count` of them (waiting for them),
-    or, with count None, everything up to its end offsets; then `idle_seconds` more."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+    """Committed records of `topic` from the beginning: at least `count` of them (waiting for
+    them), or, with count None, everything up to its end offsets; then `idle_seconds` more.
+    Read committed: routing writes in transactions, an aborted one must never be seen."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        isolation_level="read_committed",
+    )
     await consumer.start()
     found: list[Read] = []
 
@@ -108,6 +144,7 @@ async def read_topic(
         partitions = [TopicPartition(topic.name, p) for p in range(topic.partitions)]
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
+        # Read committed: these are the last stable offsets (no transaction open below them).
         ends = await consumer.end_offsets(partitions)
         async with asyncio.timeout(WAIT_SECONDS):
             while True:

@@ -2,18 +2,23 @@
 
 The founding document's snippets (tests/policies/seed_*.lua are the same texts) decide the
 queue; the queued record must land on the queue's partition. Rejections, policy failures and
-poison records must not stop the service.
+poison records must not stop the service. Records of an aborted ingest transaction are never
+routed; a batch whose transaction aborts leaves nothing behind and is routed again, once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from routing_support import (
     QUEUE_PARTITIONS,
     Read,
@@ -21,14 +26,20 @@ from routing_support import (
     create_topics,
     end_offsets,
     produce_accepted,
+    produce_accepted_in_transaction,
     produce_raw,
     read_topic,
 )
 from routing_support import accepted_message as accepted
 
-from relaystream.core.kafka.topics import TopicCatalog, partition_for_queue
+from relaystream.core.kafka.topics import (
+    CONTENT_MAX_MESSAGE_BYTES,
+    TopicCatalog,
+    TopicSpec,
+    partition_for_queue,
+)
 from relaystream.core.policy import content_hash
-from relaystream.core.runtime.service import EXIT_OK, ServiceRuntime, run_service
+from relaystream.core.runtime.service import EXIT_FAILED, EXIT_OK, ServiceRuntime, run_service
 from relaystream.core.runtime.settings import HostPort, RoutingSettings, RuntimeSettings, Settings
 from relaystream.routing.service import SERVICE_NAME, group_id, routing_main
 
@@ -67,16 +78,20 @@ end)
 """
 
 
-@asynccontextmanager
-async def routing_service(
-    bootstrap: str, prefix: str, policy: Path
-) -> AsyncIterator[ServiceRuntime]:
-    settings = Settings(
+def routing_settings(bootstrap: str, prefix: str, policy: Path) -> Settings:
+    return Settings(
         runtime=RuntimeSettings(
             kafka_bootstrap=bootstrap, topic_prefix=prefix, http_bind=HostPort("127.0.0.1", 0)
         ),
         routing=RoutingSettings(policy_path=policy),
     )
+
+
+@asynccontextmanager
+async def routing_service(
+    bootstrap: str, prefix: str, policy: Path
+) -> AsyncIterator[ServiceRuntime]:
+    settings = routing_settings(bootstrap, prefix, policy)
     runtimes: list[ServiceRuntime] = []
     started = asyncio.Event()
 
@@ -290,12 +305,80 @@ async def test_graceful_stop_commits_and_a_restart_routes_only_new_messages(
     ) == await end_offsets(kafka_bootstrap, topics.accepted)
 
     second = [accepted(f"s{i}@example.com") for i in range(10)]
-    # The same id again, as a redelivery by ingest would bring it: routed once only.
-    again = dict(first[0])
-    await produce_accepted(kafka_bootstrap, topics, [*second, again])
+    await produce_accepted(kafka_bootstrap, topics, second)
     async with routing_service(kafka_bootstrap, topic_prefix, policy):
         queued = await read_topic(
             kafka_bootstrap, topics.queued, count=len(first) + len(second), idle_seconds=2.0
         )
     ids = [q.value["id"] for q in queued]
     assert sorted(ids) == sorted(m["id"] for m in [*first, *second])
+
+
+async def test_records_of_an_aborted_accepted_transaction_are_never_routed(
+    kafka_bootstrap: str,
+    topic_prefix: str,
+    topics: TopicCatalog,
+    policy_file: Callable[[str], Path],
+) -> None:
+    aborted = [accepted(f"a{i}@example.com") for i in range(3)]
+    committed = [accepted(f"c{i}@example.com") for i in range(3)]
+    await produce_accepted_in_transaction(kafka_bootstrap, topics, aborted, commit=False)
+    await produce_accepted_in_transaction(kafka_bootstrap, topics, committed, commit=True)
+    # The aborted records are in the log: a read_uncommitted reader would route them.
+    assert sum((await end_offsets(kafka_bootstrap, topics.accepted)).values()) >= 6
+
+    async with routing_service(kafka_bootstrap, topic_prefix, policy_file(ROUTING_DOMAIN)):
+        await read_topic(kafka_bootstrap, topics.queued, count=len(committed))
+        # Time to route the aborted records too, were they read.
+        queued = await read_topic(kafka_bootstrap, topics.queued, idle_seconds=2.0)
+        decisions = await read_topic(kafka_bootstrap, topics.decisions)
+
+    expected = sorted(m["id"] for m in committed)
+    assert sorted(q.value["id"] for q in queued) == expected
+    assert sorted(d.value["id"] for d in decisions) == expected
+
+
+async def test_a_refused_output_aborts_the_batch_which_is_routed_again_exactly_once(
+    kafka_bootstrap: str,
+    topic_prefix: str,
+    topics: TopicCatalog,
+    policy_file: Callable[[str], Path],
+) -> None:
+    # `queued` refuses the large message's QueuedMessage; its decision and log record, and
+    # the small message's records, would fit. aiokafka would commit them all but the refused
+    # one: the service must abort instead and stop, and its restart route the batch again.
+    await set_max_message_bytes(kafka_bootstrap, topics.queued, 4096)
+    large = accepted("large@example.com")
+    large["content"] = b"Subject: large\r\n\r\n" + os.urandom(16 * 1024)  # incompressible
+    small = accepted("small@example.com")
+    await produce_accepted(kafka_bootstrap, topics, [large, small])
+
+    policy = policy_file(ROUTING_DOMAIN)
+    settings = routing_settings(kafka_bootstrap, topic_prefix, policy)
+    failed = run_service(
+        SERVICE_NAME, routing_main(settings), settings.runtime, handle_signals=False
+    )
+    assert await asyncio.wait_for(failed, 120) == EXIT_FAILED
+    # Nothing of the aborted batch is visible: not even the large message's decision.
+    stuck = await read_topic(kafka_bootstrap, topics.decisions)
+    assert large["id"] not in {d.value["id"] for d in stuck}
+
+    await set_max_message_bytes(kafka_bootstrap, topics.queued, CONTENT_MAX_MESSAGE_BYTES)
+    async with routing_service(kafka_bootstrap, topic_prefix, policy):
+        await read_topic(kafka_bootstrap, topics.queued, count=2, idle_seconds=2.0)
+        decisions = await read_topic(kafka_bootstrap, topics.decisions)
+        logs = await read_topic(kafka_bootstrap, topics.log)
+        queued = await read_topic(kafka_bootstrap, topics.queued)
+
+    for records in (decisions, logs, queued):
+        assert Counter(r.value["id"] for r in records) == {large["id"]: 1, small["id"]: 1}
+
+
+async def set_max_message_bytes(bootstrap: str, topic: TopicSpec, size: int) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        configs = {**topic.configs(), "max.message.bytes": str(size)}
+        await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic.name, configs)])
+    finally:
+        await admin.close()

@@ -343,28 +343,18 @@ class RoutingSettings:
         default=None,
         metadata=_about(_optional_path, "routing policy (.lua or declarative .yaml/.toml)"),
     )
-    consumer_concurrency: int = field(
-        default=1, metadata=_about(_integer(1, 10_000), "messages routed at once")
-    )
-    max_in_flight: int = field(
-        default=2000,
+    transactional_id: str | None = field(
+        default=None,
         metadata=_about(
-            _integer(1, 1_000_000),
-            "decided messages whose events may await Kafka's acknowledgement at once",
+            _optional_string,
+            "Kafka transactional id of this instance, distinct per process and stable across "
+            "its restarts; default: routing- and the group instance id or host name",
         ),
     )
-    dedup_window_seconds: float = field(
-        default=86_400.0,
+    max_batch_records: int = field(
+        default=500,
         metadata=_about(
-            _seconds,
-            "how long a decided message id is remembered, so a redelivered message is not "
-            "routed twice (memory: one entry per message routed in this window)",
-        ),
-    )
-    changelog_replication_factor: int = field(
-        default=1,
-        metadata=_about(
-            _integer(1, 100), "replicas of the decided-ids table's changelog topic (faust)"
+            _integer(1, 100_000), "accepted records routed in one Kafka transaction at most"
         ),
     )
 
