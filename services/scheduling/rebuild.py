@@ -47,7 +47,8 @@ def reader_consumer(bootstrap: str, client_id: str, **overrides: Any) -> Any:
         "auto_offset_reset": "earliest",
         "fetch_max_bytes": FETCH_MAX_BYTES,
         "max_partition_fetch_bytes": MAX_PARTITION_FETCH_BYTES,
-        "isolation_level": "read_uncommitted",
+        # routing writes `queued` in transactions: an aborted batch must never be rebuilt.
+        "isolation_level": "read_committed",
     }
     options.update(overrides)
     return AIOKafkaConsumer(**options)

@@ -103,6 +103,8 @@ class Scheduler:
             group_instance_id=runtime.kafka_group_instance_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            # `queued` is written in routing's transactions: skip aborted batches.
+            isolation_level="read_committed",
             # A rebuild does not poll; give it time before the group evicts us.
             max_poll_interval_ms=30 * 60 * 1000,
             max_poll_records=2_000,

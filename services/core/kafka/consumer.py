@@ -109,6 +109,8 @@ class EventConsumer(Generic[V]):
             client_id=client_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            # Ingest and routing write in Kafka transactions; never act on an aborted record.
+            isolation_level="read_committed",
             session_timeout_ms=session_timeout_ms,
             heartbeat_interval_ms=heartbeat_interval_ms,
             max_partition_fetch_bytes=max_partition_fetch_bytes,

@@ -24,6 +24,7 @@ from typing import Any, Protocol
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka import errors as kafka_errors
 from aiokafka.protocol.fetch import FetchRequest
+from aiokafka.record.control_record import ABORT_MARKER, ControlRecord
 from aiokafka.record.memory_records import MemoryRecords
 
 from .admin import describe_topics
@@ -32,7 +33,9 @@ from .admin import describe_topics
 PARTITION_FETCH_BYTES = 16 * 1024 * 1024
 FETCH_BYTES = 64 * 1024 * 1024
 FETCH_MAX_WAIT_MS = 500
-READ_UNCOMMITTED = 0  # as the consumers of the services read (aiokafka's default)
+# Only committed records: routing and ingest write in Kafka transactions, and an aborted
+# transaction's records (a crashed batch, re-done after restart) must never be replayed.
+READ_COMMITTED = 1
 
 # Fetch errors that a metadata refresh and a retry cure (a leader moved, a broker restarted).
 _RETRIABLE = (
@@ -138,8 +141,9 @@ class _PartitionFetcher:
         self._client = consumer._client  # the consumer's connections and metadata
         self._topic = topic
 
-    async def fetch(self, positions: dict[int, int]) -> list[tuple[int, bytes]]:
-        """(partition, record set bytes) for each partition that answered without error."""
+    async def fetch(self, positions: dict[int, int]) -> list[Fetched]:
+        """(partition, record set bytes, aborted transactions) for each partition that answered
+        without error."""
         by_leader: dict[int, list[tuple[int, int, int]]] = defaultdict(list)
         stale_metadata = False
         for partition, position in positions.items():
@@ -154,7 +158,7 @@ class _PartitionFetcher:
             *(self._fetch_from(node, parts) for node, parts in by_leader.items()),
             return_exceptions=True,
         )
-        fetched: list[tuple[int, bytes]] = []
+        fetched: list[Fetched] = []
         for answer in answers:
             if isinstance(answer, _RETRIABLE):
                 stale_metadata = True
@@ -171,18 +175,21 @@ class _PartitionFetcher:
 
     async def _fetch_from(
         self, node: int, parts: list[tuple[int, int, int]]
-    ) -> tuple[list[tuple[int, bytes]], bool]:
+    ) -> tuple[list[Fetched], bool]:
         request = FetchRequest(
-            FETCH_MAX_WAIT_MS, 1, FETCH_BYTES, READ_UNCOMMITTED, [(self._topic, parts)]
+            FETCH_MAX_WAIT_MS, 1, FETCH_BYTES, READ_COMMITTED, [(self._topic, parts)]
         )
         response = await self._client.send(node, request)
-        fetched: list[tuple[int, bytes]] = []
+        fetched: list[Fetched] = []
         stale = False
         for _, partitions in response.topics:
             for partition, error_code, _highwater, *part_data in partitions:
                 error = kafka_errors.for_code(error_code)
                 if error is kafka_errors.NoError:
-                    fetched.append((partition, part_data[-1]))
+                    # aborted_transactions: part_data[2] from v11 on (a preferred read replica
+                    # follows it), part_data[-2] for v4 to v10.
+                    aborted = part_data[2] if response.API_VERSION >= 11 else part_data[-2]
+                    fetched.append((partition, part_data[-1], list(aborted or ())))
                 elif issubclass(error, _RETRIABLE):
                     stale = True
                 else:
@@ -190,19 +197,42 @@ class _PartitionFetcher:
         return fetched, stale
 
 
+Fetched = tuple[int, bytes, list[tuple[int, int]]]
+
+
+def _is_abort_marker(batch: Any) -> bool:
+    control = next(iter(batch), None)
+    return control is not None and ControlRecord.parse(control.key) == ABORT_MARKER
+
+
 def _records_of(
-    data: bytes, position: int, end: int | None, until_ms: int | None
+    data: bytes,
+    position: int,
+    end: int | None,
+    until_ms: int | None,
+    aborted_transactions: list[tuple[int, int]] | None = None,
 ) -> tuple[list[RawRecord], int, int]:
     """The records at or after `position` (and below `end`) of a fetched record set, those
     stamped after `until_ms` left out; with the next position and how many were read."""
     records: list[RawRecord] = []
     read = 0
+    # Aborted transactions, as the broker lists them: (producer id, first offset). A batch of an
+    # aborted producer is skipped from that first offset until the producer's abort marker.
+    pending_aborts = sorted(aborted_transactions or (), key=lambda item: item[1])
+    aborted_producers: set[int] = set()
     memory = MemoryRecords(data)
     while memory.has_next():
         batch = memory.next_batch()
         if batch is None:  # a partial batch at the end of the fetch: fetched again next time
             break
-        if not batch.is_control_batch:
+        skip = False
+        if batch.producer_id is not None and batch.producer_id >= 0:
+            while pending_aborts and pending_aborts[0][1] <= batch.base_offset:
+                aborted_producers.add(pending_aborts.pop(0)[0])
+            if batch.is_control_batch and _is_abort_marker(batch):
+                aborted_producers.discard(batch.producer_id)
+            skip = batch.is_transactional and batch.producer_id in aborted_producers
+        if not batch.is_control_batch and not skip:
             for record in batch:
                 offset = record.offset
                 if offset < position:
@@ -233,7 +263,12 @@ async def replay_topic_batches(
         raise LookupError(f"topic {topic!r} does not exist")
     partitions = [TopicPartition(topic, p) for p in range(described[topic].partitions)]
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, client_id=client_id, enable_auto_commit=False, group_id=None
+        bootstrap_servers=bootstrap,
+        client_id=client_id,
+        enable_auto_commit=False,
+        group_id=None,
+        # End offsets are then the last stable offsets: what committed reading can reach.
+        isolation_level="read_committed",
     )
     await consumer.start()
     try:
@@ -247,10 +282,10 @@ async def replay_topic_batches(
         until_ms = None if until is None else int(until.timestamp() * 1000)
         fetcher = _PartitionFetcher(consumer, topic)
         while positions:
-            for partition, data in await fetcher.fetch(positions):
+            for partition, data, aborted in await fetcher.fetch(positions):
                 end = None if follow else ends[TopicPartition(topic, partition)]
                 records, positions[partition], read = _records_of(
-                    data, positions[partition], end, until_ms
+                    data, positions[partition], end, until_ms, aborted
                 )
                 if progress is not None:
                     progress.read += read
