@@ -16,18 +16,16 @@ from typing import Any, cast
 
 from ..core.domain.envelope import EnvelopeAddress, EnvelopeAddressError
 from ..core.domain.queue_config import QueueConfig, QueueConfigError
-from ..core.domain.queue_name import QueueName, QueueNameError, is_null_queue
+from ..core.domain.queue_name import QueueName
 from ..core.policy import (
     JsonValue,
     Policy,
-    PolicyAccepted,
-    PolicyFailed,
     PolicyLoadError,
     PolicyMessage,
-    PolicyRejected,
     PolicyRuntimeError,
     ReceptionProtocol,
 )
+from ..core.policy.routing_rule import RefusedMessage, route_message
 
 MESSAGE_ID = "route-cli"
 
@@ -107,27 +105,13 @@ def route(policy: Policy, protocol: ReceptionProtocol, message: PolicyMessage) -
         "policy": {"name": policy.name, "content_hash": policy.content_hash},
         "protocol": protocol,
     }
-    result = policy.on_message_received(protocol, message)
-    if isinstance(result, PolicyRejected):
-        report["outcome"] = "rejected"
-        report["response"] = result.response
+    routed = route_message(policy, protocol, message)
+    if isinstance(routed, RefusedMessage):
+        _report_refusal(report, routed)
         return report
-    if isinstance(result, PolicyFailed):
-        report["outcome"] = "failed"
-        report["reason"] = result.reason
-        report["error"] = result.message
-        report["response"] = result.as_rejection().response
-        return report
-    assert isinstance(result, PolicyAccepted)
     report["outcome"] = "accepted"
-    report["meta"] = result.meta
-    recipient_domain = EnvelopeAddress.parse(message.recipient).domain
-    try:
-        name = QueueName.for_message(recipient_domain, result.meta)
-    except QueueNameError as err:
-        report["outcome"] = "failed"
-        report["error"] = f"no queue name: {err}"
-        return report
+    report["meta"] = routed.meta_after
+    name = routed.queue
     parsed = QueueName.parse(name)
     report["queue"] = {
         "name": name,
@@ -135,7 +119,7 @@ def route(policy: Policy, protocol: ReceptionProtocol, message: PolicyMessage) -
         "tenant": parsed.tenant,
         "domain": parsed.domain,
         "routing_domain": parsed.routing_domain,
-        "null_queue": is_null_queue(name),
+        "null_queue": routed.discarded,
     }
     try:
         fields = policy.get_queue_config(
@@ -149,6 +133,21 @@ def route(policy: Policy, protocol: ReceptionProtocol, message: PolicyMessage) -
     report["queue_config_source"] = "defaults" if fields is None else "policy"
     report["queue_config"] = config.to_mapping()
     return report
+
+
+def _report_refusal(report: dict[str, Any], refused: RefusedMessage) -> None:
+    if refused.meta_error is not None:
+        report["outcome"] = "failed"
+        report["meta"] = refused.meta_after
+        report["error"] = f"no queue name: {refused.meta_error}"
+    elif refused.failure is not None:
+        report["outcome"] = "failed"
+        report["reason"] = refused.failure.reason
+        report["error"] = refused.failure.message
+        report["response"] = refused.rejection.response
+    else:
+        report["outcome"] = "rejected"
+        report["response"] = refused.rejection.response
 
 
 def run(args: argparse.Namespace) -> int:

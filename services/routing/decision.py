@@ -1,5 +1,8 @@
 """One routing decision: a MessageAccepted, the reception policy, the queue name, the events.
 
+The routing rule itself (policy result to queue, discard or rejection) is
+`core.policy.routing_rule`, shared with the audit's replay; this module builds the events.
+
 Pure apart from the policy call (CPU only): `decide(accepted, policy, decided_at=...)` returns
 the events the service produces for one message. Everything but `decided_at` is derived from
 the accepted record and the policy, so re-running a message after a crash (at-least-once)
@@ -24,12 +27,7 @@ from datetime import datetime
 from typing import Any
 
 from ..core.domain.log_record import LogRecord, RecordType
-from ..core.domain.queue_name import (
-    QueueName,
-    QueueNameError,
-    is_null_queue,
-    normalize_recipient_domain,
-)
+from ..core.domain.queue_name import QueueName, QueueNameError
 from ..core.domain.smtp_reply import SmtpResponse, split_enhanced_code
 from ..core.events.meta import MetaError, decode_meta, encode_meta
 from ..core.events.records import (
@@ -40,14 +38,18 @@ from ..core.events.records import (
 )
 from ..core.events.records import SmtpResponse as SmtpResponseRecord
 from ..core.policy import (
-    HANDLER_FOR_PROTOCOL,
     JsonValue,
     Policy,
-    PolicyAccepted,
     PolicyFailed,
     PolicyMessage,
-    PolicyRejected,
     ReceptionProtocol,
+    routing_rule,
+)
+from ..core.policy.routing_rule import (
+    RecipientDomainError,
+    RefusedMessage,
+    RoutedMessage,
+    route_message,
 )
 
 # The header block is audit data in the decision; `decisions` takes records of about 1 MiB, so
@@ -101,14 +103,10 @@ def header_block(content: bytes) -> str:
 
 def recipient_domain(recipient: str) -> str:
     """The domain of an envelope recipient (the text after its last `@`)."""
-    local, at, domain = recipient.rpartition("@")
-    if not at or not local or not domain:
-        raise InvalidAccepted(f"recipient {recipient!r} has no domain")
     try:
-        normalize_recipient_domain(domain)
-    except QueueNameError as err:
-        raise InvalidAccepted(f"recipient {recipient!r}: {err}") from err
-    return domain
+        return routing_rule.recipient_domain(recipient)
+    except RecipientDomainError as err:
+        raise InvalidAccepted(str(err)) from err
 
 
 def decide(accepted: MessageAccepted, policy: Policy, *, decided_at: datetime) -> RoutingResult:
@@ -116,10 +114,7 @@ def decide(accepted: MessageAccepted, policy: Policy, *, decided_at: datetime) -
 
     Raises InvalidAccepted for a record that cannot be routed at all.
     """
-    protocol = accepted["reception_protocol"]
-    if protocol not in HANDLER_FOR_PROTOCOL:
-        raise InvalidAccepted(f"unknown reception_protocol {protocol!r}")
-    domain = recipient_domain(accepted["recipient"])
+    protocol = _protocol(accepted["reception_protocol"])
     try:
         meta_before = decode_meta(accepted["meta"])
     except MetaError as err:
@@ -132,18 +127,13 @@ def decide(accepted: MessageAccepted, policy: Policy, *, decided_at: datetime) -
         meta=meta_before,
         headers=headers,
     )
-    result = policy.on_message_received(_protocol(protocol), message)
-    if isinstance(result, PolicyAccepted):
-        try:
-            queue = QueueName.for_message(domain, result.meta)
-            meta_after = encode_meta(result.meta)
-        except (QueueNameError, MetaError) as err:
-            failure = PolicyFailed("error", f"{policy.name}: {err}")
-            return _rejected(accepted, policy, headers, failure.as_rejection(), decided_at, failure)
-        return _routed(accepted, policy, headers, queue, meta_after, result.meta, decided_at)
-    if isinstance(result, PolicyRejected):
-        return _rejected(accepted, policy, headers, result, decided_at, None)
-    return _rejected(accepted, policy, headers, result.as_rejection(), decided_at, result)
+    try:
+        routed = route_message(policy, protocol, message)
+    except RecipientDomainError as err:
+        raise InvalidAccepted(str(err)) from err
+    if isinstance(routed, RefusedMessage):
+        return _rejected(accepted, policy, headers, routed, decided_at)
+    return _routed(accepted, policy, headers, routed, decided_at)
 
 
 def _protocol(name: str) -> ReceptionProtocol:
@@ -218,24 +208,22 @@ def _routed(
     accepted: MessageAccepted,
     policy: Policy,
     headers: str,
-    queue: str,
-    meta_after: dict[str, str],
-    meta: Mapping[str, JsonValue],
+    routed: RoutedMessage,
     decided_at: datetime,
 ) -> RoutingResult:
-    discarded = is_null_queue(queue)
+    queue, meta_after = routed.queue, routed.encoded_meta_after
     decision = _decision(
         accepted,
         policy,
         headers,
         decided_at,
         meta_after=meta_after,
-        outcome="DISCARDED" if discarded else "QUEUED",
+        outcome="DISCARDED" if routed.discarded else "QUEUED",
         queue=queue,
         rejection=None,
     )
-    log = _log_record(accepted, RecordType.RECEPTION, queue, RECEPTION_RESPONSE, meta)
-    if discarded:
+    log = _log_record(accepted, RecordType.RECEPTION, queue, RECEPTION_RESPONSE, routed.meta_after)
+    if routed.discarded:
         return RoutingResult(decision, None, log)
     queued: QueuedMessage = {
         "id": accepted["id"],
@@ -256,12 +244,11 @@ def _rejected(
     accepted: MessageAccepted,
     policy: Policy,
     headers: str,
-    rejection: PolicyRejected,
+    refused: RefusedMessage,
     decided_at: datetime,
-    failure: PolicyFailed | None,
 ) -> RoutingResult:
-    enhanced, text = split_enhanced_code(rejection.text)
-    response = SmtpResponse(rejection.code, enhanced, text)
+    enhanced, text = split_enhanced_code(refused.rejection.text)
+    response = SmtpResponse(refused.rejection.code, enhanced, text)
     meta_before = decode_meta(accepted["meta"])
     decision = _decision(
         accepted,
@@ -279,7 +266,7 @@ def _rejected(
     except (QueueNameError, InvalidAccepted):
         queue = ""
     log = _log_record(accepted, RecordType.REJECTION, queue, response, meta_before)
-    return RoutingResult(decision, None, log, failure)
+    return RoutingResult(decision, None, log, refused.failure)
 
 
 def _response_record(response: SmtpResponse) -> SmtpResponseRecord:

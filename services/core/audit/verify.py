@@ -7,13 +7,9 @@ A policy with the recorded hash must reproduce every decision: that is the audit
 that the record explains the routing, and a difference under the same hash means the policy
 depends on something outside its inputs.
 
-How the routing service turns a policy result into a decision (mirrored here from
-services/routing/decision.py, which core code cannot import):
-- accepted: the queue is `QueueName.for_message(recipient domain, meta)`; the queue `null`
-  means DISCARDED, any other QUEUED; meta that cannot name a queue (a non-string `queue`)
-  or cannot be recorded as JSON is a policy failure.
-- `kumo.reject(code, text)`: REJECTED with that response.
-- a policy failure (error, budget, memory): REJECTED with 451 4.3.0 technical difficulties.
+The routing rule (queue, discard, rejection) is `core.policy.routing_rule`, the one the
+routing service applies; a recipient without a valid domain, which the routing service
+dead-letters, is unverifiable here.
 """
 
 from __future__ import annotations
@@ -23,18 +19,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..domain.queue_name import QueueName, QueueNameError, is_null_queue
-from ..events.meta import MetaError, decode_meta, encode_meta
+from ..events.meta import MetaError, decode_meta
 from ..policy import (
     HANDLER_FOR_PROTOCOL,
     JsonValue,
     Policy,
-    PolicyAccepted,
-    PolicyFailed,
     PolicyMessage,
-    PolicyRejected,
     ReceptionProtocol,
 )
+from ..policy.routing_rule import RecipientDomainError, RefusedMessage, route_message
 from .render import rejection_text
 
 
@@ -73,23 +66,15 @@ def recompute(policy: Policy, decision: Mapping[str, Any]) -> Recomputed:
         headers=decision["headers"],
     )
     reception: ReceptionProtocol = protocol
-    result = policy.on_message_received(reception, message)
-    if isinstance(result, PolicyRejected):
-        return Recomputed("REJECTED", None, meta_before, _normalized_response(result.response))
-    if isinstance(result, PolicyFailed):
-        failure = result.as_rejection().response
-        return Recomputed("REJECTED", None, meta_before, _normalized_response(failure))
-    assert isinstance(result, PolicyAccepted)
-    # The domain is what follows the last "@": a quoted local part may hold "@", a domain not.
-    recipient_domain = decision["recipient"].rpartition("@")[2]
     try:
-        queue = QueueName.for_message(recipient_domain, result.meta)
-        encode_meta(result.meta)  # the routing service records it; unencodable meta fails
-    except (QueueNameError, MetaError):
-        failure = PolicyFailed("error", "meta cannot name a queue").as_rejection().response
-        return Recomputed("REJECTED", None, result.meta, _normalized_response(failure))
-    outcome = "DISCARDED" if is_null_queue(queue) else "QUEUED"
-    return Recomputed(outcome, queue, result.meta, None)
+        routed = route_message(policy, reception, message)
+    except RecipientDomainError as err:
+        raise UnverifiableDecision(str(err)) from err
+    if isinstance(routed, RefusedMessage):
+        rejection = _normalized_response(routed.rejection.response)
+        return Recomputed("REJECTED", None, routed.meta_after, rejection)
+    outcome = "DISCARDED" if routed.discarded else "QUEUED"
+    return Recomputed(outcome, routed.queue, routed.meta_after, None)
 
 
 @dataclass(frozen=True)
