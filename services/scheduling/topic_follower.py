@@ -1,0 +1,75 @@
+"""Reads a compacted control topic in full, then follows it live, for every instance.
+
+Queue-config overrides and operator rules may concern queues of any partition, so every
+scheduling instance reads all partitions of these topics from the beginning (manual
+assignment, no group, no commits). `caught_up` is set once every record present at start was
+applied: the service releases nothing before that, so a restart never acts on stale config.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from aiokafka import TopicPartition
+
+from .rebuild import reader_consumer
+
+log = logging.getLogger(__name__)
+
+# (key, value) of one record; value None is a tombstone.
+ApplyRecord = Callable[[bytes | None, bytes | None], None]
+
+
+class TopicFollower:
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        partitions: int,
+        apply: ApplyRecord,
+        *,
+        client_id: str,
+        what: str,
+    ) -> None:
+        self._topic = topic
+        self._partitions = partitions
+        self._apply = apply
+        self._what = what
+        self._consumer: Any = reader_consumer(
+            bootstrap, client_id, fetch_max_wait_ms=100, metadata_max_age_ms=30_000
+        )
+        self._task: asyncio.Task[None] | None = None
+        self.caught_up = asyncio.Event()
+
+    async def start(self) -> None:
+        await self._consumer.start()
+        tps = [TopicPartition(self._topic, p) for p in range(self._partitions)]
+        self._consumer.assign(tps)
+        await self._consumer.seek_to_beginning(*tps)
+        ends: dict[TopicPartition, int] = await self._consumer.end_offsets(tps) if tps else {}
+        self._task = asyncio.create_task(self._follow(ends))
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._consumer.stop()
+
+    async def _follow(self, ends: dict[TopicPartition, int]) -> None:
+        pending = dict(ends)
+        while True:
+            for tp in list(pending):
+                if await self._consumer.position(tp) >= pending[tp]:
+                    del pending[tp]
+            if not pending and not self.caught_up.is_set():
+                self.caught_up.set()
+                log.info("control topic loaded", extra={"topic": self._topic, "what": self._what})
+            batch = await self._consumer.getmany(timeout_ms=500)
+            for records in batch.values():
+                for record in records:
+                    self._apply(record.key, record.value)
