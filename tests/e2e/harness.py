@@ -221,6 +221,7 @@ RECORDS = DnsRecords(
         MxHost("retry.test", "mx.plain.test", 10),
         MxHost("bounce.test", "mx.plain.test", 10),
         MxHost("hold.test", "mx.plain.test", 10),
+        MxHost("override.test", "mx.plain.test", 10),
         MxHost("my.smarthost.com", "mx.plain.test", 10),
         # mx_list names are resolved for A/AAAA only: this MX must never be used.
         MxHost("smart.host.test", "mx.plain.test", 10),

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import smtplib
+import subprocess
+import sys
 import time
 import uuid
 
@@ -232,3 +234,31 @@ def test_an_open_relay_attempt_is_refused(pipeline: Pipeline) -> None:
         code, message = client.rcpt("victim@plain.test")
     assert code == 550
     assert b"5.7.1" in message
+
+
+async def test_an_mx_list_override_redirects_the_next_attempt_without_a_restart(
+    pipeline: Pipeline, logs: LogWatcher, sinks: Sinks
+) -> None:
+    recipient = unique("override", "override.test")
+    # The domain's MX host defers this recipient, so the message waits in its queue.
+    sinks.by_host[MAIN_SINK]._handler.rcpt_replies[recipient] = "451 4.3.0 not here"
+    await send_smtp_async(pipeline, [recipient])
+    await logs.wait_for(lambda rs: "TransientFailure" in types_of(rs), recipient)
+
+    # The operator points the domain's queues at another host, as an event.
+    command = [
+        sys.executable, "-m", "relaystream", "queue-config", "set", "override.test",
+        "--mx-list", f"[{MX_LIST_SINK}]", "--reason", "e2e: move off the deferring host",
+        "--bootstrap", pipeline.bootstrap, "--prefix", pipeline.prefix,
+    ]  # fmt: skip
+    result = await asyncio.to_thread(
+        subprocess.run, command, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+
+    records = await logs.wait_for(has_final, recipient)
+    delivery = records[-1]
+    assert delivery["type"] == "Delivery"
+    assert delivery["queue"] == "override.test"  # the queue name is unchanged by mx_list
+    assert delivery["peer_address"]["addr"] == MX_LIST_SINK
+    assert sinks.received_by(recipient) == [MX_LIST_SINK]
