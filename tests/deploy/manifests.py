@@ -4,7 +4,6 @@ the compose file, the Containerfile, and validation of Strimzi resources against
 
 from __future__ import annotations
 
-import copy
 import functools
 import json
 import os
@@ -20,12 +19,13 @@ from typing import Any
 import jsonschema
 import yaml
 
+from .strimzi_schema import SCHEMAS
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 K8S = REPO_ROOT / "k8s"
 OVERLAYS = ("dev", "prod", "strimzi")
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 CONTAINERFILE = REPO_ROOT / "Containerfile"
-STRIMZI_SCHEMAS = Path(__file__).resolve().parent / "schemas" / "strimzi-0.50.0"
 STRIMZI_KINDS = ("Kafka", "KafkaNodePool", "KafkaTopic")
 
 Resource = dict[str, Any]
@@ -100,34 +100,16 @@ def pod_spec(workload: Resource) -> Resource:
     return spec
 
 
-# Strimzi resources against the vendored CRD schemas.
-
-
-def _strict(schema: Any) -> Any:
-    """The schema with unknown fields rejected wherever the CRD lists an object's properties
-    and does not preserve unknown fields (where the API server would prune them silently)."""
-    if isinstance(schema, list):
-        return [_strict(item) for item in schema]
-    if not isinstance(schema, dict):
-        return schema
-    strict = {key: _strict(value) for key, value in schema.items()}
-    if (
-        "properties" in strict
-        and "additionalProperties" not in strict
-        and not strict.get("x-kubernetes-preserve-unknown-fields")
-    ):
-        strict["additionalProperties"] = False
-    return strict
+# Strimzi resources against the schemas of the fields we use (strimzi_schema.py).
 
 
 @functools.cache
 def strimzi_validator(kind: str) -> jsonschema.Draft7Validator:
-    schema = json.loads((STRIMZI_SCHEMAS / f"{kind.lower()}-v1beta2.json").read_text())
-    return jsonschema.Draft7Validator(_strict(copy.deepcopy(schema)))
+    return jsonschema.Draft7Validator(SCHEMAS[kind])
 
 
 def strimzi_errors(resource: Resource) -> list[str]:
-    """Why `resource` would be rejected (or silently pruned) by Strimzi's v1beta2 CRD."""
+    """Why `resource` would be rejected, or a field of it silently pruned, by Strimzi (v1beta2)."""
     kind = resource.get("kind")
     if kind not in STRIMZI_KINDS:
         return [f"not a Strimzi kind this repository uses: {kind}"]
