@@ -40,6 +40,10 @@ log = logging.getLogger(__name__)
 POLL_TIMEOUT_MS = 200
 # Readiness: the loop must have polled this recently (a batch takes well under this).
 POLL_STALE_SECONDS = 60.0
+# After a batch arrives, the loop waits this long for more records before routing it: at low
+# load records trickle in one by one and each transaction costs the broker a commit and
+# transaction markers whatever its size.
+BATCH_LINGER_SECONDS = 0.01
 # The best-effort abort before stopping; a restart under the same transactional id aborts anyway.
 ABORT_TIMEOUT_SECONDS = 10.0
 
@@ -72,12 +76,14 @@ class BatchLoop:
         router: Router,
         group: str,
         max_records: int,
+        linger: float = BATCH_LINGER_SECONDS,
     ) -> None:
         self._consumer = consumer
         self._producer = producer
         self._router = router
         self._group = group
         self._max_records = max_records
+        self._linger = linger
         # Held from begin_transaction until the transaction committed or aborted.
         self._transaction = asyncio.Lock()
         # Counts rebalances: a batch fetched across one is dropped.
@@ -120,11 +126,23 @@ class BatchLoop:
             self._last_poll = time.monotonic()
             if not batch:
                 continue
+            batch = await self._fill(batch)
             async with self._transaction:
                 if epoch != self._epoch:
                     log.info("batch dropped: partitions were reassigned while it was fetched")
                     continue
                 await self._route_batch(batch)
+
+    async def _fill(self, batch: Batch) -> Batch:
+        """Add the records that arrive within the linger, up to `max_records` in all."""
+        room = self._max_records - sum(len(records) for records in batch.values())
+        if room <= 0 or self._linger <= 0:
+            return batch
+        await asyncio.sleep(self._linger)
+        more: Batch = await self._consumer.getmany(timeout_ms=0, max_records=room)
+        for tp, records in more.items():
+            batch.setdefault(tp, []).extend(records)  # fetched after, so later offsets
+        return batch
 
     async def _route_batch(self, batch: Batch) -> None:
         routed = [self._router.route(record) for records in batch.values() for record in records]
