@@ -126,14 +126,14 @@ class OperatorActions:
     async def _records(self, entries: list[SpoolEntry]) -> dict[str, dict[str, Any]]:
         """The decoded QueuedMessage of each claimed entry; entries whose record is gone wait
         again (a newer record re-schedules them)."""
-        fetched = await self._scheduler.spool.fetch((e.partition, e.offset) for e in entries)
+        values = await self._scheduler.fetch_queued(entries)
         messages: dict[str, dict[str, Any]] = {}
         for entry in entries:
-            record = fetched.get((entry.partition, entry.offset))
-            if record is None or record.value is None:
+            value = values.get((entry.partition, entry.offset))
+            if value is None:
                 self._scheduler.state.release_failed(entry.id, entry.attempts)
                 continue
-            _, message = decode(record.value, "QueuedMessage")
+            _, message = decode(value, "QueuedMessage")
             messages[entry.id] = dict(message)
         return messages
 

@@ -14,6 +14,10 @@ IN_FLIGHT_MESSAGES = Gauge(
     "relaystream_scheduling_in_flight_messages", "released attempts without an outcome yet"
 )
 RELEASES = Counter("relaystream_scheduling_releases", "DeliveryRequests produced")
+SPOOL_FETCHES = Counter(
+    "relaystream_scheduling_spool_fetches",
+    "queued records fetched back by offset (not released from the record just read)",
+)
 REQUEUES = Counter("relaystream_scheduling_requeues", "transient failures scheduled for retry")
 EXPIRATIONS = Counter("relaystream_scheduling_expirations", "messages expired after max_age")
 COMPLETIONS = Counter(

@@ -10,9 +10,14 @@ state needs no locks:
 - `queued` records update the index (this includes our own writes read back);
 - `outcomes` records are applied once per (message id, attempt), their writes awaited, then
   their offsets committed (`queued` is never committed: it is the spool, re-read on assignment);
-- due messages are released: their records are fetched by offset (`SpoolReader`), turned into
-  DeliveryRequests carrying the resolved queue config, produced to `attempts` on the queue's
-  partition.
+- due messages are released: turned into DeliveryRequests carrying the resolved queue config,
+  produced to `attempts` on the queue's partition. A message read from `queued` already due is
+  released from the record just read ("in hand", kept only until the end of that loop pass);
+  any other is fetched back by offset (`SpoolReader`). The index itself never holds content.
+
+The loop waits for records until the next thing falls due (at most a tick), and wakes early
+when something else may be releasable: a new assignment, an admin rule read. A record read
+already due is released in the same pass that reads it.
 """
 
 from __future__ import annotations
@@ -138,7 +143,12 @@ class Scheduler:
         self._assigned: set[TopicPartition] | None = None
         self._pending_assignment: set[TopicPartition] | None = None
         self.ready = False
+        # Set when something may be releasable before the current wait would end.
         self._wake = asyncio.Event()
+        # Values of `queued` records read in this loop pass that were due when indexed, by
+        # (partition, offset): released without fetching them back. Cleared every pass, so
+        # waiting messages never keep their content in memory.
+        self._in_hand: dict[tuple[int, int], bytes] = {}
 
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)
@@ -239,11 +249,14 @@ class Scheduler:
                     assigned, self._pending_assignment = self._pending_assignment, None
                     await self._rebuild(assigned)
                     continue
-                batch = await self._consumer.getmany(timeout_ms=self._wait_ms())
-                await self._handle(batch)
-                if self.ready:
-                    await self._apply_admin_rules()
-                    await self._release_due()
+                batch = await self._poll(self._wait_ms())
+                try:
+                    await self._handle(batch)
+                    if self.ready:
+                        await self._apply_admin_rules()
+                        await self._release_due()
+                finally:
+                    self._in_hand.clear()
                 if time.monotonic() - last_due_metric > DUE_METRIC_INTERVAL_SECONDS:
                     last_due_metric = time.monotonic()
                     metrics.DUE_MESSAGES.set(self.state.due_count(self._now_ms()))
@@ -256,6 +269,34 @@ class Scheduler:
             await self._overrides.stop()
             await self._spool.stop()
             await self._producer.stop()
+
+    async def _poll(self, timeout_ms: int) -> dict[TopicPartition, list[Any]]:
+        """Records, waiting at most `timeout_ms`, or none as soon as a wake-up is signalled."""
+        if timeout_ms == 0 or self._woken():
+            return await self._consumer.getmany(timeout_ms=0)  # type: ignore[no-any-return]
+        fetch = asyncio.ensure_future(self._consumer.getmany(timeout_ms=timeout_ms))
+        wakes = [asyncio.ensure_future(e.wait()) for e in (self._wake, self._admin.wake)]
+        try:
+            await asyncio.wait([fetch, *wakes], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wake in wakes:
+                wake.cancel()
+        if not fetch.done():
+            # getmany drains records in one step after its wait: cancelled while waiting,
+            # it has taken nothing, so no record is lost.
+            fetch.cancel()
+            try:
+                await fetch
+            except asyncio.CancelledError:
+                return {}
+        self._woken()
+        return fetch.result()  # type: ignore[no-any-return]
+
+    def _woken(self) -> bool:
+        woken = self._wake.is_set() or self._admin.wake.is_set()
+        self._wake.clear()
+        self._admin.wake.clear()
+        return woken
 
     def _wait_ms(self) -> int:
         """How long to wait for records: until the next thing falls due, at most a tick."""
@@ -300,7 +341,12 @@ class Scheduler:
             return
         self.state.apply_queued(entry)
         if self.ready:
-            self.actions.note_arrival(entry, self._now_ms())
+            now = self._now_ms()
+            self.actions.note_arrival(entry, now)
+            if entry.due_at <= now and self.state.entry(entry.id) is entry:
+                # Released later in this loop pass (no wake-up needed: indexing happens in
+                # the loop itself), from this value rather than a fetch by offset.
+                self._in_hand[(record.partition, record.offset)] = record.value
 
     async def _reject(self, record: Any, reason: str) -> None:
         poison = PoisonRecord(
@@ -319,28 +365,48 @@ class Scheduler:
             due = self.state.take_due(now, RELEASE_BATCH, self._rate_of)
             if not due:
                 return
-            records = await self._spool.fetch((e.partition, e.offset) for e in due)
+            values = await self.fetch_queued(due)
             sends = []
             for entry in due:
-                record = records.get((entry.partition, entry.offset))
-                if record is None or record.value is None:
+                value = values.get((entry.partition, entry.offset))
+                if value is None:
                     # Superseded meanwhile: the newer record re-schedules it. It stays in
                     # flight until then (or until the lease ends).
                     log.warning("released record not found", extra={"id": entry.id})
                     continue
                 rule = self.actions.rule_for_release(entry.queue, now)
                 if rule is None:
-                    sends.append(self._send_request(entry, record.value, now))
+                    sends.append(self._send_request(entry, value, now))
                 elif rule.action is AdminAction.BOUNCE:
                     sends.append(self.actions.bounce([entry], rule))
                 else:
-                    sends.append(self.actions.suspend(entry, record.value, rule))
+                    sends.append(self.actions.suspend(entry, value, rule))
             results = await asyncio.gather(*sends, return_exceptions=True)
             failures = [r for r in results if isinstance(r, BaseException)]
             if failures:
                 raise failures[0]
             if len(due) < RELEASE_BATCH:
                 return
+
+    async def fetch_queued(self, entries: list[SpoolEntry]) -> dict[tuple[int, int], bytes]:
+        """The `queued` record values of `entries` by (partition, offset): from the records in
+        hand, else fetched back from the spool; a missing (compacted, tombstoned) one is left
+        out."""
+        values: dict[tuple[int, int], bytes] = {}
+        wanted: list[tuple[int, int]] = []
+        for entry in entries:
+            where = (entry.partition, entry.offset)
+            value = self._in_hand.get(where)
+            if value is None:
+                wanted.append(where)
+            else:
+                values[where] = value
+        if wanted:
+            metrics.SPOOL_FETCHES.inc(len(wanted))
+            for where, record in (await self._spool.fetch(wanted)).items():
+                if record.value is not None:
+                    values[where] = record.value
+        return values
 
     async def _send_request(self, entry: SpoolEntry, value: bytes, now_ms: int) -> None:
         _, message = decode(value, "QueuedMessage")

@@ -20,6 +20,7 @@ from scheduling_support import (
 from relaystream.core.kafka.producer import EventProducer
 from relaystream.core.kafka.topics import TopicCatalog
 from relaystream.core.runtime.settings import RuntimeSettings, SchedulingSettings, Settings
+from relaystream.scheduling import metrics
 from relaystream.scheduling.config_resolver import default_queue_config
 from relaystream.scheduling.service import Scheduler
 
@@ -92,6 +93,27 @@ async def test_messages_are_released_when_due_and_not_before(
         assert config["retry_interval"] == 1200
     await asyncio.sleep(1.0)
     assert len(attempts.records) == 3, "a message was released twice"
+
+
+def spool_fetches() -> float:
+    return float(metrics.SPOOL_FETCHES._value.get())
+
+
+async def test_due_message_is_released_from_the_record_read_waiting_one_is_fetched_back(
+    scheduler: Scheduler, producer: EventProducer, topics: TopicCatalog, attempts: TopicWatcher
+) -> None:
+    before = spool_fetches()
+    await queue_message(producer, topics, "m-due", due_at=now_ms())
+    (due,) = await attempts.wait_for(1, within=20)
+    assert due.value is not None
+    assert due.value["content"].startswith(b"Subject: m-due")
+    assert spool_fetches() == before, "a message read already due was fetched back"
+    await queue_message(producer, topics, "m-later", due_at=now_ms() + 1_500)
+    seen = await attempts.wait_for(2, within=20)
+    later = next(r for r in seen if r.key == "m-later")
+    assert later.value is not None
+    assert later.value["content"].startswith(b"Subject: m-later")
+    assert spool_fetches() == before + 1, "a waiting message kept its content in memory"
 
 
 async def test_transient_failure_requeues_with_backoff_then_delivery_tombstones(
