@@ -18,6 +18,8 @@ from typing import Any
 
 from fastavro.schema import fingerprint, parse_schema, to_parsing_canonical_form
 
+from .avro_writer import UnsupportedSchema, Writer, compile_writer
+
 SCHEMA_PACKAGE = "relaystream.schemas"
 FINGERPRINT_ALGORITHM = "CRC-64-AVRO"
 
@@ -39,9 +41,7 @@ class SchemaVersion:
     fingerprint: bytes  # 8 bytes, little-endian CRC-64-AVRO of the canonical form
     parsed: ParsedSchema
     source: Mapping[str, Any]  # the self-contained JSON schema, embedded types inlined
-    # The top-level timestamp fields, or None when a timestamp hides deeper (in a nested
-    # record, union, array or map): the encoder then scans the whole record for them.
-    timestamp_fields: tuple[str, ...] | None
+    write: Writer  # checks a record against the schema and appends its Avro binary encoding
 
 
 def short_name(fullname: str) -> str:
@@ -106,6 +106,10 @@ def version_of(source: Mapping[str, Any], name: str, version: int | None) -> Sch
     if not isinstance(parsed, dict) or parsed.get("type") != "record":
         raise SchemaRegistryError(f"{name}: an event schema must be a record")
     canonical_form = to_parsing_canonical_form(parsed)
+    try:
+        write = compile_writer(source)
+    except UnsupportedSchema as err:
+        raise SchemaRegistryError(f"{name}: {err}") from err
     return SchemaVersion(
         name=name,
         version=version,
@@ -113,32 +117,8 @@ def version_of(source: Mapping[str, Any], name: str, version: int | None) -> Sch
         fingerprint=schema_fingerprint(canonical_form),
         parsed=parsed,
         source=source,
-        timestamp_fields=_top_level_timestamp_fields(source),
+        write=write,
     )
-
-
-def _is_timestamp(schema: Any) -> bool:
-    return isinstance(schema, dict) and schema.get("logicalType") in {
-        "timestamp-millis",
-        "timestamp-micros",
-    }
-
-
-def _mentions_timestamp(schema: Any) -> bool:
-    if _is_timestamp(schema):
-        return True
-    if isinstance(schema, list):
-        return any(_mentions_timestamp(item) for item in schema)
-    if isinstance(schema, dict):
-        return any(_mentions_timestamp(value) for value in schema.values())
-    return False
-
-
-def _top_level_timestamp_fields(source: Mapping[str, Any]) -> tuple[str, ...] | None:
-    fields = source["fields"]
-    if any(_mentions_timestamp(f["type"]) and not _is_timestamp(f["type"]) for f in fields):
-        return None
-    return tuple(f["name"] for f in fields if _is_timestamp(f["type"]))
 
 
 def _defined_names(schema: Any, namespace: str | None = None) -> set[str]:
