@@ -32,6 +32,7 @@ from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
 from ..core.kafka import metrics as kafka_metrics
+from ..core.kafka.batches import send_in_batches
 from . import metrics
 from .router import Routed, Router
 
@@ -166,13 +167,9 @@ class BatchLoop:
         self._count(batch, routed)
 
     async def _send_all(self, routed: list[Routed]) -> None:
-        producer = self._producer
-        # `send` only enqueues (in order); the futures resolve on the broker's acknowledgement.
-        acknowledgements = [
-            await producer.send(out.topic, out.value, key=out.key, partition=out.partition)
-            for result in routed
-            for out in result.outgoing
-        ]
+        records = [out for result in routed for out in result.outgoing]
+        # Handing a batch over only enqueues it; its future resolves on the acknowledgement.
+        acknowledgements = await send_in_batches(self._producer, records)
         results = await asyncio.gather(*acknowledgements, return_exceptions=True)
         for result in results:
             if isinstance(result, BaseException):

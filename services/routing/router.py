@@ -29,7 +29,7 @@ from ..core.kafka.dead_letter import (
     RecordRejected,
     dead_letter_event,
 )
-from ..core.kafka.topics import TopicCatalog, partition_for_queue
+from ..core.kafka.topics import TopicCatalog, key_hash, partition_for_key, partition_for_queue
 from ..core.policy import Policy
 from .decision import InvalidAccepted, RoutingResult, decide
 
@@ -57,12 +57,22 @@ class SourceRecord(Protocol):
 
 @dataclass(frozen=True)
 class Outgoing:
-    """One record to produce; `partition` None lets the producer's partitioner choose."""
+    """One record to produce, its partition chosen (records are sent in per-partition batches)."""
 
     topic: str
+    partition: int
     key: bytes | None
     value: bytes
-    partition: int | None = None
+
+
+@dataclass(frozen=True)
+class OutputPartitions:
+    """The partition counts of the topics routing writes (read from the broker at start)."""
+
+    queued: int
+    decisions: int
+    log: int
+    dead_letter: int
 
 
 @dataclass(frozen=True)
@@ -86,14 +96,14 @@ class Router:
         *,
         policy: Policy,
         topics: TopicCatalog,
-        queued_partitions: int,
+        partitions: OutputPartitions,
         service: str,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
     ) -> None:
         self._policy = policy
         self._topics = topics
-        self._queued_partitions = queued_partitions
+        self._partitions = partitions
         self._service = service
         self._clock = clock
         self._clock_ms = clock_ms
@@ -116,16 +126,32 @@ class Router:
         return self._decided(record, accepted["id"], result)
 
     def _decided(self, record: SourceRecord, message_id: str, result: RoutingResult) -> Routed:
-        topics = self._topics
+        topics, partitions = self._topics, self._partitions
         key = message_id.encode("utf-8")
+        # Partitioned by key as the producer's default partitioner would, so writers agree.
+        hashed = key_hash(key)
         outgoing = [
-            Outgoing(topics.decisions.name, key, encode("RoutingDecision", result.decision)),
-            Outgoing(topics.log.name, key, encode("LogRecord", result.log)),
+            Outgoing(
+                topics.decisions.name,
+                hashed % partitions.decisions,
+                key,
+                encode("RoutingDecision", result.decision),
+            ),
+            Outgoing(
+                topics.log.name,
+                hashed % partitions.log,
+                key,
+                encode("LogRecord", result.log),
+            ),
         ]
         if result.queued is not None:
-            partition = partition_for_queue(result.queued["queue"], self._queued_partitions)
             outgoing.append(
-                Outgoing(topics.queued.name, key, encode("QueuedMessage", result.queued), partition)
+                Outgoing(
+                    topics.queued.name,
+                    partition_for_queue(result.queued["queue"], partitions.queued),
+                    key,
+                    encode("QueuedMessage", result.queued),
+                )
             )
         rejections: tuple[RecordRejected, ...] = ()
         failure = result.policy_failure
@@ -153,7 +179,12 @@ class Router:
             service=self._service,
             failed_at_ms=self._clock_ms(),
         )
-        # Keyed like the source record so a replay tool can keep per-key order.
+        # Keyed like the source record so a replay tool can keep per-key order; an unkeyed
+        # record keeps its source partition's number (modulo), spreading them.
+        count = self._partitions.dead_letter
+        partition = (
+            record.partition % count if record.key is None else partition_for_key(record.key, count)
+        )
         return Outgoing(
-            self._topics.dead_letter.name, record.key, encode(DEAD_LETTER_SCHEMA, event)
+            self._topics.dead_letter.name, partition, record.key, encode(DEAD_LETTER_SCHEMA, event)
         )

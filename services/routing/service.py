@@ -19,7 +19,7 @@ from ..core.runtime.logging import configure_logging
 from ..core.runtime.service import EXIT_OK, ServiceMain, ServiceRuntime, run_service
 from ..core.runtime.settings import Settings
 from .batch_loop import BatchLoop
-from .router import Router
+from .router import OutputPartitions, Router
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +92,18 @@ def transactional_producer(settings: Settings, topics: TopicCatalog, client_id: 
     )
 
 
+async def output_partitions(producer: Any, topics: TopicCatalog) -> OutputPartitions:
+    async def count(topic: str) -> int:
+        return len(await producer.partitions_for(topic))
+
+    return OutputPartitions(
+        queued=await count(topics.queued.name),
+        decisions=await count(topics.decisions.name),
+        log=await count(topics.log.name),
+        dead_letter=await count(topics.dead_letter.name),
+    )
+
+
 def routing_main(settings: Settings) -> ServiceMain:
     """The service's main for `run_service` (tests run it without signal handling)."""
 
@@ -108,7 +120,7 @@ def routing_main(settings: Settings) -> ServiceMain:
             router = Router(
                 policy=policy,
                 topics=topics,
-                queued_partitions=len(await producer.partitions_for(topics.queued.name)),
+                partitions=await output_partitions(producer, topics),
                 service=SERVICE_NAME,
             )
             consumer = accepted_consumer(settings, topics, client_id)

@@ -15,15 +15,18 @@ from relaystream.core.kafka.topics import (
     TopicCatalog,
     TopicSettings,
     declare_topics,
+    partition_for_key,
     partition_for_queue,
 )
 from relaystream.core.policy import Policy
-from relaystream.routing.router import Outgoing, Router
+from relaystream.routing.router import Outgoing, OutputPartitions, Router
 
 RECEIVED = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
 DECIDED = datetime(2026, 1, 2, 3, 4, 7, tzinfo=UTC)
 FAILED_AT_MS = 1_767_000_000_000
 QUEUE_PARTITIONS = 7
+OTHER_PARTITIONS = 5
+DEAD_LETTER_PARTITIONS = 2
 MESSAGE_ID = "0123456789abcdef0123456789abcdef"
 
 POLICY = """\
@@ -57,7 +60,12 @@ def router(topics: TopicCatalog) -> Router:
     return Router(
         policy=Policy.from_source(POLICY, "policy.lua"),
         topics=topics,
-        queued_partitions=QUEUE_PARTITIONS,
+        partitions=OutputPartitions(
+            queued=QUEUE_PARTITIONS,
+            decisions=OTHER_PARTITIONS,
+            log=OTHER_PARTITIONS,
+            dead_letter=DEAD_LETTER_PARTITIONS,
+        ),
         service="routing",
         clock=lambda: DECIDED,
         clock_ms=lambda: FAILED_AT_MS,
@@ -100,7 +108,8 @@ def test_a_queued_message_goes_to_decisions_log_and_its_queue_partition(
     _, value = decode(queued.value, expected="QueuedMessage")
     assert value["queue"] == "acme@example.com!smart.example"
     assert queued.partition == partition_for_queue(value["queue"], QUEUE_PARTITIONS)
-    assert out[topics.decisions.name].partition is None
+    for topic in (topics.decisions.name, topics.log.name):
+        assert out[topic].partition == partition_for_key(MESSAGE_ID.encode(), OTHER_PARTITIONS)
     _, decision = decode(out[topics.decisions.name].value, expected="RoutingDecision")
     assert decision["decided_at"] == DECIDED
 
@@ -143,6 +152,7 @@ def test_an_undecodable_record_is_only_dead_lettered_with_its_origin(
     assert routed.outcome is None
     (out,) = routed.outgoing
     assert (out.topic, out.key) == (topics.dead_letter.name, b"poison")
+    assert out.partition == partition_for_key(b"poison", DEAD_LETTER_PARTITIONS)
     _, dead = decode(out.value, expected="DeadLetter")
     assert dead["error_type"] == "decode"
     assert (dead["source_topic"], dead["source_partition"], dead["source_offset"]) == (

@@ -12,9 +12,11 @@ of a queue in all three, the same one Kafka's default partitioner picks for the 
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import lru_cache
 from types import MappingProxyType
 
 DEFAULT_PREFIX = "relaystream."
@@ -230,8 +232,7 @@ def murmur2(data: bytes) -> int:
     length = len(data)
     h = (seed ^ length) & mask
     body = length - length % 4
-    for i in range(0, body, 4):
-        k = int.from_bytes(data[i : i + 4], "little")
+    for k in struct.unpack_from(f"<{body // 4}I", data):
         k = (k * m) & mask
         k ^= k >> r
         k = (k * m) & mask
@@ -253,14 +254,20 @@ def murmur2(data: bytes) -> int:
     return h - (1 << 32) if h & 0x80000000 else h
 
 
+def key_hash(key: bytes) -> int:
+    """What Kafka's default partitioner takes modulo the partition count for a non-null key."""
+    # Utils.toPositive: clear the sign bit (not abs()).
+    return murmur2(key) & 0x7FFFFFFF
+
+
 def partition_for_key(key: bytes, partitions: int) -> int:
     """The partition Kafka's default partitioner picks for a non-null key."""
     if partitions < 1:
         raise ValueError(f"partitions must be >= 1, got {partitions}")
-    # Utils.toPositive: clear the sign bit (not abs()).
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
+    return key_hash(key) % partitions
 
 
+@lru_cache(maxsize=65_536)  # few distinct queues carry most of the mail
 def partition_for_queue(queue_name: str, partitions: int) -> int:
     """The partition of a scheduled queue in queued, attempts and outcomes."""
     return partition_for_key(queue_name.encode("utf-8"), partitions)
