@@ -10,6 +10,10 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+# allow_nan=False: NaN and Infinity are not JSON, other languages would reject them. One
+# encoder for the process: json.dumps with options builds a new one per call.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
 
 class MetaError(ValueError):
     """A meta value that is not JSON (on encode: not serialisable; on decode: not parseable)."""
@@ -20,10 +24,7 @@ def encode_meta(meta: Mapping[str, Any]) -> dict[str, str]:
     encoded: dict[str, str] = {}
     for key, value in meta.items():
         try:
-            # allow_nan=False: NaN and Infinity are not JSON, other languages would reject them.
-            encoded[key] = json.dumps(
-                value, ensure_ascii=False, separators=(",", ":"), allow_nan=False
-            )
+            encoded[key] = _ENCODER.encode(value)
         except (TypeError, ValueError) as exc:
             raise MetaError(f"meta {key!r}: {exc}") from exc
     return encoded
