@@ -387,6 +387,11 @@ class LocalKafka:
             java,
             *DEFAULT_JVM_HEAP,
             "-XX:+UseG1GC",
+            # C1 only: this broker lives for a dev session, a test run or a benchmark on a
+            # small machine, where C2 compilation cost more CPU (35 s in its first two
+            # minutes on 2 cores) than serving the pipeline. A long-lived production broker
+            # keeps the JVM's default tiered compilation.
+            "-XX:TieredStopAtLevel=1",
             "-Djava.awt.headless=true",
             f"-Dkafka.logs.dir={self.log_dir}",
             f"-Dlog4j2.configurationFile={_devkit_file('log4j2.xml')}",
