@@ -1,7 +1,7 @@
 """Routing decisions per second on a local broker: policy plus Kafka in and out.
 
     .venv/bin/python bench/routing_bench.py --bootstrap 127.0.0.1:9092 [--messages 50000]
-        [--content-size 2000] [--batch-records 500]
+        [--content-size 2000] [--batch-records 2000]
         [--policy tests/policies/seed_routing_domain.lua]
 
 Pre-produces N MessageAccepted on fresh topics, starts the routing service in this process,
@@ -143,7 +143,7 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=50_000)
     parser.add_argument("--content-size", type=int, default=2_000)
     parser.add_argument("--partitions", type=int, default=6)
-    parser.add_argument("--batch-records", type=int, default=500)
+    parser.add_argument("--batch-records", type=int, default=RoutingSettings().max_batch_records)
     parser.add_argument("--policy", type=Path, default=DEFAULT_POLICY)
     args = parser.parse_args()
     if args.bootstrap:

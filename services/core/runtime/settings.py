@@ -351,8 +351,10 @@ class RoutingSettings:
             "its restarts; default: routing- and the group instance id or host name",
         ),
     )
+    # Under a backlog a bigger transaction spreads its fixed broker cost (offsets, markers)
+    # over more records: 2000 routed 4.7k/s where 500 routed 3.3k/s (bench/routing_bench.py).
     max_batch_records: int = field(
-        default=500,
+        default=2_000,
         metadata=_about(
             _integer(1, 100_000), "accepted records routed in one Kafka transaction at most"
         ),
