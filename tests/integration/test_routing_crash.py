@@ -8,11 +8,7 @@ and routed again by the restarted instance; read_committed readers never see its
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
 import sys
-import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,9 +23,9 @@ from routing_support import (
     produce_accepted,
     read_topic,
 )
+from service_process import ServiceProcess
 
 from relaystream.core.kafka.topics import TopicSpec, partition_for_queue
-from relaystream.devkit.broker import free_loopback_ports
 from relaystream.routing.service import group_id
 
 MESSAGES = 3000
@@ -39,62 +35,6 @@ kumo.on('smtp_server_message_received', function(msg)
     msg:set_meta('routing_domain', 'my.smarthost.com')
 end)
 """
-
-
-class RoutingProcess:
-    def __init__(self, bootstrap: str, prefix: str, policy: Path, log_path: Path) -> None:
-        (self.port,) = free_loopback_ports(1)
-        self._env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("RELAYSTREAM_")},
-            "RELAYSTREAM_KAFKA_BOOTSTRAP": bootstrap,
-            "RELAYSTREAM_TOPIC_PREFIX": prefix,
-            "RELAYSTREAM_HTTP_BIND": f"127.0.0.1:{self.port}",
-            "RELAYSTREAM_ROUTING_POLICY_PATH": str(policy),
-        }
-        self._log = log_path.open("ab")
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "relaystream", "run", "routing"],
-            env=self._env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-
-    def ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=1) as r:
-                return bool(r.status == 200)
-        except OSError:
-            return False
-
-    async def wait_ready(self, within: float = 90.0) -> None:
-        for _ in range(int(within * 5)):
-            assert self.process is not None and self.process.poll() is None, "service exited"
-            if await asyncio.to_thread(self.ready):
-                return
-            await asyncio.sleep(0.2)
-        raise AssertionError("routing service not ready")
-
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(10)
-
-    def terminate(self) -> int | None:
-        code = None
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                code = self.process.wait(60)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        return code
-
-    def close(self) -> None:
-        self.kill()
-        self._log.close()
 
 
 async def wait_for_ids(bootstrap: str, topic: TopicSpec, ids: set[str]) -> None:
@@ -124,7 +64,13 @@ async def test_sigkill_mid_stream_routes_every_message_exactly_once(
     messages = [accepted_message(f"r{i}@domain{i % 17}.example") for i in range(MESSAGES)]
     await produce_accepted(kafka_bootstrap, topics, messages)
 
-    service = RoutingProcess(kafka_bootstrap, topic_prefix, policy, log_path)
+    service = ServiceProcess(
+        "routing",
+        bootstrap=kafka_bootstrap,
+        prefix=topic_prefix,
+        log_path=log_path,
+        settings={"RELAYSTREAM_ROUTING_POLICY_PATH": str(policy)},
+    )
     try:
         service.start()
         await service.wait_ready()
