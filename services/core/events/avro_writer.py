@@ -131,6 +131,10 @@ def _kind_of_value(value: Any) -> str:
     return type(value).__name__
 
 
+def _unencodable(err: UnicodeEncodeError) -> AvroWriteError:
+    return AvroWriteError(f"a string is not encodable as UTF-8: {err.reason}")
+
+
 def _unknown_fields(value: Mapping[Any, Any], fields: frozenset[str], name: str) -> None:
     unknown = sorted(str(key) for key in value if key not in fields)
     raise AvroWriteError(f"unknown field(s) {', '.join(unknown)} in a {name} record")
@@ -157,6 +161,7 @@ _HELPERS: dict[str, Any] = {
     "timestamp_millis": _timestamp_millis,
     "kind_of_value": _kind_of_value,
     "unknown_fields": _unknown_fields,
+    "unencodable": _unencodable,
     "missing_field": _missing_field,
 }
 
@@ -192,16 +197,13 @@ class _Generator:
         self._variables = 0
 
     def writer(self, schema: Any) -> Writer:
-        lines = self._emit(schema, "value", None)
-        function = self._function("write_root", lines)
-
-        def write(value: Any, out: bytearray) -> None:
-            try:
-                function(value, out)
-            except UnicodeEncodeError as err:  # a lone surrogate in some string
-                raise AvroWriteError(f"a string is not encodable as UTF-8: {err.reason}") from None
-
-        return write
+        body = [
+            "try:",
+            *("    " + line for line in self._emit(schema, "value", None)),
+            "except UnicodeEncodeError as err:  # a lone surrogate in some string",
+            "    raise unencodable(err) from None",
+        ]
+        return self._function("write_root", body)
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -261,7 +263,7 @@ class _Generator:
         if kind in PRIMITIVES:
             return self._primitive(kind, var)
         if kind in ("record", "error", "enum", "fixed"):
-            fullname = _fullname(schema, namespace)
+            fullname = full_name(schema, namespace)
             if fullname in self._named:
                 raise UnsupportedSchema(f"named type {fullname} is defined twice")
             self._named[fullname] = ("", schema)
@@ -373,7 +375,7 @@ class _Generator:
             # Generated first: it defines the named types the field's type declares.
             field_lines = self._emit(field["type"], var, inner)
             if "default" in field:
-                encoded = self._default_bytes(fullname, field, var, field_lines)
+                encoded = self._default_bytes(fullname, field, inner, var, field_lines)
                 when_missing = f"    out += {self._constant(encoded)}"
             else:
                 when_missing = f"    raise missing_field({segment}) from None"
@@ -397,16 +399,48 @@ class _Generator:
         self._function(function, body)
 
     def _default_bytes(
-        self, record: str, field: Mapping[str, Any], var: str, field_lines: list[str]
+        self,
+        record: str,
+        field: Mapping[str, Any],
+        namespace: str | None,
+        var: str,
+        field_lines: list[str],
     ) -> bytes:
         """A field's default, encoded once by the field's own code when the writer is made."""
         encode = self._function(f"default_{self._variable()}", [f"{var} = value", *field_lines])
         out = bytearray()
         try:
-            encode(_default_value(field["type"], field["default"], self._named), out)
+            encode(self._default_value(field["type"], field["default"], namespace), out)
         except AvroWriteError as error:
             raise UnsupportedSchema(f"{record}.{field['name']}: invalid default: {error}") from None
         return bytes(out)
+
+    def _default_value(self, schema: Any, default: Any, namespace: str | None) -> Any:
+        """An Avro JSON default as the Python value the writer takes."""
+        if isinstance(schema, list):
+            # A union's default is of its first branch.
+            return self._default_value(schema[0], default, namespace)
+        if isinstance(schema, str) and schema not in PRIMITIVES:
+            fullname, schema = self._resolve(schema, namespace)
+            namespace = fullname.rpartition(".")[0] or None
+        kind = schema.get("type") if isinstance(schema, Mapping) else schema
+        if kind in {"bytes", "fixed"} and isinstance(default, str):
+            return default.encode("latin-1")  # JSON defaults spell bytes as code points 0-255
+        if kind == "record" and isinstance(default, Mapping):
+            inner = full_name(schema, namespace).rpartition(".")[0] or None
+            return {
+                field["name"]: self._default_value(field["type"], default[field["name"]], inner)
+                for field in schema["fields"]
+                if field["name"] in default
+            }
+        if kind == "array" and isinstance(default, list):
+            return [self._default_value(schema["items"], item, namespace) for item in default]
+        if kind == "map" and isinstance(default, Mapping):
+            values = schema["values"]
+            return {
+                key: self._default_value(values, item, namespace) for key, item in default.items()
+            }
+        return default
 
     def _array(self, items: Any, var: str, namespace: str | None) -> list[str]:
         index, item = self._variable(), self._variable()
@@ -495,33 +529,8 @@ def _length_prefixed(var: str) -> list[str]:
     ]
 
 
-def _fullname(schema: Mapping[str, Any], namespace: str | None) -> str:
+def full_name(schema: Mapping[str, Any], namespace: str | None = None) -> str:
+    """A named type's full name: its name, qualified by its own or the enclosing namespace."""
     name = str(schema["name"])
     space = schema.get("namespace", namespace)
     return name if "." in name or not space else f"{space}.{name}"
-
-
-def _default_value(schema: Any, default: Any, named: Mapping[str, tuple[str, Any]]) -> Any:
-    """An Avro JSON default as the Python value the writer takes."""
-    if isinstance(schema, list):
-        return _default_value(schema[0], default, named)  # a union's default is its first branch
-    if isinstance(schema, str) and schema not in PRIMITIVES:
-        found = [definition for full, (_, definition) in named.items() if full == schema]
-        found += [
-            definition for full, (_, definition) in named.items() if full.endswith(f".{schema}")
-        ]
-        schema = found[0] if found else schema
-    kind = schema.get("type") if isinstance(schema, Mapping) else schema
-    if kind in {"bytes", "fixed"} and isinstance(default, str):
-        return default.encode("latin-1")  # JSON defaults spell bytes as code points 0-255
-    if kind == "record" and isinstance(default, Mapping):
-        return {
-            field["name"]: _default_value(field["type"], default[field["name"]], named)
-            for field in schema["fields"]
-            if field["name"] in default
-        }
-    if kind == "array" and isinstance(default, list):
-        return [_default_value(schema["items"], item, named) for item in default]
-    if kind == "map" and isinstance(default, Mapping):
-        return {key: _default_value(schema["values"], item, named) for key, item in default.items()}
-    return default

@@ -18,7 +18,7 @@ from typing import Any
 
 from fastavro.schema import fingerprint, parse_schema, to_parsing_canonical_form
 
-from .avro_writer import UnsupportedSchema, Writer, compile_writer
+from .avro_writer import UnsupportedSchema, Writer, compile_writer, full_name
 
 SCHEMA_PACKAGE = "relaystream.schemas"
 FINGERPRINT_ALGORITHM = "CRC-64-AVRO"
@@ -94,12 +94,6 @@ def _referenced_names(schema: Any) -> set[str]:
     return found
 
 
-def _fullname(schema: Mapping[str, Any], enclosing_namespace: str | None = None) -> str:
-    name = str(schema["name"])
-    namespace = schema.get("namespace", enclosing_namespace)
-    return name if "." in name or not namespace else f"{namespace}.{name}"
-
-
 def version_of(source: Mapping[str, Any], name: str, version: int | None) -> SchemaVersion:
     """Parses one self-contained schema and computes its canonical form and fingerprint."""
     parsed = parse_schema(dict(source), named_schemas={})
@@ -130,7 +124,7 @@ def _defined_names(schema: Any, namespace: str | None = None) -> set[str]:
     elif isinstance(schema, dict):
         kind = schema.get("type")
         if kind in {"record", "enum", "fixed"}:
-            fullname = _fullname(schema, namespace)
+            fullname = full_name(schema, namespace)
             found.add(fullname)
             namespace = fullname.rpartition(".")[0] or None
         if kind == "record":
@@ -152,7 +146,7 @@ def expand_current(sources: Iterable[Mapping[str, Any]]) -> dict[str, Mapping[st
     order, then expand each event on its own. A file whose type another file refers to is
     an embedded type, not an event.
     """
-    files = {_fullname(source): dict(source) for source in sources}
+    files = {full_name(source): dict(source) for source in sources}
     needs = {
         fullname: _referenced_names(source) - _defined_names(source)
         for fullname, source in files.items()
