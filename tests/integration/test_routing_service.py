@@ -32,6 +32,7 @@ from routing_support import (
 )
 from routing_support import accepted_message as accepted
 
+from relaystream.core.kafka.admin import describe_topics
 from relaystream.core.kafka.topics import (
     CONTENT_MAX_MESSAGE_BYTES,
     TopicCatalog,
@@ -358,7 +359,11 @@ async def test_a_refused_output_aborts_the_batch_which_is_routed_again_exactly_o
     failed = run_service(
         SERVICE_NAME, routing_main(settings), settings.runtime, handle_signals=False
     )
-    assert await asyncio.wait_for(failed, 120) == EXIT_FAILED
+    try:
+        assert await asyncio.wait_for(failed, 120) == EXIT_FAILED
+    except TimeoutError:
+        committed = await read_topic(kafka_bootstrap, topics.decisions)
+        pytest.fail(f"the service is still running; decisions committed: {len(committed)}")
     # Nothing of the aborted batch is visible: not even the large message's decision.
     stuck = await read_topic(kafka_bootstrap, topics.decisions)
     assert large["id"] not in {d.value["id"] for d in stuck}
@@ -375,6 +380,9 @@ async def test_a_refused_output_aborts_the_batch_which_is_routed_again_exactly_o
 
 
 async def set_max_message_bytes(bootstrap: str, topic: TopicSpec, size: int) -> None:
+    """Sets the topic's limit and waits until the broker applies it: the controller answers
+    AlterConfigs before the broker replays the change, and on a busy broker a produce sent in
+    between is still judged by the old limit."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
@@ -382,3 +390,13 @@ async def set_max_message_bytes(bootstrap: str, topic: TopicSpec, size: int) -> 
         await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic.name, configs)])
     finally:
         await admin.close()
+    deadline = asyncio.get_running_loop().time() + 30
+    while True:
+        described = await describe_topics(bootstrap, [topic.name])
+        applied = described[topic.name].configs.get("max.message.bytes")
+        if applied == str(size):
+            return
+        assert asyncio.get_running_loop().time() < deadline, (
+            f"{topic.name}: max.message.bytes still {applied}, not {size}, after 30 s"
+        )
+        await asyncio.sleep(0.1)
