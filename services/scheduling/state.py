@@ -8,7 +8,8 @@ runs out (then they are released again, with the same attempt number).
 
 The state is a function of the `queued` log plus the in-flight set: a record is applied only
 if its offset is newer than what the entry already reflects, so replaying, duplicates and our
-own writes read back are harmless. Outcomes are accepted once per (message id, attempt).
+own writes read back are harmless; a message's attempts never go back. Outcomes are accepted
+once per (message id, attempt).
 """
 
 from __future__ import annotations
@@ -81,6 +82,13 @@ class SchedulerState:
         """A `QueuedMessage` record: the latest state of its message, if it is newer."""
         current = self._entries.get(entry.id)
         if current is not None and not _is_newer(entry.partition, entry.offset, current):
+            return
+        if current is not None and entry.attempts < current.attempts:
+            # A stale duplicate of an earlier attempt: attempts never go back, or an attempt
+            # whose outcome was applied would be released again. The entry points at the newer
+            # record (compaction keeps only that one) and keeps its schedule.
+            if entry.partition == current.partition:
+                current.offset = entry.offset
             return
         entry.queue = sys.intern(entry.queue)
         self._entries[entry.id] = entry

@@ -129,6 +129,18 @@ def test_throttle_limits_releases_per_queue() -> None:
     assert state.next_wakeup(500) == 1001
 
 
+def test_a_stale_record_of_an_earlier_attempt_does_not_release_that_attempt_again() -> None:
+    # Found by the property below: attempt 0 released, its outcome applied (attempts 1), then
+    # a later duplicate of the attempt-0 record arrives.
+    state = SchedulerState(LEASE)
+    state.apply_queued(entry("a", 0, offset=1, attempts=0))
+    assert [e.attempts for e in state.take_due(0, 10, no_rate)] == [0]
+    state.apply_queued(entry("a", 0, offset=2, attempts=1))
+    state.apply_queued(entry("a", 0, offset=3, attempts=0))
+    released = state.take_due(0, 10, no_rate)
+    assert [(e.attempts, e.offset) for e in released] == [(1, 3)]
+
+
 def test_forget_partitions_drops_their_messages() -> None:
     state = SchedulerState(LEASE)
     state.apply_queued(entry("a", 0, offset=1, partition=0))
