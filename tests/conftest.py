@@ -8,13 +8,22 @@ Other conftest files (tests/integration/conftest.py, ...) add their own fixtures
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
+from relaystream.core.runtime import event_loop
 from relaystream.devkit.broker import LocalKafka, free_loopback_ports
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """Every async test runs on the event loop the services run on."""
+    return {"uvloop": event_loop.new_event_loop}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

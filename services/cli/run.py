@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import importlib
 import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from ..core.runtime import event_loop
 from ..core.runtime.settings import SettingsError, load_settings, render_settings_table
 
 # service name -> (module, entry coroutine); each entry is `async def run_<name>(settings)`.
@@ -49,7 +49,7 @@ def run_command(args: argparse.Namespace) -> int:
         return 2
     entry = service_entry(args.service)
     try:
-        asyncio.run(entry(settings))
+        event_loop.run(entry(settings))
     except SystemExit as stop:
         return stop.code if isinstance(stop.code, int) else 1
     return 0

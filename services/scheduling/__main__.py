@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
 
+from ..core.runtime import event_loop
 from ..core.runtime.logging import configure_logging
 from ..core.runtime.settings import load_settings
 from .service import run_scheduling
@@ -14,7 +14,7 @@ def main() -> None:
     settings = load_settings()
     configure_logging("scheduling", settings.runtime.log_level)
     try:
-        asyncio.run(run_scheduling(settings))
+        event_loop.run(run_scheduling(settings))
     except KeyboardInterrupt:
         sys.exit(130)
 
