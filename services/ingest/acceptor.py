@@ -34,7 +34,8 @@ from aiokafka import AIOKafkaProducer
 
 from ..core.events.codec import encode
 from ..core.events.records import MessageAccepted
-from ..core.kafka.producer import best_compression
+from ..core.kafka.batches import Outgoing, send_in_batches
+from ..core.kafka.producer import MAX_BATCH_SIZE, best_compression
 from ..core.kafka.topics import CONTENT_MAX_MESSAGE_BYTES
 from . import metrics
 
@@ -90,6 +91,8 @@ class TransactionalAcceptor:
         self._max_transaction_bytes = max_transaction_bytes
         self._batch_linger = batch_linger
         self._producer: Any = None
+        self._partitions = 1  # of the topic, read when the producer starts
+        self._next_partition = 0
         self._pending: list[_Reception] = []
         self._wake = asyncio.Event()
         self._closing = False
@@ -191,16 +194,21 @@ class TransactionalAcceptor:
 
     async def _transaction(self, batch: list[_Reception]) -> None:
         producer = await self._ready_producer()
+        # The whole transaction goes to one partition, the next transaction to the next one:
+        # its commit then writes one transaction marker instead of one per partition, and it
+        # goes out as one batch in one produce request. Routing reads every partition alike.
+        self._next_partition = partition = (self._next_partition + 1) % self._partitions
+        records = [
+            Outgoing(self._topic, partition, message_id.encode(), value)
+            for reception in batch
+            for message_id, value in reception.records
+        ]
         async with producer.transaction():
-            sent = [
-                await producer.send(self._topic, value, key=key.encode())
-                for reception in batch
-                for key, value in reception.records
-            ]
-            # Every record must be acknowledged before the commit: aiokafka commits a
+            acknowledgements = await send_in_batches(producer, records)
+            # Every batch must be acknowledged before the commit: aiokafka commits a
             # transaction even when one of its records was refused (say, too large), which
             # would make the others visible. Raising here aborts the transaction instead.
-            await asyncio.gather(*sent)
+            await asyncio.gather(*acknowledgements)
 
     def _settle(self, batch: list[_Reception], result: str, error: Exception | None) -> None:
         now = time.monotonic()
@@ -225,6 +233,9 @@ class TransactionalAcceptor:
                 acks="all",
                 compression_type=best_compression(),
                 max_request_size=CONTENT_MAX_MESSAGE_BYTES,
+                # aiokafka's default (16 KiB) held one 10 KB message per batch, so a
+                # transaction went out in several produce and AddPartitionsToTxn requests.
+                max_batch_size=MAX_BATCH_SIZE,
                 linger_ms=0,
                 # A transaction left open by a vanished producer blocks read_committed readers
                 # until the broker aborts it; a fenced one is aborted at once.
@@ -233,6 +244,7 @@ class TransactionalAcceptor:
             )
             try:
                 await producer.start()
+                self._partitions = len(await producer.partitions_for(self._topic))
             except BaseException:
                 self._stop_in_background(producer)
                 raise

@@ -23,6 +23,7 @@ from typing import Protocol, cast
 
 from ..core.events.codec import DecodeError, decode, encode
 from ..core.events.records import MessageAccepted, RoutingOutcome
+from ..core.kafka.batches import Outgoing
 from ..core.kafka.dead_letter import (
     DEAD_LETTER_SCHEMA,
     PoisonRecord,
@@ -53,16 +54,6 @@ class SourceRecord(Protocol):
 
     @property
     def value(self) -> bytes | None: ...
-
-
-@dataclass(frozen=True)
-class Outgoing:
-    """One record to produce, its partition chosen (records are sent in per-partition batches)."""
-
-    topic: str
-    partition: int
-    key: bytes | None
-    value: bytes
 
 
 @dataclass(frozen=True)

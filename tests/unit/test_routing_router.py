@@ -11,6 +11,7 @@ import pytest
 from relaystream.core.events.codec import decode, encode
 from relaystream.core.events.meta import encode_meta
 from relaystream.core.events.records import MessageAccepted
+from relaystream.core.kafka.batches import Outgoing
 from relaystream.core.kafka.topics import (
     TopicCatalog,
     TopicSettings,
@@ -19,7 +20,7 @@ from relaystream.core.kafka.topics import (
     partition_for_queue,
 )
 from relaystream.core.policy import Policy
-from relaystream.routing.router import Outgoing, OutputPartitions, Router
+from relaystream.routing.router import OutputPartitions, Router
 
 RECEIVED = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
 DECIDED = datetime(2026, 1, 2, 3, 4, 7, tzinfo=UTC)

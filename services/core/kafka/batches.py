@@ -13,23 +13,18 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any
 
 
-class PartitionedRecord(Protocol):
-    """A record whose partition is already chosen."""
+@dataclass(frozen=True)
+class Outgoing:
+    """One record to produce, its partition already chosen."""
 
-    @property
-    def topic(self) -> str: ...
-
-    @property
-    def partition(self) -> int: ...
-
-    @property
-    def key(self) -> bytes | None: ...
-
-    @property
-    def value(self) -> bytes | None: ...
+    topic: str
+    partition: int
+    key: bytes | None
+    value: bytes | None
 
 
 class RecordTooLarge(ValueError):
@@ -37,9 +32,7 @@ class RecordTooLarge(ValueError):
     means the producer refused it for another reason)."""
 
 
-async def send_in_batches(
-    producer: Any, records: Iterable[PartitionedRecord]
-) -> list[asyncio.Future[Any]]:
+async def send_in_batches(producer: Any, records: Iterable[Outgoing]) -> list[asyncio.Future[Any]]:
     """Hands `records` to `producer` in per-partition batches, keeping each partition's order.
 
     Returns one future per batch; each resolves when the broker acknowledged the batch, or
