@@ -57,6 +57,7 @@ log = logging.getLogger(__name__)
 
 SERVICE = "scheduling"
 RELEASE_BATCH = 500
+OUTCOME_COMMIT_INTERVAL_SECONDS = 1.0
 DUE_METRIC_INTERVAL_SECONDS = 10.0
 
 Clock = Callable[[], float]
@@ -71,6 +72,7 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is
         self._scheduler = scheduler
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._scheduler.commit_outcomes()
         self._scheduler.on_revoked()
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
@@ -100,6 +102,9 @@ class Scheduler:
         self.state = SchedulerState(self._lease_ms)
         self.configs = QueueConfigResolver(policy_config)
         self._decoder = SpoolIndexDecoder()
+        # outcomes offsets applied but not committed yet, and when we last committed.
+        self._uncommitted: dict[TopicPartition, int] = {}
+        self._last_commit = 0.0
         self._consumer: Any = AIOKafkaConsumer(
             bootstrap_servers=self._bootstrap,
             client_id=self._client_id,
@@ -264,6 +269,7 @@ class Scheduler:
                 metrics.IN_FLIGHT_MESSAGES.set(self.state.in_flight_count)
         finally:
             self.ready = False
+            await self.commit_outcomes()
             await self._consumer.stop()
             await self._admin.stop()
             await self._overrides.stop()
@@ -469,10 +475,24 @@ class Scheduler:
         await self._commit(records)
 
     async def _commit(self, records: list[Any]) -> None:
-        offsets: dict[TopicPartition, int] = {}
+        """Marks the outcomes applied; commits at most every OUTCOME_COMMIT_INTERVAL_SECONDS.
+
+        Outcomes are applied idempotently, so committing less often only means that a new
+        owner reads up to that much again; under load this saves an OffsetCommit per pass.
+        """
+        pending = self._uncommitted
         for record in records:
             tp = TopicPartition(record.topic, record.partition)
-            offsets[tp] = max(offsets.get(tp, 0), record.offset + 1)
+            pending[tp] = max(pending.get(tp, 0), record.offset + 1)
+        if time.monotonic() - self._last_commit >= OUTCOME_COMMIT_INTERVAL_SECONDS:
+            await self.commit_outcomes()
+
+    async def commit_outcomes(self) -> None:
+        """Commits the applied outcomes not committed yet (also on revocation and stop)."""
+        if not self._uncommitted:
+            return
+        offsets, self._uncommitted = self._uncommitted, {}
+        self._last_commit = time.monotonic()
         try:
             await self._consumer.commit(offsets)
         except Exception as error:
