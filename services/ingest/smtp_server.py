@@ -28,13 +28,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, AnyStr, cast
 
-from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from ..core.domain.envelope import EnvelopeAddress, EnvelopeAddressError
 from ..core.runtime.settings import Network
 from . import metrics
 from .accepted_messages import Reception, accepted_messages
 from .acceptor import AcceptanceFailed, TransactionalAcceptor
+from .data_body import END, DataBody, DataVerdict
 from .message_ids import new_message_id
 from .received_header import TraceFacts, received_header
 from .smtp_users import SmtpUsers
@@ -192,6 +193,48 @@ class IngestSMTP(SMTP):
                     status = replacement
                     break
         await super().push(status)
+
+    async def smtp_DATA(self, arg: str) -> None:
+        """aiosmtpd's DATA, reading the body in chunks (see data_body.py), same replies."""
+        if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
+            return
+        assert self.envelope is not None
+        if not self.envelope.rcpt_tos:
+            await self.push("503 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        body = DataBody(self.data_size_limit or 0, self.line_length_limit)
+        try:
+            while not body.feed(await self._read_to_next_dot_line()):
+                pass
+        except asyncio.CancelledError:
+            log.info("connection lost during DATA")
+            self._writer.close()
+            raise
+        verdict = body.verdict()
+        if verdict is not DataVerdict.ACCEPTABLE:
+            # aiosmtpd's wording, which push() turns into the enhanced replies.
+            too_much = verdict is DataVerdict.TOO_MUCH
+            await self.push("552 Error: Too much mail data" if too_much else "500 Line too long")
+            self._set_post_data_state()  # type: ignore[no-untyped-call]
+            return
+        content = body.content()
+        self.envelope.content = content
+        self.envelope.original_content = content
+        status = await self._call_handler_hook("DATA")
+        self._set_post_data_state()  # type: ignore[no-untyped-call]
+        await self.push("250 OK" if status is MISSING else status)
+
+    async def _read_to_next_dot_line(self) -> bytes:
+        """Bytes up to and including the next `.CRLF` (the end can only be at one), or as many
+        as the reader's line limit holds; never past it, so pipelined commands stay unread."""
+        try:
+            return await self._reader.readuntil(END)
+        except asyncio.LimitOverrunError as overrun:
+            return await self._reader.readexactly(overrun.consumed)
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         # aiosmtpd parses paths with the lenient RFC 5322 header parser (it turns `<a b@c>`

@@ -160,6 +160,87 @@ async def test_message_size_limit_is_advertised_and_enforced(
         await client.quit()
 
 
+async def test_the_body_arrives_as_sent_dot_stuffing_undone(
+    kafka_bootstrap: str, topic_prefix: str, topics: TopicCatalog
+) -> None:
+    # Lines starting with dots (the client doubles them on the wire), a dot inside a line and
+    # a body long enough to arrive in many reads. (aiosmtplib would turn a bare LF into CRLF.)
+    body = b"Subject: dots\r\n\r\n.\r\n..two\r\nmid.dle.\r\n" + b"".join(
+        b".%04d " % n + b"x" * 70 + b"\r\n" for n in range(300)
+    )
+    settings = ingest_settings(kafka_bootstrap, topic_prefix)
+    async with running_ingest(settings) as ingest:
+        client = await session(ingest)
+        errors, _ = await client.sendmail("s@example.com", ["r@example.org"], body)
+        assert errors == {}
+        await client.quit()
+    events = await read_events(kafka_bootstrap, topics.accepted.name, 1, schema="MessageAccepted")
+    assert events[0][1]["content"].endswith(b"\r\n" + body)
+
+
+async def test_a_line_over_1000_octets_gets_500_and_the_session_goes_on(
+    kafka_bootstrap: str, topic_prefix: str, topics: TopicCatalog
+) -> None:
+    settings = ingest_settings(kafka_bootstrap, topic_prefix)
+    async with running_ingest(settings) as ingest:
+        client = await session(ingest)
+        assert (await command(client, "MAIL FROM:<s@example.com>"))[0] == 250
+        assert (await command(client, "RCPT TO:<r@example.org>"))[0] == 250
+        with pytest.raises(aiosmtplib.SMTPDataError) as too_long:
+            await client.data(b"Subject: long\r\n\r\n" + b"y" * 1000 + b"\r\nafter\r\n")
+        assert (too_long.value.code, too_long.value.message[:5]) == (500, "5.5.2")
+        errors, _ = await client.sendmail("s@example.com", ["ok@example.org"], MESSAGE)
+        assert errors == {}
+        await client.quit()
+    events = await read_events(kafka_bootstrap, topics.accepted.name, 1, schema="MessageAccepted")
+    assert [event["recipient"] for _, event in events] == ["ok@example.org"]
+
+
+async def test_commands_pipelined_after_the_final_dot_are_answered(
+    kafka_bootstrap: str, topic_prefix: str, topics: TopicCatalog
+) -> None:
+    settings = ingest_settings(kafka_bootstrap, topic_prefix)
+    async with running_ingest(settings) as ingest:
+        reader, writer = await asyncio.open_connection("127.0.0.1", ingest.endpoints.smtp_port)
+
+        async def reply() -> bytes:
+            lines = [await asyncio.wait_for(reader.readline(), 30)]
+            while lines[-1][3:4] == b"-":
+                lines.append(await asyncio.wait_for(reader.readline(), 30))
+            return lines[-1]
+
+        async def transaction(recipient: bytes) -> None:
+            for line, code in [
+                (b"MAIL FROM:<s@example.com>", b"250"),
+                (b"RCPT TO:<" + recipient + b">", b"250"),
+                (b"DATA", b"354"),
+            ]:
+                writer.write(line + b"\r\n")
+                assert (await reply()).startswith(code)
+
+        assert (await reply()).startswith(b"220")
+        writer.write(b"EHLO client.example\r\n")
+        assert (await reply()).startswith(b"250")
+        # An empty body: the data ends at its first line.
+        await transaction(b"empty@example.org")
+        writer.write(b".\r\n")
+        assert (await reply()).startswith(b"250 2.0.0")
+        # The end of the data and the next commands in one write.
+        await transaction(b"r@example.org")
+        writer.write(MESSAGE + b".\r\nMAIL FROM:<t@example.com>\r\nQUIT\r\n")
+        assert (await reply()).startswith(b"250 2.0.0")
+        assert (await reply()).startswith(b"250")
+        assert (await reply()).startswith(b"221")
+        writer.close()
+    events = await read_events(kafka_bootstrap, topics.accepted.name, 2, schema="MessageAccepted")
+    contents = {event["recipient"]: event["content"] for _, event in events}
+    assert contents["r@example.org"].endswith(b"\r\n" + MESSAGE)
+    # Only our Received header (folded over lines starting with a tab), nothing of the data.
+    received_lines = contents["empty@example.org"].split(b"\r\n")
+    assert received_lines[0].startswith(b"Received: ") and received_lines[-1] == b""
+    assert all(line.startswith(b"\t") for line in received_lines[1:-1])
+
+
 async def test_recipients_past_the_limit_are_refused_with_452(
     kafka_bootstrap: str, topic_prefix: str, topics: TopicCatalog
 ) -> None:
