@@ -25,6 +25,12 @@ def register(subparsers: Any) -> None:
         choices=list(SCENARIOS),
         help="repeatable; default 1rcpt-1k",
     )
+    bench.add_argument(
+        "--rate",
+        type=float,
+        help="messages per second to send at (builtin generator), e.g. half the peak rate "
+        "to measure latency there; default: as fast as the MTA answers",
+    )
     bench.add_argument("--repeats", type=int, default=1, help="runs per scenario and system")
     bench.add_argument(
         "--warmup", type=int, default=50, help="messages sent (unmeasured) before each scenario"
@@ -63,6 +69,9 @@ def register(subparsers: Any) -> None:
 
 
 def bench_command(args: argparse.Namespace) -> int:
+    if args.rate is not None and (args.rate <= 0 or args.generator != "builtin"):
+        print("relaystream bench: --rate needs a positive rate and the builtin generator")
+        return 2
     if args.bootstrap and args.sink_port is None:
         print("relaystream bench: --bootstrap needs --sink-port (where its policy routes to)")
         return 2
@@ -76,6 +85,7 @@ def bench_command(args: argparse.Namespace) -> int:
         compare_postfix=args.compare == "postfix",
         install_postfix=args.install_postfix,
         generator=args.generator,
+        rate=args.rate,
         bootstrap=args.bootstrap,
         ingest=args.ingest,
         topic_prefix=args.topic_prefix,

@@ -73,6 +73,8 @@ class BenchOptions:
     compare_postfix: bool = False
     install_postfix: bool = False
     generator: str = "builtin"
+    # Messages per second the builtin generator holds to (None: as fast as answered).
+    rate: float | None = None
     # A running deployment: its broker, ingest SMTP address and topic prefix.
     bootstrap: str | None = None
     ingest: str = "127.0.0.1:2525"
@@ -318,7 +320,9 @@ async def inject(
         return await asyncio.to_thread(
             inject_smtp_source, host, port, scenario, messages, options.concurrency, tag
         )
-    return await inject_builtin(host, port, scenario, messages, options.concurrency, tag)
+    return await inject_builtin(
+        host, port, scenario, messages, options.concurrency, tag, rate=options.rate
+    )
 
 
 async def run_once(

@@ -77,12 +77,20 @@ class Injection:
 
 
 async def inject_builtin(
-    host: str, port: int, scenario: Scenario, messages: int, concurrency: int, tag: str
+    host: str,
+    port: int,
+    scenario: Scenario,
+    messages: int,
+    concurrency: int,
+    tag: str,
+    rate: float | None = None,
 ) -> Injection:
-    """Send `messages` over `concurrency` SMTP sessions, each reusing its connection."""
+    """Send `messages` over `concurrency` SMTP sessions, each reusing its connection; with a
+    `rate`, message i is sent no earlier than i/rate seconds after the start."""
     indexes: Iterator[int] = iter(range(messages))
     accepted = refused = 0
     errors: list[str] = []
+    started = time.monotonic()
 
     async def session() -> None:
         nonlocal accepted, refused
@@ -90,6 +98,8 @@ async def inject_builtin(
         await client.connect()
         try:
             for index in indexes:  # shared: each session takes the next message
+                if rate:
+                    await asyncio.sleep(started + index / rate - time.monotonic())
                 recipients = scenario.recipient_list(index, tag)
                 try:
                     await client.sendmail(SENDER, recipients, scenario.content(index, recipients))
@@ -103,7 +113,6 @@ async def inject_builtin(
             with contextlib.suppress(aiosmtplib.SMTPException):
                 await client.quit()
 
-    started = time.monotonic()
     await asyncio.gather(*(session() for _ in range(min(concurrency, messages))))
     return Injection(accepted, refused, started, time.monotonic(), errors[0] if errors else None)
 

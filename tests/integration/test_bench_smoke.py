@@ -11,6 +11,7 @@ from pathlib import Path
 from relaystream.devkit.bench import BenchOptions, format_report, run_bench
 
 SERVICES = {"ingest", "routing", "scheduling", "delivery"}
+RATE = 100.0  # messages per second; the 20th message leaves 19/RATE s after the first
 
 
 def test_twenty_messages_arrive_and_the_report_has_its_fields(
@@ -23,6 +24,7 @@ def test_twenty_messages_arrive_and_the_report_has_its_fields(
         scenarios=("1rcpt-1k", "10rcpt-10dom-1k"),
         warmup_messages=0,
         kafka=kafka_bootstrap,
+        rate=RATE,
     )
 
     report = run_bench(options)
@@ -38,6 +40,9 @@ def test_twenty_messages_arrive_and_the_report_has_its_fields(
             == 20 * (10 if run.scenario == "10rcpt-10dom-1k" else 1)
         )
         assert run.injection_rate > 0 and run.end_to_end_rate > 0
+        # Paced: never faster than the rate asked for (a bound no slow machine can break).
+        messages_sent = 20
+        assert run.injection_rate <= RATE * messages_sent / (messages_sent - 1)
         assert set(run.latency_ms) == {"p50", "p95", "p99"}
         # Every delivered recipient has its Reception and Delivery log records paired.
         assert run.latency_samples == run.recipients_expected
