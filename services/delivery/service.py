@@ -109,7 +109,9 @@ def delivery_main(settings: Settings) -> ServiceMain:
         deliverer = Deliverer.from_settings(settings.delivery, resolver)
         metrics.CURRENT_POOLS.registry = deliverer.pools
         try:
-            async with EventProducer(bootstrap, client_id=client_id) as producer:
+            async with EventProducer(
+                bootstrap, client_id=client_id, linger_ms=settings.runtime.kafka_linger_ms
+            ) as producer:
                 dead_letters = DeadLetters(
                     producer, topic=topics.dead_letter.name, service=SERVICE_NAME, encode=encode
                 )

@@ -12,7 +12,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from ..core.kafka.producer import LINGER_MS, MAX_BATCH_SIZE, MAX_REQUEST_SIZE, best_compression
+from ..core.kafka.producer import MAX_BATCH_SIZE, MAX_REQUEST_SIZE, best_compression
 from ..core.kafka.topics import DEFAULT_PREFIX, TopicCatalog, TopicSettings, declare_topics
 from ..core.policy import Policy
 from ..core.runtime.logging import configure_logging
@@ -85,7 +85,9 @@ def transactional_producer(settings: Settings, topics: TopicCatalog, client_id: 
         enable_idempotence=True,
         acks="all",
         compression_type=best_compression(),
-        linger_ms=LINGER_MS,
+        # The batches are whole when handed over (send_in_batches) and their acknowledgements
+        # are awaited before the commit: a linger would only delay every transaction.
+        linger_ms=0,
         max_batch_size=MAX_BATCH_SIZE,
         max_request_size=MAX_REQUEST_SIZE,
         transaction_timeout_ms=TRANSACTION_TIMEOUT_MS,

@@ -119,7 +119,9 @@ class Scheduler:
             max_poll_interval_ms=30 * 60 * 1000,
             max_poll_records=2_000,
         )
-        self._producer = EventProducer(self._bootstrap, client_id=self._client_id)
+        self._producer = EventProducer(
+            self._bootstrap, client_id=self._client_id, linger_ms=runtime.kafka_linger_ms
+        )
         self._spool = SpoolReader(
             self._bootstrap, self._topics.queued.name, client_id=f"{self._client_id}-spool"
         )

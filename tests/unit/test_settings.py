@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from relaystream.core.kafka import topics
+from relaystream.core.kafka import producer, topics
 from relaystream.core.runtime.settings import (
     HostPort,
     SettingsError,
@@ -26,6 +26,7 @@ def test_defaults_without_file_or_environment() -> None:
     settings = load_settings(environ={})
     assert settings.runtime.kafka_bootstrap == "127.0.0.1:9092"
     assert settings.runtime.topic_prefix == topics.DEFAULT_PREFIX
+    assert settings.runtime.kafka_linger_ms == producer.LINGER_MS
     assert settings.ingest.smtp_port == 2525
     assert settings.delivery.allow_loopback is False
     assert settings.delivery.nameservers == ()

@@ -232,6 +232,15 @@ class RuntimeSettings:
             "timeout causes no rebalance",
         ),
     )
+    kafka_linger_ms: int = field(
+        # The same default as core/kafka/producer.py LINGER_MS (a unit test holds them equal).
+        default=20,
+        metadata=_about(
+            _integer(0, 1000),
+            "how long the scheduling and delivery producers wait to batch records: larger "
+            "means fewer Kafka requests under load, smaller less latency when traffic is light",
+        ),
+    )
     http_bind: HostPort = field(
         default=HostPort("127.0.0.1", 9100),
         metadata=_about(_host_port(None), "address of /healthz, /readyz and /metrics"),
