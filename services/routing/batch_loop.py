@@ -44,7 +44,7 @@ POLL_STALE_SECONDS = 60.0
 # After a batch arrives, the loop waits this long for more records before routing it: at low
 # load records trickle in one by one and each transaction costs the broker a commit and
 # transaction markers whatever its size.
-BATCH_LINGER_SECONDS = 0.01
+BATCH_LINGER_SECONDS = 0.03
 # The best-effort abort before stopping; a restart under the same transactional id aborts anyway.
 ABORT_TIMEOUT_SECONDS = 10.0
 
