@@ -29,6 +29,7 @@ from relaystream.core.events.meta import encode_meta
 from relaystream.core.kafka.admin import ensure_topics
 from relaystream.core.kafka.producer import EventProducer
 from relaystream.core.kafka.topics import TopicCatalog, TopicSettings, declare_topics
+from relaystream.core.runtime import event_loop
 from relaystream.core.runtime.logging import configure_logging
 from relaystream.core.runtime.service import ServiceRuntime, run_service
 from relaystream.core.runtime.settings import HostPort, RoutingSettings, RuntimeSettings, Settings
@@ -147,7 +148,7 @@ def main() -> None:
     parser.add_argument("--policy", type=Path, default=DEFAULT_POLICY)
     args = parser.parse_args()
     if args.bootstrap:
-        asyncio.run(bench(args, args.bootstrap))
+        event_loop.run(bench(args, args.bootstrap))
         return
     from relaystream.devkit.broker import LocalKafka, free_loopback_ports
 
@@ -158,7 +159,7 @@ def main() -> None:
             port=port, controller_port=controller_port, data_dir=Path(state) / "data"
         )
         try:
-            asyncio.run(bench(args, bootstrap))
+            event_loop.run(bench(args, bootstrap))
         finally:
             broker.stop()
 

@@ -26,6 +26,7 @@ from aiokafka import AIOKafkaProducer
 from relaystream.core.events.codec import encode
 from relaystream.core.kafka.admin import ensure_topics
 from relaystream.core.kafka.topics import TopicSettings, declare_topics, partition_for_queue
+from relaystream.core.runtime import event_loop
 from relaystream.devkit.broker import LocalKafka, free_loopback_ports
 from relaystream.scheduling.rebuild import read_spool
 from relaystream.scheduling.state import SchedulerState
@@ -143,7 +144,7 @@ def main() -> None:
     parser.add_argument("--queues", type=int, default=1000)
     args = parser.parse_args()
     if args.bootstrap:
-        asyncio.run(bench(args.bootstrap, args))
+        event_loop.run(bench(args.bootstrap, args))
         return
     with tempfile.TemporaryDirectory(prefix="rebuild-bench-") as state_dir:
         broker = LocalKafka(state_dir=Path(state_dir))
@@ -152,7 +153,7 @@ def main() -> None:
             port=port, controller_port=controller_port, data_dir=Path(state_dir) / "data"
         )
         try:
-            asyncio.run(bench(bootstrap, args))
+            event_loop.run(bench(bootstrap, args))
         finally:
             broker.stop()
 
