@@ -36,11 +36,13 @@ class DataBody:
 
     size_limit: int
     line_limit: int
-    complete: bool = False
-    _chunks: list[bytes] = field(default_factory=list)
-    _size: int = 0
-    _tail: bytes = b""  # the last bytes seen, enough to recognise the end across chunks
-    _raw: bytes = b""  # once complete: the data as sent, terminator excluded
+    complete: bool = field(default=False, init=False)
+    _chunks: list[bytes] = field(default_factory=list, init=False, repr=False)
+    _size: int = field(default=0, init=False)
+    # The last bytes seen, enough to recognise the end across chunks.
+    _tail: bytes = field(default=b"", init=False, repr=False)
+    # Once complete: the data as sent, terminator excluded.
+    _raw: bytes = field(default=b"", init=False, repr=False)
 
     def feed(self, chunk: bytes) -> bool:
         """Adds bytes (never past the end); True once the terminating `.CRLF` arrived."""
