@@ -83,7 +83,7 @@ def stop_services(processes: dict[str, subprocess.Popen[bytes]], grace_s: float 
         try:
             process.wait(timeout=grace_s)
         except subprocess.TimeoutExpired:
-            print(f"dev: {name} did not stop within {grace_s:.0f}s; killing it", flush=True)
+            _say(f"dev: {name} did not stop within {grace_s:.0f}s; killing it")
             process.kill()
             process.wait()
 
@@ -120,9 +120,16 @@ def run_dev(state_dir: Path, ports: DevPorts = DevPorts(), keep_broker: bool = F
         with contextlib.suppress(Exception):
             sink.stop()
         if started_broker and not keep_broker:
-            print("dev: stopping Kafka", flush=True)
+            _say("dev: stopping Kafka")
             broker.stop()
-        print("dev: stopped", flush=True)
+        _say("dev: stopped")
+
+
+def _say(text: str) -> None:
+    """Progress on stdout; a closed stdout (say `| tee` killed by the same Ctrl-C) must not
+    keep the shutdown from stopping Kafka."""
+    with contextlib.suppress(OSError):
+        print(text, flush=True)
 
 
 def supervise(processes: dict[str, subprocess.Popen[bytes]]) -> int:
@@ -147,7 +154,7 @@ def supervise(processes: dict[str, subprocess.Popen[bytes]]) -> int:
         pass
     finally:
         signal.signal(signal.SIGTERM, previous)
-    print("\ndev: stopping the services ...", flush=True)
+    _say("\ndev: stopping the services ...")
     return 0
 
 
