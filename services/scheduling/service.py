@@ -264,6 +264,8 @@ class Scheduler:
                         await self._release_due()
                 finally:
                     self._in_hand.clear()
+                # Also when no outcome arrives for a while: the last ones get committed too.
+                await self._commit_outcomes_when_due()
                 if time.monotonic() - last_due_metric > DUE_METRIC_INTERVAL_SECONDS:
                     last_due_metric = time.monotonic()
                     metrics.DUE_MESSAGES.set(self.state.due_count(self._now_ms()))
@@ -477,7 +479,8 @@ class Scheduler:
         await self._commit(records)
 
     async def _commit(self, records: list[Any]) -> None:
-        """Marks the outcomes applied; commits at most every OUTCOME_COMMIT_INTERVAL_SECONDS.
+        """Marks the outcomes applied; the loop commits them at most every
+        OUTCOME_COMMIT_INTERVAL_SECONDS (`_commit_outcomes_when_due`).
 
         Outcomes are applied idempotently, so committing less often only means that a new
         owner reads up to that much again; under load this saves an OffsetCommit per pass.
@@ -486,6 +489,9 @@ class Scheduler:
         for record in records:
             tp = TopicPartition(record.topic, record.partition)
             pending[tp] = max(pending.get(tp, 0), record.offset + 1)
+        await self._commit_outcomes_when_due()
+
+    async def _commit_outcomes_when_due(self) -> None:
         if time.monotonic() - self._last_commit >= OUTCOME_COMMIT_INTERVAL_SECONDS:
             await self.commit_outcomes()
 

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 
 import pytest
+from routing_support import committed_offsets, end_offsets
 from scheduling_support import (
     TopicWatcher,
     create_topics,
@@ -118,6 +119,7 @@ async def test_due_message_is_released_from_the_record_read_waiting_one_is_fetch
 
 async def test_transient_failure_requeues_with_backoff_then_delivery_tombstones(
     kafka_bootstrap: str,
+    topic_prefix: str,
     scheduler: Scheduler,
     producer: EventProducer,
     topics: TopicCatalog,
@@ -149,6 +151,8 @@ async def test_transient_failure_requeues_with_backoff_then_delivery_tombstones(
                 break
             await asyncio.sleep(0.1)
         assert queued.records[-1].key == "m1" and queued.records[-1].value is None
+        # A duplicate just after: ignored, and the last record on `outcomes` for a while.
+        await send_outcome(producer, topics, "m1", 1, "DELIVERED")
         requeued = [r.value for r in queued.records if r.value is not None]
         assert [v["attempts"] for v in requeued] == [0, 1], "the duplicate outcome was applied"
         assert requeued[1]["last_response"]["code"] == 451
@@ -157,6 +161,16 @@ async def test_transient_failure_requeues_with_backoff_then_delivery_tombstones(
     await asyncio.sleep(3.0)
     assert len(attempts.records) == 2
     assert scheduler.state.message_count == 0
+    # The applied outcomes are committed within a second or so, also once no more arrive.
+    written = {p: end for p, end in (await end_offsets(kafka_bootstrap, topics.outcomes)).items()}
+    group = f"{topic_prefix}scheduling"
+    committed: dict[int, int] = {}
+    for _ in range(50):
+        committed = await committed_offsets(kafka_bootstrap, group, topics.outcomes.name)
+        if committed == {p: end for p, end in written.items() if end}:
+            break
+        await asyncio.sleep(0.2)
+    assert committed == {p: end for p, end in written.items() if end}
 
 
 async def test_expiry_after_max_age_logs_expiration(
