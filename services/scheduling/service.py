@@ -264,8 +264,9 @@ class Scheduler:
                         await self._release_due()
                 finally:
                     self._in_hand.clear()
-                # Also when no outcome arrives for a while: the last ones get committed too.
-                await self._commit_outcomes_when_due()
+                # Every pass, so the last outcomes get committed too when no more arrive.
+                if time.monotonic() - self._last_commit >= OUTCOME_COMMIT_INTERVAL_SECONDS:
+                    await self.commit_outcomes()
                 if time.monotonic() - last_due_metric > DUE_METRIC_INTERVAL_SECONDS:
                     last_due_metric = time.monotonic()
                     metrics.DUE_MESSAGES.set(self.state.due_count(self._now_ms()))
@@ -476,24 +477,17 @@ class Scheduler:
         if failures:
             # Not committed: the outcomes are read again after the restart.
             raise failures[0]
-        await self._commit(records)
+        self._mark_applied(records)
 
-    async def _commit(self, records: list[Any]) -> None:
-        """Marks the outcomes applied; the loop commits them at most every
-        OUTCOME_COMMIT_INTERVAL_SECONDS (`_commit_outcomes_when_due`).
-
-        Outcomes are applied idempotently, so committing less often only means that a new
-        owner reads up to that much again; under load this saves an OffsetCommit per pass.
-        """
+    def _mark_applied(self, records: list[Any]) -> None:
+        """Notes the outcomes' offsets for the loop to commit, at most every
+        OUTCOME_COMMIT_INTERVAL_SECONDS: outcomes apply idempotently, so committing less often
+        only means that a new owner reads up to that much again; under load this saves an
+        OffsetCommit per pass."""
         pending = self._uncommitted
         for record in records:
             tp = TopicPartition(record.topic, record.partition)
             pending[tp] = max(pending.get(tp, 0), record.offset + 1)
-        await self._commit_outcomes_when_due()
-
-    async def _commit_outcomes_when_due(self) -> None:
-        if time.monotonic() - self._last_commit >= OUTCOME_COMMIT_INTERVAL_SECONDS:
-            await self.commit_outcomes()
 
     async def commit_outcomes(self) -> None:
         """Commits the applied outcomes not committed yet (also on revocation and stop)."""
