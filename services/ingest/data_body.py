@@ -55,9 +55,9 @@ class DataBody:
         else:
             self._chunks.append(chunk)
         self._tail = window[-len(_END_AFTER_LINE) :]
-        self.complete = window.endswith(_END_AFTER_LINE) or (
-            self._size == len(END) and window == END
-        )
+        # The window holds everything sent so far only while that is shorter than its tail:
+        # `window == END` is the empty body, never a later `.CRLF`.
+        self.complete = window.endswith(_END_AFTER_LINE) or window == END
         if self.complete and self._chunks:
             self._raw = b"".join(self._chunks)[: -len(END)]
             self._chunks.clear()
