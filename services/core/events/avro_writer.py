@@ -444,33 +444,42 @@ class _Generator:
 
     def _array(self, items: Any, var: str, namespace: str | None) -> list[str]:
         index, item = self._variable(), self._variable()
-        return [
-            f"if {var}.__class__ is not list and not isinstance({var}, (list, tuple)):",
-            f"    raise expected('an array (list or tuple)', {var})",
-            f"if {var}:",
-            f"    write_long(len({var}), out)",
-            f"    for {index}, {item} in enumerate({var}):",
-            "        try:",
-            *("            " + line for line in self._emit(items, item, namespace)),
-            "        except AvroWriteError as error:",
-            f"            error.segments.append(f'[{{{index}}}]')",
-            "            raise",
-            "out.append(0)",
-        ]
+        return self._blocks(
+            check=f"{var}.__class__ is not list and not isinstance({var}, (list, tuple))",
+            expected="an array (list or tuple)",
+            var=var,
+            loop=f"for {index}, {item} in enumerate({var}):",
+            body=self._emit(items, item, namespace),
+            segment=f"[{{{index}}}]",
+        )
 
     def _map(self, values: Any, var: str, namespace: str | None) -> list[str]:
         key, item = self._variable(), self._variable()
+        return self._blocks(
+            check=f"{var}.__class__ is not dict and not isinstance({var}, Mapping)",
+            expected="a map",
+            var=var,
+            loop=f"for {key}, {item} in {var}.items():",
+            body=[*self._primitive("string", key), *self._emit(values, item, namespace)],
+            segment=f"[{{{key}!r}}]",
+        )
+
+    @staticmethod
+    def _blocks(
+        *, check: str, expected: str, var: str, loop: str, body: list[str], segment: str
+    ) -> list[str]:
+        """Arrays and maps: one block of all the items (count, items), then the empty block;
+        an error inside names the item's index or key in its path."""
         return [
-            f"if {var}.__class__ is not dict and not isinstance({var}, Mapping):",
-            f"    raise expected('a map', {var})",
+            f"if {check}:",
+            f"    raise expected('{expected}', {var})",
             f"if {var}:",
             f"    write_long(len({var}), out)",
-            f"    for {key}, {item} in {var}.items():",
+            f"    {loop}",
             "        try:",
-            *("            " + line for line in self._primitive("string", key)),
-            *("            " + line for line in self._emit(values, item, namespace)),
+            *("            " + line for line in body),
             "        except AvroWriteError as error:",
-            f"            error.segments.append(f'[{{{key}!r}}]')",
+            f"            error.segments.append(f'{segment}')",
             "            raise",
             "out.append(0)",
         ]
