@@ -25,7 +25,24 @@ class SinkStats:
     arrivals: list[float] = field(default_factory=list)
 
 
-class _SinkHandler:
+class OffersPipelining:
+    """An aiosmtpd handler mixin that offers PIPELINING (RFC 2920), as real MXes do: aiosmtpd
+    reads pipelined commands in order but does not say so, and senders pipeline only when told.
+    """
+
+    async def handle_EHLO(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        session.host_name = hostname  # aiosmtpd leaves it to a handler that has this hook
+        return [*responses[:-1], "250-PIPELINING", responses[-1]]
+
+
+class _SinkHandler(OffersPipelining):
     def __init__(self, directory: Path | None, stats: SinkStats, quiet: bool) -> None:
         self.directory = directory
         self.stats = stats

@@ -2,10 +2,11 @@
 
 `start_sink` runs an aiosmtpd server in the test's event loop that records every message and
 every connection (so tests can check reuse and limits), answers RCPT per recipient as told,
-and offers STARTTLS when given a TLS context. `start_banner_peer` accepts connections and
-greets with whatever banner it is given (421, garbage). `refused_port` is a loopback port
-nobody listens on. `make_certificates` makes a CA, a leaf it signed and a self-signed leaf with
-the openssl command.
+offers STARTTLS when given a TLS context and PIPELINING when asked. `start_banner_peer`
+accepts connections and greets with whatever banner it is given (421, garbage);
+`start_scripted_peer` runs a conversation the test writes, for what aiosmtpd never does.
+`refused_port` is a loopback port nobody listens on. `make_certificates` makes a CA, a leaf
+it signed and a self-signed leaf with the openssl command.
 """
 
 from __future__ import annotations
@@ -14,11 +15,14 @@ import asyncio
 import socket
 import ssl
 import subprocess
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from relaystream.devkit.sink import OffersPipelining
 
 
 @dataclass
@@ -70,6 +74,10 @@ class _RecordingHandler:
             )
         )
         return self.data_reply
+
+
+class _PipeliningHandler(OffersPipelining, _RecordingHandler):
+    pass
 
 
 class _CountingSMTP(SMTP):
@@ -147,8 +155,10 @@ async def start_sink(
     data_reply: str = "250 2.0.0 queued as sink",
     data_delay: float = 0.0,
     hostname: str = "sink.test",
+    pipelining: bool = False,
 ) -> SmtpSink:
-    handler = _RecordingHandler(dict(rcpt_replies or {}), data_reply, data_delay)
+    kind = _PipeliningHandler if pipelining else _RecordingHandler
+    handler = kind(dict(rcpt_replies or {}), data_reply, data_delay)
     stats = SinkStats()
     loop = asyncio.get_running_loop()
     server = await loop.create_server(
@@ -192,6 +202,39 @@ async def start_banner_peer(banner: bytes, host: str = "127.0.0.1") -> BannerPee
 
     server = await asyncio.start_server(greet, host, 0)
     peer = BannerPeer(server)
+    return peer
+
+
+class ScriptedPeer:
+    """Runs `conversation(reader, writer)` for every connection; `errors` collects what failed."""
+
+    def __init__(self, server: asyncio.Server) -> None:
+        self._server = server
+        self.port: int = server.sockets[0].getsockname()[1]
+        self.errors: list[BaseException] = []
+
+    async def close(self) -> None:
+        self._server.close()
+        await self._server.wait_closed()
+
+
+Conversation = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+async def start_scripted_peer(conversation: Conversation, host: str = "127.0.0.1") -> ScriptedPeer:
+    peer: ScriptedPeer | None = None
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        assert peer is not None
+        try:
+            await conversation(reader, writer)
+        except Exception as error:  # the test asserts on it; the client sees the close
+            peer.errors.append(error)
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, host, 0)
+    peer = ScriptedPeer(server)
     return peer
 
 
