@@ -288,7 +288,9 @@ class IngestHandler:
         if not self.policy.users:
             # No users: advertising AUTH would only invite failing attempts.
             responses = [line for line in responses if not line.startswith("250-AUTH")]
-        return responses
+        # aiosmtpd answers pipelined commands in order (and the DATA reader keeps what follows
+        # the dot) but does not say so; clients pipeline only when it is offered (RFC 2920).
+        return [*responses[:-1], "250-PIPELINING", responses[-1]]
 
     async def handle_MAIL(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]

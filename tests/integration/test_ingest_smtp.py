@@ -241,6 +241,40 @@ async def test_commands_pipelined_after_the_final_dot_are_answered(
     assert all(line.startswith(b"\t") for line in received_lines[1:-1])
 
 
+async def test_pipelining_is_offered_and_a_pipelined_envelope_is_answered_in_order(
+    kafka_bootstrap: str, topic_prefix: str, topics: TopicCatalog
+) -> None:
+    settings = ingest_settings(kafka_bootstrap, topic_prefix)
+    async with running_ingest(settings) as ingest:
+        client = await session(ingest)
+        assert client.supports_extension("pipelining")
+        client.close()
+        reader, writer = await asyncio.open_connection("127.0.0.1", ingest.endpoints.smtp_port)
+
+        async def reply() -> bytes:
+            line = await asyncio.wait_for(reader.readline(), 30)
+            while line[3:4] == b"-":
+                line = await asyncio.wait_for(reader.readline(), 30)
+            return line
+
+        assert (await reply()).startswith(b"220")
+        writer.write(b"EHLO client.example\r\n")
+        assert (await reply()).startswith(b"250")
+        # The whole envelope in one write, one recipient of it refused.
+        writer.write(
+            b"MAIL FROM:<s@example.com>\r\nRCPT TO:<p@example.org>\r\n"
+            b"RCPT TO:<not an address>\r\nDATA\r\n"
+        )
+        codes = [(await reply())[:3] for _ in range(4)]
+        assert codes[:2] == [b"250", b"250"] and codes[2].startswith(b"5") and codes[3] == b"354"
+        writer.write(MESSAGE + b".\r\nQUIT\r\n")
+        assert (await reply()).startswith(b"250 2.0.0")
+        assert (await reply()).startswith(b"221")
+        writer.close()
+    events = await read_events(kafka_bootstrap, topics.accepted.name, 1, schema="MessageAccepted")
+    assert [event["recipient"] for _, event in events] == ["p@example.org"]
+
+
 async def test_recipients_past_the_limit_are_refused_with_452(
     kafka_bootstrap: str, topic_prefix: str, topics: TopicCatalog
 ) -> None:
