@@ -8,6 +8,7 @@ service as JSON (`to_json`/`from_json`); operator overrides apply on top field b
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 from collections.abc import Mapping
@@ -161,13 +162,9 @@ class QueueConfig:
 
     @classmethod
     def from_json(cls, text: str) -> QueueConfig:
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise QueueConfigError(f"queue config is not JSON: {err}") from err
-        if not isinstance(value, dict):
-            raise QueueConfigError("queue config JSON must be an object")
-        return cls.from_mapping(value)
+        """The config `to_json` wrote. Memoised: every request of a queue carries the same
+        text, and parsing it (about 45 us) is a measurable share of a delivery."""
+        return _config_from_json(text)
 
     def to_mapping(self) -> dict[str, Any]:
         """Every field in the form `from_mapping` reads (durations as seconds)."""
@@ -192,7 +189,9 @@ class QueueConfig:
         }
 
     def to_json(self) -> str:
-        return json.dumps(self.to_mapping(), sort_keys=True, separators=(",", ":"))
+        """Compact, sorted JSON; memoised per config (immutable), as the scheduler writes the
+        same queue's config into every request it releases."""
+        return _config_json(self)
 
     @property
     def mx_list_site_name(self) -> str | None:
@@ -273,3 +272,24 @@ def _parse_protocol(value: Any) -> tuple[MxListEntry, ...] | None:
     entries = tuple(parse_mx_list_entry(entry) for entry in mx_list)
     # KumoMTA treats an empty list as "no mx_list": resolve MX as usual.
     return entries or None
+
+
+# The memos of QueueConfig's JSON form. A queue config is immutable and there are as many
+# distinct ones as queues with distinct settings; failures (QueueConfigError) are not cached.
+_JSON_MEMO_SIZE = 4096
+
+
+@functools.lru_cache(maxsize=_JSON_MEMO_SIZE)
+def _config_from_json(text: str) -> QueueConfig:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise QueueConfigError(f"queue config is not JSON: {err}") from err
+    if not isinstance(value, dict):
+        raise QueueConfigError("queue config JSON must be an object")
+    return QueueConfig.from_mapping(value)
+
+
+@functools.lru_cache(maxsize=_JSON_MEMO_SIZE)
+def _config_json(config: QueueConfig) -> str:
+    return json.dumps(config.to_mapping(), sort_keys=True, separators=(",", ":"))
