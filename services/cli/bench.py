@@ -17,8 +17,15 @@ def register(subparsers: Any) -> None:
         "bench",
         help="send N messages through the pipeline (and Postfix) and report rates and latencies",
     )
-    bench.add_argument("--messages", type=int, default=1000, help="messages per run")
-    bench.add_argument("--concurrency", type=int, default=10, help="concurrent SMTP sessions")
+    bench.add_argument(
+        "--messages", type=int, default=BenchOptions.messages, help="messages per run"
+    )
+    bench.add_argument(
+        "--concurrency",
+        type=int,
+        default=BenchOptions.concurrency,
+        help="concurrent SMTP sessions",
+    )
     bench.add_argument(
         "--scenario",
         action="append",
@@ -31,9 +38,14 @@ def register(subparsers: Any) -> None:
         help="messages per second to send at (builtin generator), e.g. half the peak rate "
         "to measure latency there; default: as fast as the MTA answers",
     )
-    bench.add_argument("--repeats", type=int, default=1, help="runs per scenario and system")
     bench.add_argument(
-        "--warmup", type=int, default=50, help="messages sent (unmeasured) before each scenario"
+        "--repeats", type=int, default=BenchOptions.repeats, help="runs per scenario and system"
+    )
+    bench.add_argument(
+        "--warmup",
+        type=int,
+        default=BenchOptions.warmup_messages,
+        help="messages each system gets (unmeasured) before a scenario's runs",
     )
     bench.add_argument(
         "--compare", choices=["postfix"], help="run the same load through a local Postfix"
