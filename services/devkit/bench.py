@@ -37,7 +37,7 @@ from typing import Protocol
 import yaml
 
 from ..core.kafka.admin import ensure_topics
-from ..core.kafka.topics import TopicRole, TopicSettings, declare_topics
+from ..core.kafka.topics import TopicCatalog, TopicSettings, declare_topics
 from .bench_load import (
     SCENARIOS,
     Injection,
@@ -47,11 +47,13 @@ from .bench_load import (
     inject_smtp_source,
 )
 from .bench_measure import (
+    STAGES,
     ProcessUsage,
     UsageProbe,
     find_processes,
     percentile,
     reception_to_delivery,
+    stage_medians,
 )
 from .bench_postfix import LocalPostfix, install_postfix, postfix_problem
 from .broker import LocalKafka, free_loopback_ports
@@ -98,6 +100,8 @@ class RunResult:
     latency_ms: dict[str, float]
     latency_source: str
     latency_samples: int
+    # Median ms of each stage (bench_measure.STAGES); empty for Postfix.
+    stage_ms: dict[str, float]
     usage: list[ProcessUsage]
     refused: int = 0
     first_error: str | None = None
@@ -118,6 +122,16 @@ class BenchReport:
         return json.dumps({"options": self.options, "runs": runs, "notes": self.notes}, indent=2)
 
 
+@dataclass(frozen=True)
+class MeasuredLatencies:
+    """Reception-to-delivery latencies of one run's messages, where they came from, and (for
+    relaystream) the median of each stage."""
+
+    milliseconds: list[float]
+    source: str
+    stage_ms: dict[str, float] = field(default_factory=dict)
+
+
 class System(Protocol):
     """A mail system under test: where to send, what to watch, how to read latencies."""
 
@@ -126,9 +140,7 @@ class System(Protocol):
     processes: dict[str, int]
     trees: frozenset[str]
 
-    async def latencies_ms(
-        self, tag: str, since: datetime, expected: int
-    ) -> tuple[list[float], str]: ...
+    async def latencies(self, tag: str, since: datetime, expected: int) -> MeasuredLatencies: ...
 
 
 # -- relaystream -----------------------------------------------------------------------------
@@ -181,17 +193,19 @@ class Relaystream:
     """The pipeline under test, started by the bench or already running."""
 
     bootstrap: str
-    log_topic: str
+    topics: TopicCatalog
     smtp: tuple[str, int]
     processes: dict[str, int]
     name: str = "relaystream"
     trees: frozenset[str] = frozenset()
 
-    async def latencies_ms(
-        self, tag: str, since: datetime, expected: int
-    ) -> tuple[list[float], str]:
-        found = await reception_to_delivery(self.bootstrap, self.log_topic, tag, since, expected)
-        return found.milliseconds, "log topic Reception->Delivery"
+    async def latencies(self, tag: str, since: datetime, expected: int) -> MeasuredLatencies:
+        topics = self.topics
+        found = await reception_to_delivery(self.bootstrap, topics.log.name, tag, since, expected)
+        stages = await stage_medians(
+            self.bootstrap, topics.decisions.name, topics.attempts.name, found, since
+        )
+        return MeasuredLatencies(found.milliseconds, "log topic Reception->Delivery", stages)
 
 
 class OwnPipeline:
@@ -237,7 +251,7 @@ class OwnPipeline:
         broker_pid = self.broker.status().pid if self.kafka is None else None
         if broker_pid is not None:
             pids["broker"] = broker_pid
-        return Relaystream(bootstrap, topics.by_role(TopicRole.LOG).name, ("127.0.0.1", smtp), pids)
+        return Relaystream(bootstrap, topics, ("127.0.0.1", smtp), pids)
 
     def _start_broker(self, port: int, controller_port: int) -> str:
         if self.broker.is_running():
@@ -264,8 +278,8 @@ def running_deployment(options: BenchOptions) -> Relaystream:
     brokers = find_processes(b"kafka.Kafka")
     if brokers:
         pids["broker"] = brokers[0]
-    log_topic = declare_topics(TopicSettings.local(prefix=options.topic_prefix)).log.name
-    return Relaystream(options.bootstrap, log_topic, (host, int(port)), pids)
+    topics = declare_topics(TopicSettings.local(prefix=options.topic_prefix))
+    return Relaystream(options.bootstrap, topics, (host, int(port)), pids)
 
 
 # -- Postfix ---------------------------------------------------------------------------------
@@ -279,16 +293,14 @@ class Postfix:
     name: str = "postfix"
     trees: frozenset[str] = frozenset({"postfix"})
 
-    async def latencies_ms(
-        self, tag: str, since: datetime, expected: int
-    ) -> tuple[list[float], str]:
+    async def latencies(self, tag: str, since: datetime, expected: int) -> MeasuredLatencies:
         # postlogd writes asynchronously: give the last lines a moment.
         for _ in range(20):
             delays = self.instance.delivery_delays_ms(tag)
             if len(delays) >= expected:
                 break
             await asyncio.sleep(0.25)
-        return delays, "Postfix maillog delay= (10 ms resolution)"
+        return MeasuredLatencies(delays, "Postfix maillog delay= (10 ms resolution)")
 
 
 def start_postfix(options: BenchOptions, sink_port: int, notes: list[str]) -> Postfix | None:
@@ -342,7 +354,8 @@ async def run_once(
     delivered = sink.recipients - before
     last_arrival = sink.last_arrival
     usage = probe.finish()
-    latencies, source = await system.latencies_ms(tag, since, expected)
+    measured = await system.latencies(tag, since, expected)
+    latencies = measured.milliseconds
     return RunResult(
         system=system.name,
         scenario=scenario.name,
@@ -355,8 +368,9 @@ async def run_once(
             name: percentile(latencies, fraction)
             for name, fraction in (("p50", 0.50), ("p95", 0.95), ("p99", 0.99))
         },
-        latency_source=source,
+        latency_source=measured.source,
         latency_samples=len(latencies),
+        stage_ms=measured.stage_ms,
         usage=usage,
         refused=injection.refused,
         first_error=injection.first_error,
@@ -479,6 +493,13 @@ def format_report(report: BenchReport) -> str:
                 peak = max(u.peak_rss_kib for r in mine for u in r.usage if u.name == name)
                 parts.append(f"{name} {statistics.median(cpu):.2f} s, {peak / 1024:.0f} MiB")
             lines.append("    CPU per 1000 msgs, peak RSS: " + "; ".join(parts))
+            staged = [run.stage_ms for run in mine if run.stage_ms]
+            if staged:
+                stages = ", ".join(
+                    f"{stage} {statistics.median(run[stage] for run in staged):.0f}"
+                    for stage in STAGES
+                )
+                lines.append(f"    stage medians, ms: {stages}")
         if len(systems) == 2:
             lines.append(ratio_line(runs, systems[0], systems[1]))
     lines.extend(f"note: {note}" for note in report.notes)

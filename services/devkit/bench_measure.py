@@ -4,7 +4,8 @@ CPU time and peak memory come from /proc (Linux): utime+stime of `/proc/<pid>/st
 reaped by the process included, so Postfix's master accounts for its exited workers) and the
 RSS high-water mark `VmHWM` of `/proc/<pid>/status`, which the bench resets per run where the
 kernel allows it (`clear_refs` 5). Latencies pair each message id's Reception log record with
-its Delivery record, using the Avro records' millisecond timestamps.
+its Delivery record, using the Avro records' millisecond timestamps; `stage_medians` splits
+them at the routing decision (`decided_at`) and the first release (`released_at`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import contextlib
 import math
 import os
 import re
+import statistics
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -145,10 +147,13 @@ def percentile(sorted_values: Sequence[float], fraction: float) -> float:
 @dataclass(frozen=True)
 class LogLatencies:
     """Reception-to-delivery latencies in ms of the messages of one run; `missing` = no
-    Delivery record (yet) for a Reception."""
+    Delivery record (yet) for a Reception. `received` and `delivered` are the records'
+    times (epoch ms) by message id."""
 
     milliseconds: list[float]
     missing: int
+    received: dict[str, float]
+    delivered: dict[str, float]
 
 
 def _millis(value: object) -> float:
@@ -185,5 +190,58 @@ async def reception_to_delivery(
                 delivered[record["id"]] = _millis(record["timestamp"])
         paired = [delivered[i] - received[i] for i in received if i in delivered]
         if len(paired) >= expected or time.monotonic() > deadline:
-            return LogLatencies(sorted(paired), missing=max(0, expected - len(paired)))
+            missing = max(0, expected - len(paired))
+            return LogLatencies(sorted(paired), missing, received, delivered)
         await asyncio.sleep(0.5)
+
+
+# Where reception-to-delivery time goes, split at the routing decision and the first release.
+STAGES = ("reception->decision", "decision->release", "release->delivery")
+
+
+async def stage_medians(
+    bootstrap: str,
+    decisions_topic: str,
+    attempts_topic: str,
+    latencies: LogLatencies,
+    since: datetime,
+) -> dict[str, float]:
+    """Median ms of each of STAGES over the run's delivered messages (first attempts):
+    - reception->decision: ingest's commit, then routing's fetch, linger and policy;
+    - decision->release: routing's commit, then the scheduler's fetch and release;
+    - release->delivery: the release's produce, delivery's fetch and the SMTP transaction.
+    Empty when no message has all four times."""
+    ids = latencies.delivered.keys() & latencies.received.keys()
+    decided = await _times_by_id(
+        bootstrap, decisions_topic, "RoutingDecision", "decided_at", ids, since
+    )
+    released = await _times_by_id(
+        bootstrap, attempts_topic, "DeliveryRequest", "released_at", ids, since
+    )
+    complete = [i for i in ids if i in decided and i in released]
+    if not complete:
+        return {}
+    received, delivered = latencies.received, latencies.delivered
+    hops = (
+        [decided[i] - received[i] for i in complete],
+        [released[i] - decided[i] for i in complete],
+        [delivered[i] - released[i] for i in complete],
+    )
+    return {stage: statistics.median(hop) for stage, hop in zip(STAGES, hops, strict=True)}
+
+
+async def _times_by_id(
+    bootstrap: str, topic: str, schema: str, field: str, ids: set[str], since: datetime
+) -> dict[str, float]:
+    """`field` (a timestamp) of each record of `ids` on `topic`; for attempts the first."""
+    times: dict[str, float] = {}
+    async for replayed in replay_topic(bootstrap, topic, since=since):
+        if replayed.value is None:
+            continue
+        try:
+            _, record = decode(replayed.value, expected=schema)
+        except DecodeError:
+            continue
+        if record["id"] in ids and record.get("attempt", 0) == 0:
+            times[record["id"]] = _millis(record[field])
+    return times

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from relaystream.devkit.bench import BenchOptions, format_report, run_bench
+from relaystream.devkit.bench_measure import STAGES
 
 SERVICES = {"ingest", "routing", "scheduling", "delivery"}
 RATE = 100.0  # messages per second; the 20th message leaves 19/RATE s after the first
@@ -46,6 +47,9 @@ def test_twenty_messages_arrive_and_the_report_has_its_fields(
         assert set(run.latency_ms) == {"p50", "p95", "p99"}
         # Every delivered recipient has its Reception and Delivery log records paired.
         assert run.latency_samples == run.recipients_expected
+        # Split at the routing decision and the release: hops in order, none negative.
+        assert list(run.stage_ms) == list(STAGES)
+        assert all(milliseconds >= 0 for milliseconds in run.stage_ms.values())
         usage = {u.name: u for u in run.usage}
         assert SERVICES | {"sink"} <= set(usage)
         assert all(usage[name].peak_rss_kib > 0 for name in SERVICES)
