@@ -63,6 +63,12 @@ class _ReplyQueue(asyncio.Protocol):
         if self.lost is None:
             self.lost = reason
 
+    def discard_received(self) -> None:
+        """Forget what arrived and was not read yet (RFC 3207: before the TLS handshake, so a
+        man in the middle cannot queue replies that would be taken as the peer's under TLS)."""
+        self._buffer.clear()
+        self._replies.clear()
+
     async def next_reply(self) -> Reply:
         """The oldest reply not yet read; ConnectionLost when none can come any more."""
         while not self._replies:
@@ -125,6 +131,7 @@ class SmtpConnection:
         transport = self._protocol.transport
         if transport is None:
             raise ConnectionLost(self._protocol.lost or "connection closed")
+        self._protocol.discard_received()
         loop = asyncio.get_running_loop()
         tls = await loop.start_tls(
             transport,

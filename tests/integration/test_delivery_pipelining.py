@@ -9,9 +9,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
-from delivery_sinks import ScriptedPeer, SmtpSink, start_scripted_peer, start_sink
+from delivery_sinks import (
+    ScriptedPeer,
+    SmtpSink,
+    make_certificates,
+    start_scripted_peer,
+    start_sink,
+)
 
 from relaystream.delivery.pool import ConnectionPool, PoolKey, PoolLimits
 from relaystream.delivery.smtp_session import (
@@ -26,10 +33,12 @@ CONTENT = b"Subject: pipelined\r\n\r\nline one\r\n.starts with a dot\r\nlast lin
 EHLO_REPLY = b"250-peer.test\r\n250-PIPELINING\r\n250 8BITMIME\r\n"
 
 
-def make_pool(timeouts: SessionTimeouts | None = None) -> ConnectionPool:
+def make_pool(
+    timeouts: SessionTimeouts | None = None, mode: TlsMode = TlsMode.DISABLED
+) -> ConnectionPool:
     options = SessionOptions(
         ehlo_name="relay.test",
-        tls_mode=TlsMode.DISABLED,
+        tls_mode=mode,
         timeouts=timeouts or SessionTimeouts(connect=5.0, banner=5.0, command=5.0),
     )
     return ConnectionPool(PoolKey("unspecified", "site.test"), PoolLimits(), options)
@@ -214,3 +223,37 @@ async def test_a_stale_pipelined_session_is_replaced_transparently(sink: SmtpSin
     await restarted.close()
     assert reply.code == 250
     assert isinstance(restarted, SmtpSink) and len(restarted.messages) == 1
+
+
+async def test_replies_queued_before_the_tls_handshake_are_discarded(tmp_path: Path) -> None:
+    certificates = make_certificates(tmp_path)
+    envelopes: list[list[bytes]] = []
+
+    async def conversation(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 peer.test ready\r\n")
+        await read_lines_until(reader, b"EHLO relay.test\r\n")
+        writer.write(b"250-peer.test\r\n250 STARTTLS\r\n")
+        await read_lines_until(reader, b"STARTTLS\r\n")
+        # As a man in the middle would: a reply queued behind the 220, in plaintext. Taken as
+        # the answer to the EHLO under TLS, it would hide PIPELINING (and the envelope below
+        # would never be answered).
+        writer.write(b"220 go ahead\r\n250 injected\r\n")
+        await writer.start_tls(certificates.server_context(self_signed=True))
+        await read_lines_until(reader, b"EHLO relay.test\r\n")
+        writer.write(EHLO_REPLY)
+        envelopes.append(await read_lines_until(reader, b"DATA\r\n"))
+        writer.write(b"250 ok\r\n250 ok\r\n354 go ahead\r\n")
+        await reader.readuntil(b"\r\n.\r\n")
+        writer.write(b"250 2.0.0 queued\r\n")
+        await read_lines_until(reader, b"QUIT\r\n")
+        writer.write(b"221 bye\r\n")
+
+    peer = await start_scripted_peer(conversation)
+    pool = make_pool(mode=TlsMode.REQUIRED_INSECURE)
+    destination = Destination(peer_name="peer.test", address="127.0.0.1", port=peer.port)
+    sent = await pool.send([destination], "sender@example.com", "rcpt@example.com", CONTENT)
+    await pool.aclose()
+    await peer.close()
+    assert peer.errors == []
+    assert (sent.reply.code, sent.tls) == (250, True)
+    assert len(envelopes) == 1 and envelopes[0][-1] == b"DATA\r\n"
