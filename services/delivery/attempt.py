@@ -89,6 +89,7 @@ class Deliverer:
             ),
             tls_ca_file=settings.tls_ca_file,
             source_address=settings.source_address,
+            pipelining=settings.enable_pipelining,
         )
         limits = PoolLimits(
             connection_limit=settings.connection_limit,

@@ -70,6 +70,8 @@ class SessionOptions:
     tls_ca_file: Path | None = None
     # Local address to bind outbound sockets to (the egress source's address).
     source_address: str | None = None
+    # Pipeline the envelope when the peer offers PIPELINING; off for a peer that breaks on it.
+    pipelining: bool = True
 
 
 @dataclass(frozen=True)
@@ -135,11 +137,12 @@ class SmtpSession:
         destination: Destination,
         tls: bool,
         offered: frozenset[str],
+        pipelining: bool = True,
     ) -> None:
         self._connection = connection
         self.destination = destination
         self.tls_active = tls
-        self.pipelining = "PIPELINING" in offered
+        self.pipelining = pipelining and "PIPELINING" in offered
         self._offered = offered
         self.transactions = 0
 
@@ -156,7 +159,7 @@ class SmtpSession:
         except BaseException:
             connection.close()
             raise
-        return cls(connection, destination, tls, offered)
+        return cls(connection, destination, tls, offered, options.pipelining)
 
     @staticmethod
     async def _handshake(

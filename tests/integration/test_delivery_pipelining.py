@@ -8,6 +8,7 @@ for each reply would time out instead of delivering.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -34,11 +35,14 @@ EHLO_REPLY = b"250-peer.test\r\n250-PIPELINING\r\n250 8BITMIME\r\n"
 
 
 def make_pool(
-    timeouts: SessionTimeouts | None = None, mode: TlsMode = TlsMode.DISABLED
+    timeouts: SessionTimeouts | None = None,
+    mode: TlsMode = TlsMode.DISABLED,
+    pipelining: bool = True,
 ) -> ConnectionPool:
     options = SessionOptions(
         ehlo_name="relay.test",
         tls_mode=mode,
+        pipelining=pipelining,
         timeouts=timeouts or SessionTimeouts(connect=5.0, banner=5.0, command=5.0),
     )
     return ConnectionPool(PoolKey("unspecified", "site.test"), PoolLimits(), options)
@@ -113,6 +117,37 @@ async def test_the_envelope_goes_in_one_write_and_rset_only_on_reuse() -> None:
     assert envelopes == [mail_rcpt_data, [b"RSET\r\n", *mail_rcpt_data]]
     stuffed = b"Subject: pipelined\r\n\r\nline one\r\n..starts with a dot\r\nlast line\r\n.\r\n"
     assert bodies == [stuffed, stuffed]
+
+
+async def test_with_pipelining_disabled_each_command_waits_for_its_reply() -> None:
+    waited: list[bytes] = []
+
+    async def conversation(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await greet(reader, writer)  # offers PIPELINING
+        for reply in (b"250 ok\r\n", b"250 ok\r\n", b"354 go ahead\r\n"):
+            command = await reader.readline()
+            # Nothing more may arrive before this command is answered.
+            with contextlib.suppress(TimeoutError):
+                command += await asyncio.wait_for(reader.readline(), 0.2)
+            waited.append(command)
+            writer.write(reply)
+        await reader.readuntil(b"\r\n.\r\n")
+        writer.write(b"250 2.0.0 queued\r\n")
+        await read_lines_until(reader, b"QUIT\r\n")
+        writer.write(b"221 bye\r\n")
+
+    peer = await start_scripted_peer(conversation)
+    pool = make_pool(pipelining=False)
+    reply = await send(pool, peer.port)
+    await pool.aclose()
+    await peer.close()
+    assert peer.errors == []
+    assert reply.code == 250
+    assert waited == [
+        b"MAIL FROM:<sender@example.com>\r\n",
+        b"RCPT TO:<rcpt@example.com>\r\n",
+        b"DATA\r\n",
+    ]
 
 
 async def test_a_354_after_a_refused_recipient_is_ended_with_a_lone_dot() -> None:

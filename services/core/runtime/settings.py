@@ -462,6 +462,14 @@ class DeliverySettings:
         default=300.0,
         metadata=_about(_seconds, "wait for each reply to EHLO, STARTTLS, MAIL, RCPT and DATA"),
     )
+    enable_pipelining: bool = field(
+        default=True,
+        metadata=_about(
+            _boolean,
+            "send RSET, MAIL, RCPT and DATA in one write to peers that offer PIPELINING "
+            "(KumoMTA's enable_pipelining)",
+        ),
+    )
     tls_mode: str = field(
         default="Opportunistic",
         metadata=_about(
