@@ -18,6 +18,9 @@ from .smtp_wire import MalformedReply, Reply, take_replies
 
 # RFC 5321 3.8: a 421 reply means the server is closing the transmission channel.
 CLOSING_CODE = 421
+# A session pipelines at most four commands; more replies waiting than this were never asked
+# for, and a peer sending them endlessly must not grow the queue without bound.
+MAX_QUEUED_REPLIES = 32
 
 
 class ConnectionLost(Exception):
@@ -46,10 +49,16 @@ class _ReplyQueue(asyncio.Protocol):
         try:
             self._replies.extend(take_replies(self._buffer))
         except MalformedReply as error:
-            self.lose(f"malformed reply: {error}")
-            if self.transport is not None:
-                self.transport.close()
+            self._give_up(f"malformed reply: {error}")
+        if len(self._replies) > MAX_QUEUED_REPLIES:
+            self._give_up(f"more than {MAX_QUEUED_REPLIES} replies nobody asked for")
         self._arrived.set()
+
+    def _give_up(self, reason: str) -> None:
+        self.lose(reason)
+        self._replies.clear()
+        if self.transport is not None:
+            self.transport.close()
 
     def eof_received(self) -> bool:
         self.lose("the peer closed the connection")

@@ -204,6 +204,22 @@ async def test_a_malformed_reply_ends_the_session() -> None:
     assert reply.code == 421 and "malformed reply" in reply.text
 
 
+async def test_a_peer_flooding_replies_is_dropped() -> None:
+    async def conversation(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await greet(reader, writer)
+        await read_lines_until(reader, b"DATA\r\n")
+        writer.write(b"250 again and again\r\n" * 1000)
+        await reader.read()
+
+    peer = await start_scripted_peer(conversation)
+    pool = make_pool()
+    reply = await send(pool, peer.port)
+    await pool.aclose()
+    await peer.close()
+    assert reply.code == 421 and "replies nobody asked for" in reply.text
+    assert pool.connections == 0
+
+
 async def test_a_silent_peer_times_out_with_a_lost_connection() -> None:
     async def conversation(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await greet(reader, writer)
