@@ -235,6 +235,25 @@ async def test_messages_arrive_intact_over_one_pipelined_connection(sink: SmtpSi
     assert sink.stats.transactions_per_connection == [5]
 
 
+async def test_pipelining_under_tls_delivers_over_one_connection(tmp_path: Path) -> None:
+    certificates = make_certificates(tmp_path)
+    tls_sink = await start_sink(
+        tls_context=certificates.server_context(self_signed=True), pipelining=True
+    )
+    pool = make_pool(mode=TlsMode.REQUIRED_INSECURE)
+    destination = Destination(peer_name="mx.sink.test", address="127.0.0.1", port=tls_sink.port)
+    sent = [
+        await pool.send([destination], "sender@example.com", "rcpt@example.com", CONTENT)
+        for _ in range(3)
+    ]
+    await pool.aclose()
+    await tls_sink.close()
+    assert [(s.reply.code, s.tls) for s in sent] == [(250, True)] * 3
+    assert [m.content for m in tls_sink.messages] == [CONTENT] * 3
+    assert all(m.tls for m in tls_sink.messages)
+    assert tls_sink.stats.transactions_per_connection == [3]
+
+
 async def test_a_refusal_leaves_the_pipelined_session_usable(sink: SmtpSink) -> None:
     pool = make_pool()
     refused = await send(pool, sink.port, "nobody@example.com")
