@@ -5,6 +5,7 @@ every connection (so tests can check reuse and limits), answers RCPT per recipie
 offers STARTTLS when given a TLS context and PIPELINING when asked. `start_banner_peer`
 accepts connections and greets with whatever banner it is given (421, garbage);
 `start_scripted_peer` runs a conversation the test writes, for what aiosmtpd never does.
+`make_pool` is a connection pool with short timeouts for talking to them.
 `refused_port` is a loopback port nobody listens on. `make_certificates` makes a CA, a leaf
 it signed and a self-signed leaf with the openssl command.
 """
@@ -22,7 +23,12 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from relaystream.delivery.pool import ConnectionPool, PoolKey, PoolLimits
+from relaystream.delivery.smtp_session import SessionOptions, SessionTimeouts
+from relaystream.delivery.tls import TlsMode
 from relaystream.devkit.sink import OffersPipelining
+
+FAST = SessionTimeouts(connect=5.0, banner=5.0, command=10.0)
 
 
 @dataclass
@@ -236,6 +242,27 @@ async def start_scripted_peer(conversation: Conversation, host: str = "127.0.0.1
     server = await asyncio.start_server(serve, host, 0)
     peer = ScriptedPeer(server)
     return peer
+
+
+def make_pool(
+    limits: PoolLimits | None = None,
+    *,
+    mode: TlsMode = TlsMode.OPPORTUNISTIC,
+    ca_file: Path | None = None,
+    timeouts: SessionTimeouts = FAST,
+    pipelining: bool = True,
+) -> ConnectionPool:
+    """A pool for one test site, saying EHLO relay.test."""
+    options = SessionOptions(
+        ehlo_name="relay.test",
+        tls_mode=mode,
+        timeouts=timeouts,
+        tls_ca_file=ca_file,
+        pipelining=pipelining,
+    )
+    return ConnectionPool(
+        PoolKey("unspecified", "site.test"), limits or PoolLimits(idle_timeout=30.0), options
+    )
 
 
 def refused_port(host: str = "127.0.0.1") -> int:

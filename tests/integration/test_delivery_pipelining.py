@@ -17,35 +17,21 @@ from delivery_sinks import (
     ScriptedPeer,
     SmtpSink,
     make_certificates,
+    make_pool,
     start_scripted_peer,
     start_sink,
 )
 
-from relaystream.delivery.pool import ConnectionPool, PoolKey, PoolLimits
+from relaystream.delivery.pool import ConnectionPool
 from relaystream.delivery.smtp_session import (
     Destination,
     PeerReply,
-    SessionOptions,
     SessionTimeouts,
 )
 from relaystream.delivery.tls import TlsMode
 
 CONTENT = b"Subject: pipelined\r\n\r\nline one\r\n.starts with a dot\r\nlast line\r\n"
 EHLO_REPLY = b"250-peer.test\r\n250-PIPELINING\r\n250 8BITMIME\r\n"
-
-
-def make_pool(
-    timeouts: SessionTimeouts | None = None,
-    mode: TlsMode = TlsMode.DISABLED,
-    pipelining: bool = True,
-) -> ConnectionPool:
-    options = SessionOptions(
-        ehlo_name="relay.test",
-        tls_mode=mode,
-        pipelining=pipelining,
-        timeouts=timeouts or SessionTimeouts(connect=5.0, banner=5.0, command=5.0),
-    )
-    return ConnectionPool(PoolKey("unspecified", "site.test"), PoolLimits(), options)
 
 
 async def send(pool: ConnectionPool, port: int, recipient: str = "rcpt@example.com") -> PeerReply:
@@ -219,7 +205,7 @@ async def test_a_silent_peer_times_out_with_a_lost_connection() -> None:
         await reader.read()  # never answers the envelope
 
     peer = await start_scripted_peer(conversation)
-    pool = make_pool(SessionTimeouts(connect=5.0, banner=5.0, command=0.5))
+    pool = make_pool(timeouts=SessionTimeouts(connect=5.0, banner=5.0, command=0.5))
     reply = await send(pool, peer.port)
     await pool.aclose()
     await peer.close()

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 from delivery_sinks import (
     Certificates,
     SmtpSink,
     make_certificates,
+    make_pool,
     refused_port,
     start_banner_peer,
     start_sink,
@@ -19,35 +19,19 @@ from delivery_sinks import (
 from relaystream.delivery.pool import (
     AllCandidatesFailed,
     ConnectionPool,
-    PoolKey,
     PoolLimits,
 )
 from relaystream.delivery.smtp_session import (
     Destination,
     PeerReply,
-    SessionOptions,
-    SessionTimeouts,
 )
 from relaystream.delivery.tls import TlsMode
 
-FAST = SessionTimeouts(connect=5.0, banner=5.0, command=10.0)
 CONTENT = b"Subject: test\r\nFrom: a@example.com\r\n\r\nhello\r\n.leading dot\r\n"
-
-
-def options(mode: TlsMode = TlsMode.OPPORTUNISTIC, ca_file: Path | None = None) -> SessionOptions:
-    return SessionOptions(ehlo_name="relay.test", tls_mode=mode, timeouts=FAST, tls_ca_file=ca_file)
 
 
 def to(sink: SmtpSink, name: str = "sink.test") -> Destination:
     return Destination(peer_name=name, address=sink.host, port=sink.port)
-
-
-def make_pool(limits: PoolLimits | None = None, **kwargs: object) -> ConnectionPool:
-    return ConnectionPool(
-        PoolKey("unspecified", "site.test"),
-        limits or PoolLimits(idle_timeout=30.0),
-        options(**kwargs),  # type: ignore[arg-type]
-    )
 
 
 async def deliver(
