@@ -54,6 +54,23 @@ async def command(client: aiosmtplib.SMTP, line: str) -> tuple[int, str]:
     return response.code, response.message
 
 
+async def raw_reply(reader: asyncio.StreamReader) -> bytes:
+    """The last line of the next reply on a raw connection (continuation lines skipped)."""
+    line = await asyncio.wait_for(reader.readline(), 30)
+    while line[3:4] == b"-":
+        line = await asyncio.wait_for(reader.readline(), 30)
+    return line
+
+
+async def raw_session(ingest: RunningIngest) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A plain socket past the banner and EHLO, to write commands exactly as a test wants."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", ingest.endpoints.smtp_port)
+    assert (await raw_reply(reader)).startswith(b"220")
+    writer.write(b"EHLO client.example\r\n")
+    assert (await raw_reply(reader)).startswith(b"250")
+    return reader, writer
+
+
 async def test_each_recipient_becomes_one_accepted_message_with_connection_meta(
     kafka_bootstrap: str, topic_prefix: str, topics: TopicCatalog
 ) -> None:
@@ -201,13 +218,7 @@ async def test_commands_pipelined_after_the_final_dot_are_answered(
 ) -> None:
     settings = ingest_settings(kafka_bootstrap, topic_prefix)
     async with running_ingest(settings) as ingest:
-        reader, writer = await asyncio.open_connection("127.0.0.1", ingest.endpoints.smtp_port)
-
-        async def reply() -> bytes:
-            lines = [await asyncio.wait_for(reader.readline(), 30)]
-            while lines[-1][3:4] == b"-":
-                lines.append(await asyncio.wait_for(reader.readline(), 30))
-            return lines[-1]
+        reader, writer = await raw_session(ingest)
 
         async def transaction(recipient: bytes) -> None:
             for line, code in [
@@ -216,21 +227,18 @@ async def test_commands_pipelined_after_the_final_dot_are_answered(
                 (b"DATA", b"354"),
             ]:
                 writer.write(line + b"\r\n")
-                assert (await reply()).startswith(code)
+                assert (await raw_reply(reader)).startswith(code)
 
-        assert (await reply()).startswith(b"220")
-        writer.write(b"EHLO client.example\r\n")
-        assert (await reply()).startswith(b"250")
         # An empty body: the data ends at its first line.
         await transaction(b"empty@example.org")
         writer.write(b".\r\n")
-        assert (await reply()).startswith(b"250 2.0.0")
+        assert (await raw_reply(reader)).startswith(b"250 2.0.0")
         # The end of the data and the next commands in one write.
         await transaction(b"r@example.org")
         writer.write(MESSAGE + b".\r\nMAIL FROM:<t@example.com>\r\nQUIT\r\n")
-        assert (await reply()).startswith(b"250 2.0.0")
-        assert (await reply()).startswith(b"250")
-        assert (await reply()).startswith(b"221")
+        assert (await raw_reply(reader)).startswith(b"250 2.0.0")
+        assert (await raw_reply(reader)).startswith(b"250")
+        assert (await raw_reply(reader)).startswith(b"221")
         writer.close()
     events = await read_events(kafka_bootstrap, topics.accepted.name, 2, schema="MessageAccepted")
     contents = {event["recipient"]: event["content"] for _, event in events}
@@ -249,27 +257,18 @@ async def test_pipelining_is_offered_and_a_pipelined_envelope_is_answered_in_ord
         client = await session(ingest)
         assert client.supports_extension("pipelining")
         client.close()
-        reader, writer = await asyncio.open_connection("127.0.0.1", ingest.endpoints.smtp_port)
+        reader, writer = await raw_session(ingest)
 
-        async def reply() -> bytes:
-            line = await asyncio.wait_for(reader.readline(), 30)
-            while line[3:4] == b"-":
-                line = await asyncio.wait_for(reader.readline(), 30)
-            return line
-
-        assert (await reply()).startswith(b"220")
-        writer.write(b"EHLO client.example\r\n")
-        assert (await reply()).startswith(b"250")
         # The whole envelope in one write, one recipient of it refused.
         writer.write(
             b"MAIL FROM:<s@example.com>\r\nRCPT TO:<p@example.org>\r\n"
             b"RCPT TO:<not an address>\r\nDATA\r\n"
         )
-        codes = [(await reply())[:3] for _ in range(4)]
+        codes = [(await raw_reply(reader))[:3] for _ in range(4)]
         assert codes[:2] == [b"250", b"250"] and codes[2].startswith(b"5") and codes[3] == b"354"
         writer.write(MESSAGE + b".\r\nQUIT\r\n")
-        assert (await reply()).startswith(b"250 2.0.0")
-        assert (await reply()).startswith(b"221")
+        assert (await raw_reply(reader)).startswith(b"250 2.0.0")
+        assert (await raw_reply(reader)).startswith(b"221")
         writer.close()
     events = await read_events(kafka_bootstrap, topics.accepted.name, 1, schema="MessageAccepted")
     assert [event["recipient"] for _, event in events] == ["p@example.org"]
