@@ -24,9 +24,6 @@ import socket
 import statistics
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -57,7 +54,7 @@ from .bench_measure import (
 )
 from .bench_postfix import LocalPostfix, install_postfix, postfix_problem
 from .broker import LocalKafka, free_loopback_ports
-from .dev import SERVICE_NAMES, start_service, stop_services
+from .dev import SERVICE_NAMES, start_service, stop_services, wait_until_ready
 
 GENERATORS = ("builtin", "smtp-source")
 # A run is over when every recipient arrived, or when nothing arrived for this long.
@@ -160,32 +157,6 @@ def render_bench_policy(sink_port: int) -> str:
         "  return kumo.make_queue_config {}\n"
         "end)\n"
     )
-
-
-def wait_until_ready(
-    processes: dict[str, subprocess.Popen[bytes]],
-    health_ports: dict[str, int],
-    logs_dir: Path,
-    timeout_s: float = 180.0,
-) -> None:
-    """Poll each service's /readyz; a service that exits first ends the bench."""
-    deadline = time.monotonic() + timeout_s
-    waiting = set(processes)
-    while waiting:
-        for name in sorted(waiting):
-            code = processes[name].poll()
-            if code is not None:
-                raise RuntimeError(f"{name} exited with {code}; log: {logs_dir / name}.log")
-            url = f"http://127.0.0.1:{health_ports[name]}/readyz"
-            try:
-                with urllib.request.urlopen(url, timeout=2) as response:
-                    if response.status == 200:
-                        waiting.discard(name)
-            except (urllib.error.URLError, OSError):
-                pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"not ready within {timeout_s:.0f}s: {', '.join(sorted(waiting))}")
-        time.sleep(0.3)
 
 
 @dataclass

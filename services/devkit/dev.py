@@ -14,6 +14,9 @@ import os
 import signal
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -110,9 +113,16 @@ def run_dev(state_dir: Path, ports: DevPorts = DevPorts(), keep_broker: bool = F
                 print(f"dev: topic drift: {drift}", file=sys.stderr)
         sink.start()
         settings_path = write_dev_settings(state_dir, bootstrap, ports)
-        for index, name in enumerate(SERVICE_NAMES):
+        health_ports = {name: ports.first_health + i for i, name in enumerate(SERVICE_NAMES)}
+        for name in SERVICE_NAMES:
             log = (logs_dir / f"{name}.log").open("ab")
-            processes[name] = start_service(name, settings_path, ports.first_health + index, log)
+            processes[name] = start_service(name, settings_path, health_ports[name], log)
+        # "running" only once every service is ready: ingest listens for SMTP by then.
+        try:
+            wait_until_ready(processes, health_ports, logs_dir)
+        except RuntimeError as failure:
+            print(f"dev: {failure}", file=sys.stderr, flush=True)
+            return 1
         print_endpoints(bootstrap, ports, state_dir)
         return supervise(processes)
     finally:
@@ -123,6 +133,32 @@ def run_dev(state_dir: Path, ports: DevPorts = DevPorts(), keep_broker: bool = F
             _say("dev: stopping Kafka")
             broker.stop()
         _say("dev: stopped")
+
+
+def wait_until_ready(
+    processes: dict[str, subprocess.Popen[bytes]],
+    health_ports: dict[str, int],
+    logs_dir: Path,
+    timeout_s: float = 180.0,
+) -> None:
+    """Poll each service's /readyz; RuntimeError if a service exits first or time runs out."""
+    deadline = time.monotonic() + timeout_s
+    waiting = set(processes)
+    while waiting:
+        for name in sorted(waiting):
+            code = processes[name].poll()
+            if code is not None:
+                raise RuntimeError(f"{name} exited with {code}; log: {logs_dir / name}.log")
+            url = f"http://127.0.0.1:{health_ports[name]}/readyz"
+            try:
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    if response.status == 200:
+                        waiting.discard(name)
+            except (urllib.error.URLError, OSError):
+                pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"not ready within {timeout_s:.0f}s: {', '.join(sorted(waiting))}")
+        time.sleep(0.3)
 
 
 def _say(text: str) -> None:
