@@ -1,7 +1,7 @@
 """`POST /api/inject/v1` (aiohttp), request and response as KumoMTA's.
 
 200 `{"success_count", "fail_count", "failed_recipients", "errors"}` once every built message is
-committed to Kafka (one transaction; a recipient whose address or message is invalid fails
+written to Kafka (one atomic write; a recipient whose address or message is invalid fails
 alone, as in KumoMTA); 400 for a body that is not a JSON object; 422 with `errors` for a request
 that is not valid; 401 without a valid bearer token where tokens are required; 413 over the body
 size limit; 503 when Kafka does not commit (then none of the messages is visible).
@@ -25,7 +25,7 @@ from ..core.domain.envelope import EnvelopeAddress, EnvelopeAddressError
 from ..core.events.records import MessageAccepted
 from . import metrics
 from .accepted_messages import Reception, accepted_messages
-from .acceptor import AcceptanceFailed, TransactionalAcceptor
+from .acceptor import AcceptanceFailed, AtomicAcceptor
 from .inject_request import InjectRequest, InvalidRequest, parse_inject_request
 from .message_builder import MessageBuildError, build_message
 from .message_ids import new_message_id
@@ -90,7 +90,7 @@ def _invalid(status: int, reasons: list[str]) -> web.Response:
 
 
 class InjectApi:
-    def __init__(self, config: InjectApiConfig, acceptor: TransactionalAcceptor) -> None:
+    def __init__(self, config: InjectApiConfig, acceptor: AtomicAcceptor) -> None:
         self._config = config
         self._acceptor = acceptor
 

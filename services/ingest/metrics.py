@@ -29,12 +29,13 @@ MESSAGES_REJECTED = Counter(
 )
 KAFKA_ACK_SECONDS = Histogram(
     "relaystream_ingest_kafka_ack_seconds",
-    "From handing a batch of accepted messages to Kafka until its transaction committed",
+    "From a reception's arrival at the acceptor until Kafka acknowledged it (or it failed)",
     ["result"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
-KAFKA_TRANSACTIONS = Counter(
-    "relaystream_ingest_kafka_transactions",
-    "Kafka transactions of accepted messages by result: committed or failed",
-    ["result"],
+KAFKA_WRITES = Counter(
+    "relaystream_ingest_kafka_writes",
+    "Atomic writes of accepted messages: kind batch (one record batch) or transaction (a "
+    "reception too large for one), result committed or failed",
+    ["kind", "result"],
 )

@@ -1,10 +1,11 @@
 """The ingest service: SMTP, the HTTP injection API and the `submit` consumer, one process.
 
-All three split mail per recipient and commit the MessageAccepted events of each reception in
-one Kafka transaction (acceptor.py) before answering 250/200; readers of `accepted` must use
-read_committed. On SIGTERM: the submit consumer stops taking records and commits, the SMTP
-listener stops accepting connections and lets transactions in DATA finish, the HTTP listener
-finishes its requests, then the queued transactions commit and the producers close.
+All three split mail per recipient and write the MessageAccepted events of each reception
+atomically (acceptor.py: one record batch, or a Kafka transaction for a reception too large for
+one) before answering 250/200; readers of `accepted` must use read_committed. On SIGTERM: the
+submit consumer stops taking records and commits, the SMTP listener stops accepting connections
+and lets transactions in DATA finish, the HTTP listener finishes its requests, then the queued
+writes complete and the producers close.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from ..core.kafka.topics import DEFAULT_PREFIX, TopicCatalog, TopicSettings, dec
 from ..core.runtime.logging import configure_logging
 from ..core.runtime.service import EXIT_OK, ServiceMain, ServiceRuntime, run_service
 from ..core.runtime.settings import IngestSettings, Settings, SettingsError
-from .acceptor import TransactionalAcceptor
+from .acceptor import AtomicAcceptor
 from .inject_api import InjectApi, InjectApiConfig, InjectListener, TokensRequired, require_tokens
 from .smtp_server import SmtpListener, SmtpPolicy
 from .smtp_users import SmtpUsers, UsersFileError
@@ -122,7 +123,7 @@ def ingest_main(
             tokens=tokens,
             tokens_required=tokens_required,
         )
-        acceptor = TransactionalAcceptor(
+        acceptor = AtomicAcceptor(
             bootstrap,
             topic=topics.accepted.name,
             transactional_id=transactional_id(settings, prefix),

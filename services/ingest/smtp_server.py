@@ -7,8 +7,8 @@ Replies (enhanced status codes per RFC 3463):
   550 5.7.1 unless the client is in a relay network or authenticated, 452 4.5.3 past
   `max_recipients`.
 - DATA: 552 5.3.4 over the size limit, 500 5.5.2 for a line over 1000 octets; otherwise one
-  MessageAccepted per recipient goes to Kafka in one transaction and the reply is 250 once it
-  committed, 451 4.3.0 if it did not (then none of them is visible).
+  MessageAccepted per recipient goes to Kafka in one atomic write (acceptor.py) and the reply
+  is 250 once Kafka acknowledged it, 451 4.3.0 if it did not (then none of them is visible).
 - AUTH PLAIN/LOGIN only over TLS, or from a loopback client; 535 5.7.8 for bad credentials.
 
 aiosmtpd words some of its own replies without enhanced codes; `IngestSMTP.push` rewrites those
@@ -34,7 +34,7 @@ from ..core.domain.envelope import EnvelopeAddress, EnvelopeAddressError
 from ..core.runtime.settings import Network
 from . import metrics
 from .accepted_messages import Reception, accepted_messages
-from .acceptor import AcceptanceFailed, TransactionalAcceptor
+from .acceptor import AcceptanceFailed, AtomicAcceptor
 from .data_body import END, DataBody, DataVerdict
 from .message_ids import new_message_id
 from .received_header import TraceFacts, received_header
@@ -256,9 +256,9 @@ class IngestSMTP(SMTP):
 
 
 class IngestHandler:
-    """The aiosmtpd hooks: validation and relay control, then the Kafka transaction."""
+    """The aiosmtpd hooks: validation and relay control, then the atomic write to Kafka."""
 
-    def __init__(self, policy: SmtpPolicy, acceptor: TransactionalAcceptor) -> None:
+    def __init__(self, policy: SmtpPolicy, acceptor: AtomicAcceptor) -> None:
         self.policy = policy
         self._acceptor = acceptor
         self.in_flight = 0
@@ -397,7 +397,7 @@ class IngestHandler:
 class SmtpListener:
     """The listening socket and its sessions."""
 
-    def __init__(self, policy: SmtpPolicy, acceptor: TransactionalAcceptor) -> None:
+    def __init__(self, policy: SmtpPolicy, acceptor: AtomicAcceptor) -> None:
         self.handler = IngestHandler(policy, acceptor)
         self.sessions = SessionLimit(policy.max_connections)
         self.protocols: set[IngestSMTP] = set()

@@ -1,8 +1,8 @@
 """The `submit` topic: MessageSubmitted events from upstream applications become accepted mail.
 
 Each submission becomes one MessageAccepted per recipient with ids derived from the submission
-id and the recipient's index (message_ids.submission_message_id), committed in one Kafka
-transaction, so a submission redelivered after a crash yields the same ids again. An event that
+id and the recipient's index (message_ids.submission_message_id), written in one atomic write
+(acceptor.py), so a submission redelivered after a crash yields the same ids again. An event that
 cannot be decoded or is invalid (bad address, no or too many recipients, too big, meta that is
 not JSON) goes to dead-letter with the reason; retrying cannot fix it.
 """
@@ -22,7 +22,7 @@ from ..core.kafka.consumer import ConsumedRecord
 from ..core.kafka.dead_letter import RecordRejected
 from . import metrics
 from .accepted_messages import Reception, accepted_messages
-from .acceptor import AcceptanceFailed, TransactionalAcceptor
+from .acceptor import AcceptanceFailed, AtomicAcceptor
 from .message_ids import submission_message_id
 
 log = logging.getLogger(__name__)
@@ -84,7 +84,7 @@ class SubmissionHandler:
 
     def __init__(
         self,
-        acceptor: TransactionalAcceptor,
+        acceptor: AtomicAcceptor,
         *,
         max_recipients: int,
         max_message_size: int,

@@ -9,16 +9,37 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 
 from relaystream.core.events.codec import decode
+from relaystream.core.kafka.admin import ensure_topics
+from relaystream.core.kafka.topics import TopicCatalog, TopicRole, TopicSettings, declare_topics
 from relaystream.core.runtime.service import EXIT_OK, ServiceRuntime, run_service
 from relaystream.core.runtime.settings import HostPort, IngestSettings, RuntimeSettings, Settings
 from relaystream.ingest.service import SERVICE_NAME, IngestEndpoints, ingest_main
 
 WAIT_SECONDS = 60.0
+# Tests that need a refused record make `accepted` refuse records over this size.
+ACCEPTED_MAX_BYTES = 64 * 1024
+
+
+async def topics_with_small_accepted(bootstrap: str, prefix: str, partitions: int) -> TopicCatalog:
+    """The topics under `prefix`, created, with `accepted` refusing records over
+    ACCEPTED_MAX_BYTES."""
+    catalog = declare_topics(
+        TopicSettings(
+            prefix=prefix,
+            partitions=partitions,
+            extra_configs=MappingProxyType(
+                {TopicRole.ACCEPTED: {"max.message.bytes": str(ACCEPTED_MAX_BYTES)}}
+            ),
+        )
+    )
+    await ensure_topics(bootstrap, catalog)
+    return catalog
 
 
 def ingest_settings(bootstrap: str, prefix: str, **ingest: Any) -> Settings:

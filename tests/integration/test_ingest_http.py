@@ -6,33 +6,25 @@ import base64
 import json
 import os
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any
 
 import aiohttp
 import pytest
-from ingest_harness import RunningIngest, ingest_settings, read_events, running_ingest
+from ingest_harness import (
+    ACCEPTED_MAX_BYTES,
+    RunningIngest,
+    ingest_settings,
+    read_events,
+    running_ingest,
+    topics_with_small_accepted,
+)
 
-from relaystream.core.kafka.admin import ensure_topics
-from relaystream.core.kafka.topics import TopicCatalog, TopicRole, TopicSettings, declare_topics
-
-# The accepted topic refuses records over this size (the atomicity test needs a failing record).
-ACCEPTED_MAX_BYTES = 64 * 1024
+from relaystream.core.kafka.topics import TopicCatalog
 
 
 @pytest.fixture
 async def topics(kafka_bootstrap: str, topic_prefix: str) -> TopicCatalog:
-    catalog = declare_topics(
-        TopicSettings(
-            prefix=topic_prefix,
-            partitions=2,
-            extra_configs=MappingProxyType(
-                {TopicRole.ACCEPTED: {"max.message.bytes": str(ACCEPTED_MAX_BYTES)}}
-            ),
-        )
-    )
-    await ensure_topics(kafka_bootstrap, catalog)
-    return catalog
+    return await topics_with_small_accepted(kafka_bootstrap, topic_prefix, partitions=2)
 
 
 async def post(
