@@ -79,10 +79,11 @@ class _Reception:
     done: asyncio.Future[None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
+    # Its bytes in a record batch: read by each round and each packing, so computed once.
+    size: int = field(init=False)
 
-    @property
-    def size(self) -> int:
-        return sum(
+    def __post_init__(self) -> None:
+        self.size = sum(
             len(message_id) + len(value) + RECORD_OVERHEAD_BYTES
             for message_id, value in self.records
         )
