@@ -73,8 +73,6 @@ class RoutingResult:
 
     `queued` is None unless the outcome is QUEUED. `policy_failure` describes a failed policy
     (the message is REJECTED and also dead-lettered for a replay); None otherwise.
-    `remember` says whether the id may be recorded as decided: a policy failure is not, so a
-    replayed copy is routed again.
     """
 
     decision: RoutingDecision
@@ -85,10 +83,6 @@ class RoutingResult:
     @property
     def outcome(self) -> RoutingOutcome:
         return self.decision["outcome"]
-
-    @property
-    def remember(self) -> bool:
-        return self.policy_failure is None
 
 
 def header_block(content: bytes) -> str:

@@ -58,7 +58,7 @@ def test_queued_message_keeps_tenant_and_is_due_at_reception(policy: Policy) -> 
     assert result.decision["tenant"] == "acme"
     assert result.decision["routing_domain"] == "smart.example"
     assert result.decision["decided_at"] == DECIDED
-    assert result.remember
+    assert result.policy_failure is None
     # Every event the decision yields is valid for its schema.
     for name, event in (
         ("RoutingDecision", result.decision),
@@ -93,11 +93,11 @@ def test_kumo_reject_is_a_rejection_with_its_code(policy: Policy) -> None:
     }
     assert result.log["type"] == "Rejection"
     assert result.log["queue"] == "acme@example.com"  # the queue it would have joined
-    assert result.policy_failure is None and result.remember
+    assert result.policy_failure is None
 
 
 @pytest.mark.parametrize("user", ["boom", "badqueue"])
-def test_a_failing_policy_rejects_transiently_and_is_not_remembered(
+def test_a_failing_policy_rejects_transiently_and_says_why(
     policy: Policy, user: str
 ) -> None:
     result = decide(message(f"{user}@example.com"), policy, decided_at=DECIDED)
@@ -105,7 +105,6 @@ def test_a_failing_policy_rejects_transiently_and_is_not_remembered(
     assert result.decision["rejection"] is not None
     assert result.decision["rejection"]["code"] == 451
     assert result.policy_failure is not None
-    assert not result.remember
 
 
 @pytest.mark.parametrize(
