@@ -25,6 +25,7 @@ from typing import Any
 
 import aiohttp
 import yaml
+from child_processes import ends_with_test_run
 from delivery_sinks import SmtpSink
 from dnsmasq import DnsRecords, DnsServer, MxHost
 
@@ -106,6 +107,7 @@ class Pipeline:
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
+            preexec_fn=ends_with_test_run,
         )
 
     async def wait_ready(self, name: str, within: float = 180.0) -> None:

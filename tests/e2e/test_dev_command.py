@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from child_processes import ends_with_test_run
 
 from relaystream.devkit.dev import DevPorts
 
@@ -94,6 +95,7 @@ def dev(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], Output, Path]]:
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,  # its own process group, as a terminal's foreground job
+        preexec_fn=ends_with_test_run,  # stops what it started if the run is killed
     )
     output = Output(process)
     try:

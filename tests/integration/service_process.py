@@ -16,6 +16,8 @@ import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 
+from child_processes import ends_with_test_run
+
 from relaystream.devkit.broker import free_loopback_ports
 
 
@@ -47,6 +49,7 @@ class ServiceProcess:
             env=self._env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
+            preexec_fn=ends_with_test_run,
         )
 
     def ready(self) -> bool:

@@ -97,9 +97,7 @@ def test_kumo_reject_is_a_rejection_with_its_code(policy: Policy) -> None:
 
 
 @pytest.mark.parametrize("user", ["boom", "badqueue"])
-def test_a_failing_policy_rejects_transiently_and_says_why(
-    policy: Policy, user: str
-) -> None:
+def test_a_failing_policy_rejects_transiently_and_says_why(policy: Policy, user: str) -> None:
     result = decide(message(f"{user}@example.com"), policy, decided_at=DECIDED)
     assert result.outcome == "REJECTED"
     assert result.decision["rejection"] is not None
