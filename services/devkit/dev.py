@@ -92,47 +92,87 @@ def stop_services(processes: dict[str, subprocess.Popen[bytes]], grace_s: float 
 
 
 def run_dev(state_dir: Path, ports: DevPorts = DevPorts(), keep_broker: bool = False) -> int:
-    """Run everything until Ctrl-C (or SIGTERM); the exit code."""
+    """Run everything until Ctrl-C (or SIGTERM); the exit code.
+
+    Either signal, at any point (the broker still starting included), stops what was started.
+    """
     state_dir.mkdir(parents=True, exist_ok=True)
     broker = LocalKafka(state_dir=state_dir)
     started_broker = not broker.is_running()
+    processes: dict[str, subprocess.Popen[bytes]] = {}
+    sink = MailSink(port=ports.sink, directory=state_dir / "sink")
+    logs_dir = state_dir / "logs"
+    logs_dir.mkdir(exist_ok=True)
+    previous_handler = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        return _run(broker, started_broker, processes, sink, state_dir, ports)
+    except KeyboardInterrupt:
+        _say("\ndev: interrupted while starting")
+        return 130
+    finally:
+        # A second signal must not cut the clean-up short.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            _stop_all(broker, started_broker and not keep_broker, processes, sink)
+        finally:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            signal.signal(signal.SIGTERM, previous_handler)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGTERM stops a run as Ctrl-C does."""
+    raise KeyboardInterrupt
+
+
+def _run(
+    broker: LocalKafka,
+    started_broker: bool,
+    processes: dict[str, subprocess.Popen[bytes]],
+    sink: MailSink,
+    state_dir: Path,
+    ports: DevPorts,
+) -> int:
     if started_broker:
         print("dev: starting Kafka (first run fetches the jars from Maven Central) ...", flush=True)
         bootstrap = broker.start(port=ports.kafka, controller_port=ports.kafka_controller)
     else:
         bootstrap = broker.status().bootstrap or f"127.0.0.1:{ports.kafka}"
         print(f"dev: reusing the running Kafka broker at {bootstrap}", flush=True)
-    processes: dict[str, subprocess.Popen[bytes]] = {}
-    sink = MailSink(port=ports.sink, directory=state_dir / "sink")
+    report = asyncio.run(ensure_topics(bootstrap, declare_topics(TopicSettings.local())))
+    if not report.ok:
+        for drift in report.drifts:
+            print(f"dev: topic drift: {drift}", file=sys.stderr)
+    sink.start()
+    settings_path = write_dev_settings(state_dir, bootstrap, ports)
     logs_dir = state_dir / "logs"
-    logs_dir.mkdir(exist_ok=True)
+    health_ports = {name: ports.first_health + i for i, name in enumerate(SERVICE_NAMES)}
+    for name in SERVICE_NAMES:
+        log = (logs_dir / f"{name}.log").open("ab")
+        processes[name] = start_service(name, settings_path, health_ports[name], log)
+    # "running" only once every service is ready: ingest listens for SMTP by then.
     try:
-        report = asyncio.run(ensure_topics(bootstrap, declare_topics(TopicSettings.local())))
-        if not report.ok:
-            for drift in report.drifts:
-                print(f"dev: topic drift: {drift}", file=sys.stderr)
-        sink.start()
-        settings_path = write_dev_settings(state_dir, bootstrap, ports)
-        health_ports = {name: ports.first_health + i for i, name in enumerate(SERVICE_NAMES)}
-        for name in SERVICE_NAMES:
-            log = (logs_dir / f"{name}.log").open("ab")
-            processes[name] = start_service(name, settings_path, health_ports[name], log)
-        # "running" only once every service is ready: ingest listens for SMTP by then.
-        try:
-            wait_until_ready(processes, health_ports, logs_dir)
-        except RuntimeError as failure:
-            print(f"dev: {failure}", file=sys.stderr, flush=True)
-            return 1
-        print_endpoints(bootstrap, ports, state_dir)
-        return supervise(processes)
-    finally:
-        stop_services(processes)
-        with contextlib.suppress(Exception):
-            sink.stop()
-        if started_broker and not keep_broker:
-            _say("dev: stopping Kafka")
-            broker.stop()
-        _say("dev: stopped")
+        wait_until_ready(processes, health_ports, logs_dir)
+    except RuntimeError as failure:
+        print(f"dev: {failure}", file=sys.stderr, flush=True)
+        return 1
+    print_endpoints(bootstrap, ports, state_dir)
+    return supervise(processes)
+
+
+def _stop_all(
+    broker: LocalKafka,
+    stop_broker: bool,
+    processes: dict[str, subprocess.Popen[bytes]],
+    sink: MailSink,
+) -> None:
+    stop_services(processes)
+    with contextlib.suppress(Exception):
+        sink.stop()
+    if stop_broker:
+        _say("dev: stopping Kafka")
+        broker.stop()
+    _say("dev: stopped")
 
 
 def wait_until_ready(
@@ -169,16 +209,10 @@ def _say(text: str) -> None:
 
 
 def supervise(processes: dict[str, subprocess.Popen[bytes]]) -> int:
-    """Wait for Ctrl-C or SIGTERM; a service that exits on its own ends the run."""
-    stop = False
-
-    def on_signal(signum: int, frame: object) -> None:
-        nonlocal stop
-        stop = True
-
-    previous = signal.signal(signal.SIGTERM, on_signal)
+    """Wait for Ctrl-C or SIGTERM (both raise KeyboardInterrupt, see run_dev); a service that
+    exits on its own ends the run."""
     try:
-        while not stop:
+        while True:
             for name, process in processes.items():
                 code = process.poll()
                 if code is not None:
@@ -187,11 +221,8 @@ def supervise(processes: dict[str, subprocess.Popen[bytes]]) -> int:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 next(iter(processes.values())).wait(timeout=0.5)
     except KeyboardInterrupt:
-        pass
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    _say("\ndev: stopping the services ...")
-    return 0
+        _say("\ndev: stopping the services ...")
+        return 0
 
 
 def print_endpoints(bootstrap: str, ports: DevPorts, state_dir: Path) -> None:

@@ -2,7 +2,8 @@
 
 It starts its own broker and the four services on the fixed local ports, says it is running,
 relays a message to its sample sink, shows it in `relaystream logs`, and a Ctrl-C (SIGINT to
-the whole foreground process group, as a terminal sends it) stops everything it started.
+the whole foreground process group, as a terminal sends it) stops everything it started. So
+does a SIGTERM while it is still starting.
 """
 
 from __future__ import annotations
@@ -111,6 +112,11 @@ def dev(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], Output, Path]]:
                 process.wait()
 
 
+def assert_nothing_listens(output: Output) -> None:
+    still = [f"{name} {port}" for name, port in LISTENING.items() if is_listening(port)]
+    assert not still, f"still listening: {', '.join(still)}\n{output.text}"
+
+
 def arrived(sink: Path, text: bytes) -> bool:
     return any(text in path.read_bytes() for path in sink.glob("*.eml"))
 
@@ -155,5 +161,21 @@ def test_dev_relays_a_message_to_its_sink_and_ctrl_c_stops_everything(
     os.killpg(process.pid, signal.SIGINT)
     assert process.wait(STOPPED_WITHIN_S) == 0, output.text
     assert output.wait_for("dev: stopped", 5), output.text
-    still = [f"{name} {port}" for name, port in LISTENING.items() if is_listening(port)]
-    assert not still, f"still listening after Ctrl-C: {', '.join(still)}\n{output.text}"
+    assert_nothing_listens(output)
+
+
+def test_a_sigterm_while_dev_is_starting_stops_what_it_started(
+    dev: tuple[subprocess.Popen[str], Output, Path],
+) -> None:
+    process, output, _ = dev
+    deadline = time.monotonic() + RUNNING_WITHIN_S
+    while not is_listening(PORTS.kafka) and time.monotonic() < deadline:
+        assert process.poll() is None, output.text
+        time.sleep(0.1)
+    assert not output.wait_for("relaystream is running", 0), "too late: it is running already"
+
+    process.terminate()  # SIGTERM to dev alone, as `kill` or an orchestrator sends it
+
+    assert process.wait(STOPPED_WITHIN_S) == 130, output.text
+    assert output.wait_for("dev: stopped", 5), output.text
+    assert_nothing_listens(output)
