@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ..devkit.bench import GENERATORS, BenchOptions, main
+from ..devkit.bench import GENERATORS, SINKS, BenchOptions, main
 from ..devkit.bench_load import SCENARIOS
 from ..devkit.broker import BrokerError, default_state_dir
 
@@ -59,6 +59,13 @@ def register(subparsers: Any) -> None:
         "--generator", choices=GENERATORS, default="builtin", help="SMTP load generator"
     )
     bench.add_argument(
+        "--sink",
+        choices=SINKS,
+        default="builtin",
+        help="where both systems deliver: the builtin sink, or Postfix's smtp-sink "
+        "(one-recipient scenarios)",
+    )
+    bench.add_argument(
         "--bootstrap",
         help="measure a running deployment on this broker instead of starting one "
         "(its policy must route every domain to [127.0.0.1]:--sink-port)",
@@ -97,6 +104,7 @@ def bench_command(args: argparse.Namespace) -> int:
         compare_postfix=args.compare == "postfix",
         install_postfix=args.install_postfix,
         generator=args.generator,
+        sink=args.sink,
         rate=args.rate,
         bootstrap=args.bootstrap,
         ingest=args.ingest,

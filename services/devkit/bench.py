@@ -38,7 +38,9 @@ from ..core.kafka.topics import TopicCatalog, TopicSettings, declare_topics
 from .bench_load import (
     SCENARIOS,
     Injection,
+    PostfixSinkProcess,
     Scenario,
+    Sink,
     SinkProcess,
     inject_builtin,
     inject_smtp_source,
@@ -57,6 +59,7 @@ from .broker import LocalKafka, free_loopback_ports
 from .dev import SERVICE_NAMES, start_service, stop_services, wait_until_ready
 
 GENERATORS = ("builtin", "smtp-source")
+SINKS = ("builtin", "smtp-sink")
 # A run is over when every recipient arrived, or when nothing arrived for this long.
 IDLE_TIMEOUT_S = 60.0
 
@@ -74,6 +77,8 @@ class BenchOptions:
     compare_postfix: bool = False
     install_postfix: bool = False
     generator: str = "builtin"
+    # "smtp-sink": Postfix's reference sink (one-recipient scenarios: it counts messages).
+    sink: str = "builtin"
     # Messages per second the builtin generator holds to (None: as fast as answered).
     rate: float | None = None
     # A running deployment: its broker, ingest SMTP address and topic prefix.
@@ -311,7 +316,7 @@ async def inject(
 
 
 async def run_once(
-    options: BenchOptions, system: System, sink: SinkProcess, scenario: Scenario, messages: int
+    options: BenchOptions, system: System, sink: Sink, scenario: Scenario, messages: int
 ) -> RunResult:
     tag = uuid.uuid4().hex[:12]
     # Log records are looked up from a little before the run (clock steps, broker time).
@@ -349,7 +354,7 @@ async def run_once(
 
 
 async def run_scenarios(
-    options: BenchOptions, systems: Sequence[System], sink: SinkProcess, report: BenchReport
+    options: BenchOptions, systems: Sequence[System], sink: Sink, report: BenchReport
 ) -> None:
     for name in options.scenarios:
         scenario = SCENARIOS[name]
@@ -370,6 +375,21 @@ async def run_scenarios(
                 )
 
 
+def bench_sink(options: BenchOptions, port: int) -> Sink:
+    """The sink the options name; ValueError when it cannot count their scenarios."""
+    if options.sink == "builtin":
+        return SinkProcess(port)
+    if options.sink != "smtp-sink":
+        raise ValueError(f"unknown sink {options.sink!r}; known: {', '.join(SINKS)}")
+    several = [name for name in options.scenarios if SCENARIOS[name].recipients != 1]
+    if several:
+        raise ValueError(
+            f"smtp-sink counts messages, not recipients: it cannot measure {', '.join(several)}"
+            " (use the builtin sink)"
+        )
+    return PostfixSinkProcess(port)
+
+
 def run_bench(options: BenchOptions) -> BenchReport:
     """Start what the options ask for, run every scenario, stop it all; the report."""
     unknown = [name for name in options.scenarios if name not in SCENARIOS]
@@ -378,7 +398,7 @@ def run_bench(options: BenchOptions) -> BenchReport:
     options.state_dir.mkdir(parents=True, exist_ok=True)
     report = BenchReport(options={k: str(v) for k, v in asdict(options).items()})
     sink_port = options.sink_port or free_loopback_ports(1)[0]
-    sink = SinkProcess(sink_port)
+    sink = bench_sink(options, sink_port)
     own: OwnPipeline | None = None
     postfix: Postfix | None = None
     try:
