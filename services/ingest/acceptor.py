@@ -60,9 +60,11 @@ RECORD_OVERHEAD_BYTES = 24
 # One round of writes carries at most this many bytes; more receptions wait for the next round.
 MAX_ROUND_BYTES = 64 * 1024 * 1024
 # The write loop waits this long after the first reception arrives before packing, so
-# receptions arriving together share one batch (the broker's CPU goes per request); small
-# against an SMTP round trip.
-BATCH_LINGER_SECONDS = 0.005
+# receptions arriving together share one batch (the broker's CPU goes per request). Every
+# SMTP session waits it out before its 250: with 10 sessions, 1 ms instead of 5 raised the
+# rate against Postfix from 1.04-1.09 to 1.19-1.40 (smtp-sink as the sink), with no more
+# broker CPU per message. Receptions that arrive while a write is in flight share the next.
+BATCH_LINGER_SECONDS = 0.001
 # How long a discarded producer gets to stop before it is left to the garbage collector.
 _DISCARD_SECONDS = 5.0
 _STARTUP_SECONDS = 60.0
