@@ -101,9 +101,8 @@ def run_dev(state_dir: Path, ports: DevPorts = DevPorts(), keep_broker: bool = F
     started_broker = not broker.is_running()
     processes: dict[str, subprocess.Popen[bytes]] = {}
     sink = MailSink(port=ports.sink, directory=state_dir / "sink")
-    logs_dir = state_dir / "logs"
-    logs_dir.mkdir(exist_ok=True)
-    previous_handler = signal.signal(signal.SIGTERM, _interrupt)
+    previous = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         return _run(broker, started_broker, processes, sink, state_dir, ports)
     except KeyboardInterrupt:
@@ -116,8 +115,9 @@ def run_dev(state_dir: Path, ports: DevPorts = DevPorts(), keep_broker: bool = F
         try:
             _stop_all(broker, started_broker and not keep_broker, processes, sink)
         finally:
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-            signal.signal(signal.SIGTERM, previous_handler)
+            for number, handler in previous.items():
+                # None: a handler not set from Python cannot be put back; the default then.
+                signal.signal(number, signal.SIG_DFL if handler is None else handler)
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -146,6 +146,7 @@ def _run(
     sink.start()
     settings_path = write_dev_settings(state_dir, bootstrap, ports)
     logs_dir = state_dir / "logs"
+    logs_dir.mkdir(exist_ok=True)
     health_ports = {name: ports.first_health + i for i, name in enumerate(SERVICE_NAMES)}
     for name in SERVICE_NAMES:
         log = (logs_dir / f"{name}.log").open("ab")
