@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -55,7 +54,7 @@ from .bench_measure import (
     stage_medians,
 )
 from .bench_postfix import LocalPostfix, install_postfix, postfix_problem
-from .broker import LocalKafka, free_loopback_ports
+from .broker import LocalKafka, free_loopback_ports, port_in_use
 from .dev import SERVICE_NAMES, start_service, stop_services, wait_until_ready
 
 GENERATORS = ("builtin", "smtp-source")
@@ -511,11 +510,6 @@ def ratio_line(runs: list[RunResult], left: str, right: str) -> str:
         ratios = sorted(getattr(a, attribute) / max(getattr(b, attribute), 1e-9) for a, b in pairs)
         parts.append(f"{label} {min(ratios):.2f}/{statistics.median(ratios):.2f}/{max(ratios):.2f}")
     return f"  {left}/{right} ratio (min/median/max): " + ", ".join(parts)
-
-
-def port_in_use(port: int) -> bool:
-    with socket.socket() as probe:
-        return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
 def main(options: BenchOptions, json_path: Path | None = None) -> int:

@@ -13,8 +13,6 @@ import contextlib
 import multiprocessing
 import os
 import re
-import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -26,6 +24,8 @@ from typing import IO, Protocol
 
 import aiosmtplib
 
+from .bench_postfix import postfix_tool_path
+from .broker import port_in_use
 from .sink import MailSink
 
 SENDER = "bench@sender.bench.test"
@@ -121,20 +121,11 @@ async def inject_builtin(
     return Injection(accepted, refused, started, time.monotonic(), errors[0] if errors else None)
 
 
-def postfix_tool_path(name: str) -> str | None:
-    # Debian installs Postfix's tools in /usr/sbin, which a user's PATH may lack.
-    return shutil.which(name, path=f"{os.environ.get('PATH', '')}:/usr/sbin")
-
-
-def smtp_source_path() -> str | None:
-    return postfix_tool_path("smtp-source")
-
-
 def inject_smtp_source(
     host: str, port: int, scenario: Scenario, messages: int, concurrency: int, tag: str
 ) -> Injection:
     """Postfix's reference generator; it sends every recipient of a message to one domain."""
-    program = smtp_source_path()
+    program = postfix_tool_path("smtp-source")
     if program is None:
         raise RuntimeError("smtp-source not found: apt-get install postfix")
     if scenario.domains != 1:
@@ -325,7 +316,7 @@ class PostfixSinkProcess:
         )
         self._reader.start()
         deadline = time.monotonic() + timeout_s
-        while not _accepts_connections(self.port):
+        while not port_in_use(self.port):
             if self._process.poll() is not None or time.monotonic() > deadline:
                 self.stop()
                 raise RuntimeError(f"smtp-sink did not start on port {self.port}")
@@ -353,9 +344,3 @@ class PostfixSinkProcess:
             self._process.wait()
         if self._reader is not None:
             self._reader.join(5)
-
-
-def _accepts_connections(port: int) -> bool:
-    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
-        return True
-    return False

@@ -20,13 +20,14 @@ _MASTER_CF_DIST = Path("/usr/share/postfix/master.cf.dist")
 _SENT = re.compile(r"to=<([^>]*)>.*?\bdelay=([\d.]+).*\bstatus=sent\b")
 
 
-def _sbin(program: str) -> str | None:
+def postfix_tool_path(program: str) -> str | None:
+    # Debian installs Postfix's tools in /usr/sbin, which a user's PATH may lack.
     return shutil.which(program, path=f"{os.environ.get('PATH', '')}:/usr/sbin")
 
 
 def postfix_problem() -> str | None:
     """Why a local Postfix cannot run here, with the fix; None when it can."""
-    if _sbin("postfix") is None or not _MASTER_CF_DIST.is_file():
+    if postfix_tool_path("postfix") is None or not _MASTER_CF_DIST.is_file():
         return (
             "Postfix is not installed: run the bench with --install-postfix (as root), or "
             "`DEBIAN_FRONTEND=noninteractive apt-get install -y postfix` yourself"
@@ -115,7 +116,7 @@ class LocalPostfix:
         self.config_dir = self.directory / "etc"
 
     def _postfix(self, *arguments: str) -> subprocess.CompletedProcess[str]:
-        program = _sbin("postfix") or "postfix"
+        program = postfix_tool_path("postfix") or "postfix"
         return subprocess.run(
             [program, "-c", str(self.config_dir), *arguments],
             capture_output=True,

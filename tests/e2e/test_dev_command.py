@@ -12,7 +12,6 @@ import contextlib
 import os
 import signal
 import smtplib
-import socket
 import subprocess
 import sys
 import threading
@@ -23,6 +22,7 @@ from pathlib import Path
 import pytest
 from child_processes import ends_with_test_run
 
+from relaystream.devkit.broker import port_in_use
 from relaystream.devkit.dev import DevPorts
 
 PORTS = DevPorts()
@@ -43,12 +43,6 @@ BODY = "Subject: dev check\r\n\r\n.a line that starts with a dot\r\nthe end\r\n"
 def newcomer_environment() -> dict[str, str]:
     """This environment without RELAYSTREAM_* settings: a newcomer's shell has none."""
     return {key: value for key, value in os.environ.items() if not key.startswith("RELAYSTREAM_")}
-
-
-def is_listening(port: int) -> bool:
-    with socket.socket() as probe:
-        probe.settimeout(1.0)
-        return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
 class Output:
@@ -85,7 +79,7 @@ class Output:
 
 @pytest.fixture
 def dev(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], Output, Path]]:
-    busy = [f"{name} {port}" for name, port in LISTENING.items() if is_listening(port)]
+    busy = [f"{name} {port}" for name, port in LISTENING.items() if port_in_use(port)]
     assert not busy, f"stop whatever listens on the local ports first: {', '.join(busy)}"
     state_dir = tmp_path / "state"
     process = subprocess.Popen(
@@ -113,7 +107,7 @@ def dev(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], Output, Path]]:
 
 
 def assert_nothing_listens(output: Output) -> None:
-    still = [f"{name} {port}" for name, port in LISTENING.items() if is_listening(port)]
+    still = [f"{name} {port}" for name, port in LISTENING.items() if port_in_use(port)]
     assert not still, f"still listening: {', '.join(still)}\n{output.text}"
 
 
@@ -169,7 +163,7 @@ def test_a_sigterm_while_dev_is_starting_stops_what_it_started(
 ) -> None:
     process, output, _ = dev
     deadline = time.monotonic() + RUNNING_WITHIN_S
-    while not is_listening(PORTS.kafka) and time.monotonic() < deadline:
+    while not port_in_use(PORTS.kafka) and time.monotonic() < deadline:
         assert process.poll() is None, output.text
         time.sleep(0.1)
     assert not output.wait_for("relaystream is running", 0), "too late: it is running already"
