@@ -17,8 +17,11 @@ refused, so every send's acknowledgement is awaited before the commit.
 
 Rebalances: `on_partitions_revoked` waits for the transaction in progress to end before the
 partitions go, so the next owner reads offsets that include it. A batch fetched while a
-rebalance was under way is dropped unprocessed: the new assignment's positions start from
-the committed offsets (aiokafka makes fresh partition states on every assignment).
+rebalance was under way (its first fetch, or the linger's second one) may mix records of the
+old and the new assignment: it is dropped unprocessed, and every partition it took records
+from that is still assigned is rewound to its committed offset. Without the rewind the
+consumer's position stays past the dropped records and the next transaction commits past
+them: accepted mail that is never routed (found by a fault run with two instances).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from aiokafka.structs import OffsetAndMetadata
 
 from ..core.kafka import metrics as kafka_metrics
 from ..core.kafka.batches import send_in_batches
+from ..core.kafka.rewind import rewind_to_committed
 from . import metrics
 from .router import Routed, Router
 
@@ -102,6 +106,7 @@ class BatchLoop:
             pass  # the transaction in progress ended: its offsets are committed or dropped
 
     def partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self._epoch += 1
         self._assignment = frozenset(assigned)
         log.info(
             "partitions assigned", extra={"partitions": sorted(tp.partition for tp in assigned)}
@@ -130,9 +135,20 @@ class BatchLoop:
             batch = await self._fill(batch)
             async with self._transaction:
                 if epoch != self._epoch:
-                    log.info("batch dropped: partitions were reassigned while it was fetched")
+                    await self._drop(batch)
                     continue
                 await self._route_batch(batch)
+
+    async def _drop(self, batch: Batch) -> None:
+        """Give a batch fetched across a rebalance back: its records are fetched again."""
+        await rewind_to_committed(self._consumer, batch, group=self._group)
+        log.info(
+            "batch dropped and rewound: partitions were reassigned while it was fetched",
+            extra={
+                "records": sum(len(records) for records in batch.values()),
+                "partitions": sorted(tp.partition for tp in batch),
+            },
+        )
 
     async def _fill(self, batch: Batch) -> Batch:
         """Add the records that arrive within the linger, up to `max_records` in all."""

@@ -17,7 +17,9 @@
 - On a rebalance the revoked partitions stop taking new records, their in-flight records get
   `rebalance_drain_seconds` to finish, then what is safe is committed and their state dropped.
   Kafka's rebalances are eager in aiokafka: every partition is revoked and reassigned, and
-  fetching restarts from the committed offsets.
+  fetching restarts from the committed offsets. What is left of a batch fetched before or
+  during a rebalance is not handed out; its partitions that are still assigned are rewound to
+  their committed offsets (`rewind.rewind_to_committed`), so no record is skipped.
 - When `stop` is set, intake stops, in-flight records finish, the safe offsets are committed and
   `run` returns. If `run` is cancelled instead (grace period over), in-flight handlers are
   cancelled and only what finished is committed.
@@ -39,6 +41,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from . import metrics
 from .dead_letter import DeadLetters, PoisonRecord, RecordRejected
 from .offsets import PartitionOffsets
+from .rewind import rewind_to_committed
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +96,10 @@ class EventConsumer(Generic[V]):
         session_timeout_ms: int = 30_000,
         heartbeat_interval_ms: int = 3_000,
         max_partition_fetch_bytes: int = 1024 * 1024,
+        on_assigned: Callable[[frozenset[TopicPartition]], None] | None = None,
     ) -> None:
         self._group = group_id
+        self._on_assigned_hook = on_assigned
         self._topics = list(topics)
         self._decode = decode
         self._reject_on = reject_on
@@ -163,19 +168,25 @@ class EventConsumer(Generic[V]):
         last_commit = time.monotonic()
         try:
             while not stop.is_set() and self._failure is None:
-                batch = await self._fetch(stop)
+                # Taken before the fetch: a rebalance during it may hand back records of the
+                # new assignment, which would move its positions past what is then dropped.
                 epoch = self._epoch
+                batch = await self._fetch(stop)
+                dropped: set[TopicPartition] = set()
                 for tp, records in batch.items():
                     for record in records:
                         await slots.acquire()
                         state = self._states.get(tp)
-                        # A rebalance while we waited for a slot: this batch is stale, the
-                        # new assignment refetches from the committed offsets.
+                        # A rebalance since the fetch (or while we waited for a slot): the
+                        # rest of this batch is stale.
                         if epoch != self._epoch or state is None or self._failure is not None:
                             slots.release()
+                            dropped.add(tp)
                             break
                         state.started(record.offset)
                         self._spawn(tp, state, record, handler, slots)
+                if dropped and self._failure is None:
+                    await rewind_to_committed(self._consumer, dropped, group=self._group)
                 self._update_lag()
                 if time.monotonic() - last_commit >= self._commit_interval:
                     await self.commit()
@@ -343,6 +354,8 @@ class EventConsumer(Generic[V]):
         self._joined = True
         for tp in assigned:
             self._states[tp] = PartitionOffsets()
+        if self._on_assigned_hook is not None:
+            self._on_assigned_hook(frozenset(assigned))
         log.info(
             "partitions assigned",
             extra={"partitions": sorted(f"{tp.topic}:{tp.partition}" for tp in assigned)},

@@ -42,3 +42,8 @@ RECORDS_IN_FLIGHT = Gauge(
     "Records handed to handlers that have not finished",
     ["group"],
 )
+REWOUND_BATCHES = Counter(
+    "relaystream_kafka_rewound_batches",
+    "Batches fetched across a rebalance, dropped unprocessed and rewound to be fetched again",
+    ["group"],
+)
