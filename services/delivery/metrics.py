@@ -36,6 +36,15 @@ CONNECT_FAILURES = Counter(
     "Candidate addresses that failed to give a ready SMTP session",
 )
 
+FINISHED_ATTEMPT_SCANS = Counter(
+    "relaystream_delivery_finished_attempt_scans",
+    "Reads of an `outcomes` partition at the start of an assignment (see finished_attempts.py)",
+)
+SKIPPED_FINISHED_ATTEMPTS = Counter(
+    "relaystream_delivery_skipped_finished_attempts",
+    "Requests handed out again whose outcome was already written: not sent twice",
+)
+
 
 class PoolSizeCollector(Collector):
     """Open and idle SMTP connections, and pools, summed over the registry's pools."""

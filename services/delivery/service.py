@@ -2,8 +2,10 @@
 
 Each request is handled on its own task (up to `delivery.consumer_concurrency` at once), so a
 slow site never holds up another; the consumer commits an offset only once every request
-below it has finished, so a crash redelivers (and may resend: SMTP is at-least-once) but never
-loses one. For each request the service produces, and waits for Kafka to acknowledge:
+below it has finished, so a crash redelivers but never loses one. A request handed out again
+whose outcome was already written is skipped (finished_attempts.py): what a crash resends is
+bounded by the SMTP transactions that were open at that moment. For each request the service
+produces, and waits for Kafka to acknowledge:
 - a DeliveryOutcome on `outcomes`, key = message id, partition = the queue's partition (the
   scheduler that released the request owns that partition and applies the outcome);
 - a Delivery, TransientFailure or Bounce LogRecord on `log`, key = message id.
@@ -36,6 +38,7 @@ from ..core.runtime.service import EXIT_OK, ServiceMain, ServiceRuntime, run_ser
 from ..core.runtime.settings import Settings
 from . import metrics
 from .attempt import AttemptResult, Deliverer, log_event, outcome_event
+from .finished_attempts import FinishedAttempts
 
 log = logging.getLogger(__name__)
 
@@ -63,21 +66,34 @@ class DeliveryHandler:
         producer: EventProducer,
         topics: TopicCatalog,
         outcome_partitions: int,
+        finished: FinishedAttempts,
     ) -> None:
         self._deliverer = deliverer
         self._producer = producer
         self._topics = topics
         self._outcome_partitions = outcome_partitions
+        self._finished = finished
 
     async def __call__(self, record: ConsumedRecord[DeliveryRequest]) -> None:
         request = record.value
         if request is None:
             return  # `attempts` is not compacted; a tombstone carries nothing to deliver
-        result = await self._deliverer.deliver(request)
-        await self._record(request, result)
-
-    async def _record(self, request: DeliveryRequest, result: AttemptResult) -> None:
         partition = partition_for_queue(request["queue"], self._outcome_partitions)
+        if await self._finished.contains(
+            partition, record.timestamp_ms, request["id"], request["attempt"]
+        ):
+            metrics.SKIPPED_FINISHED_ATTEMPTS.inc()
+            log.info(
+                "attempt already finished: not sent again",
+                extra={"id": request["id"], "attempt": request["attempt"]},
+            )
+            return
+        result = await self._deliverer.deliver(request)
+        await self._record(request, result, partition)
+
+    async def _record(
+        self, request: DeliveryRequest, result: AttemptResult, partition: int
+    ) -> None:
         # Both must be acknowledged before the offset may be committed; sent together so they
         # share the producer's batches.
         await asyncio.gather(
@@ -115,11 +131,13 @@ def delivery_main(settings: Settings) -> ServiceMain:
                 dead_letters = DeadLetters(
                     producer, topic=topics.dead_letter.name, service=SERVICE_NAME, encode=encode
                 )
+                finished = FinishedAttempts(bootstrap, topics.outcomes.name, client_id=client_id)
                 handler = DeliveryHandler(
                     deliverer,
                     producer,
                     topics,
                     await producer.partitions_for(topics.outcomes.name),
+                    finished,
                 )
                 consumer: EventConsumer[DeliveryRequest] = EventConsumer(
                     bootstrap,
@@ -130,6 +148,7 @@ def delivery_main(settings: Settings) -> ServiceMain:
                     dead_letters=dead_letters,
                     client_id=client_id,
                     group_instance_id=settings.runtime.kafka_group_instance_id,
+                    on_assigned=lambda tps: finished.new_assignment(tp.partition for tp in tps),
                 )
                 async with consumer:
                     runtime.health.set_ready(True)

@@ -20,9 +20,15 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 
 from ..core.events.codec import DecodeError, decode
+from ..core.kafka.partition_reader import (
+    MAX_POLL_RECORDS,
+    read_since,
+    read_to,
+    reader_consumer,
+)
 from .spool_index import SpoolIndexDecoder
 from .state import SpoolEntry
 
@@ -30,28 +36,6 @@ log = logging.getLogger(__name__)
 
 # Fetches records by (partition, offset): `SpoolReader.fetch`.
 RecordFetcher = Callable[[Iterable[tuple[int, int]]], Awaitable[dict[tuple[int, int], Any]]]
-
-# Rebuild reads whole partitions: big fetches, many records per poll.
-FETCH_MAX_BYTES = 64 * 1024 * 1024
-MAX_PARTITION_FETCH_BYTES = 16 * 1024 * 1024
-MAX_POLL_RECORDS = 50_000
-
-
-def reader_consumer(bootstrap: str, client_id: str, **overrides: Any) -> Any:
-    """A consumer for manual assignment: no group, no commits."""
-    options: dict[str, Any] = {
-        "bootstrap_servers": bootstrap,
-        "client_id": client_id,
-        "group_id": None,
-        "enable_auto_commit": False,
-        "auto_offset_reset": "earliest",
-        "fetch_max_bytes": FETCH_MAX_BYTES,
-        "max_partition_fetch_bytes": MAX_PARTITION_FETCH_BYTES,
-        # routing writes `queued` in transactions: an aborted batch must never be rebuilt.
-        "isolation_level": "read_committed",
-    }
-    options.update(overrides)
-    return AIOKafkaConsumer(**options)
 
 
 @dataclass
@@ -67,29 +51,6 @@ class SpoolSnapshot:
     # the new record and tombstoning the old one. `entries` holds one copy provisionally;
     # `resolve_moves` keeps the newest.
     conflicts: dict[str, list[SpoolEntry]] = field(default_factory=dict)
-
-
-async def _read_to(
-    consumer: Any,
-    ends: dict[TopicPartition, int],
-    on_record: Callable[[Any], None],
-) -> int:
-    """Feeds every record below `ends` to `on_record`; returns how many were read."""
-    remaining = {tp for tp, end in ends.items() if await consumer.position(tp) < end}
-    read = 0
-    while remaining:
-        batch = await consumer.getmany(*remaining, timeout_ms=1000, max_records=MAX_POLL_RECORDS)
-        for tp, records in batch.items():
-            end = ends[tp]
-            for record in records:
-                if record.offset >= end:
-                    break
-                on_record(record)
-                read += 1
-        for tp in list(remaining):
-            if await consumer.position(tp) >= ends[tp]:
-                remaining.discard(tp)
-    return read
 
 
 async def read_spool(
@@ -127,7 +88,7 @@ async def read_spool(
         consumer.assign(tps)
         ends: dict[TopicPartition, int] = await consumer.end_offsets(tps)
         await consumer.seek_to_beginning(*tps)
-        read = await _read_to(consumer, ends, apply)
+        read = await read_to(consumer, ends, apply)
     finally:
         await consumer.stop()
     entries, conflicts = _merge(by_partition)
@@ -200,10 +161,7 @@ async def read_recent_attempts(
     client_id: str,
 ) -> list[RecentAttempt]:
     """DeliveryRequests in `topic`'s `partitions` with a timestamp at or after `since_ms`."""
-    tps = [TopicPartition(topic, p) for p in sorted(partitions)]
     found: list[RecentAttempt] = []
-    if not tps:
-        return found
 
     def apply(record: Any) -> None:
         if record.value is None:
@@ -215,17 +173,7 @@ async def read_recent_attempts(
         released_at = int(request["released_at"].timestamp() * 1000)
         found.append(RecentAttempt(request["id"], request["attempt"], released_at))
 
-    consumer = reader_consumer(bootstrap, client_id, max_poll_records=10_000)
-    await consumer.start()
-    try:
-        consumer.assign(tps)
-        ends: dict[TopicPartition, int] = await consumer.end_offsets(tps)
-        starts = await consumer.offsets_for_times(dict.fromkeys(tps, since_ms))
-        for tp in tps:
-            start = starts.get(tp)
-            # No record at or after `since_ms`: nothing recent, start at the end.
-            consumer.seek(tp, start.offset if start is not None else ends[tp])
-        await _read_to(consumer, ends, apply)
-    finally:
-        await consumer.stop()
+    await read_since(
+        bootstrap, topic, partitions, since_ms=since_ms, on_record=apply, client_id=client_id
+    )
     return found

@@ -16,7 +16,7 @@ from typing import Any
 
 from aiokafka import TopicPartition
 
-from .rebuild import reader_consumer
+from ..core.kafka.partition_reader import reader_consumer
 
 log = logging.getLogger(__name__)
 

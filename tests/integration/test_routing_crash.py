@@ -8,12 +8,9 @@ and routed again by the restarted instance; read_committed readers never see its
 from __future__ import annotations
 
 import asyncio
-import sys
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from routing_support import (
     WAIT_SECONDS,
     accepted_message,
@@ -44,15 +41,6 @@ async def wait_for_ids(bootstrap: str, topic: TopicSpec, ids: set[str]) -> None:
             return
         await asyncio.sleep(1.0)
     raise AssertionError(f"not every id reached {topic.name}")
-
-
-@pytest.fixture
-def log_path(tmp_path: Path) -> Iterator[Path]:
-    path = tmp_path / "routing.log"
-    yield path
-    if path.exists():
-        # Shown by pytest when the test failed: what the service said.
-        sys.stdout.write(path.read_text(errors="replace")[-20_000:])
 
 
 async def test_sigkill_mid_stream_routes_every_message_exactly_once(

@@ -8,7 +8,7 @@ again (the rebuild reads recent `attempts` and treats them as in flight).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -18,15 +18,6 @@ from service_process import ServiceProcess
 from relaystream.core.kafka.producer import EventProducer
 
 LATE_MS = 3_000
-
-
-@pytest.fixture
-def log_path(tmp_path: Path) -> Iterator[Path]:
-    path = tmp_path / "scheduling.log"
-    yield path
-    # Shown only when the test fails (pytest captures stdout).
-    if path.exists():
-        print(path.read_text(errors="replace")[-5000:])
 
 
 @pytest.fixture
