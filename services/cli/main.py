@@ -28,6 +28,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "queues",
     "publish",
     "bench",
+    "chaos",
 )
 
 Handler = Callable[[argparse.Namespace], int]

@@ -56,6 +56,7 @@ from .bench_measure import (
 from .bench_postfix import LocalPostfix, install_postfix, postfix_problem
 from .broker import LocalKafka, free_loopback_ports, port_in_use
 from .dev import SERVICE_NAMES, start_service, stop_services, wait_until_ready
+from .fleet import render_sink_policy
 
 GENERATORS = ("builtin", "smtp-source")
 SINKS = ("builtin", "smtp-sink")
@@ -147,22 +148,6 @@ class System(Protocol):
 # -- relaystream -----------------------------------------------------------------------------
 
 
-def render_bench_policy(sink_port: int) -> str:
-    """Every domain smarthosted to the sink (a domain literal: no DNS), default queue config."""
-    return (
-        "-- Written by relaystream bench: every message goes to the bench sink.\n"
-        f"local SINK = '[127.0.0.1]:{sink_port}'\n"
-        "local function to_the_sink(msg)\n"
-        "  msg:set_meta('routing_domain', SINK)\n"
-        "end\n"
-        "kumo.on('smtp_server_message_received', to_the_sink)\n"
-        "kumo.on('http_message_generated', to_the_sink)\n"
-        "kumo.on('get_queue_config', function(domain, tenant, campaign, routing_domain)\n"
-        "  return kumo.make_queue_config {}\n"
-        "end)\n"
-    )
-
-
 @dataclass
 class Relaystream:
     """The pipeline under test, started by the bench or already running."""
@@ -202,7 +187,7 @@ class OwnPipeline:
         if not report.ok:
             raise RuntimeError(f"topics: {report.drifts}")
         policy = self.state_dir / "bench-policy.lua"
-        policy.write_text(render_bench_policy(self.sink_port))
+        policy.write_text(render_sink_policy(self.sink_port, written_by="relaystream bench"))
         settings = {
             "kafka_bootstrap": bootstrap,
             "topic_prefix": self.prefix,
