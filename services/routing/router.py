@@ -170,12 +170,10 @@ class Router:
             service=self._service,
             failed_at_ms=self._clock_ms(),
         )
-        # Keyed like the source record so a replay tool can keep per-key order; an unkeyed
-        # record keeps its source partition's number (modulo), spreading them.
-        count = self._partitions.dead_letter
-        partition = (
-            record.partition % count if record.key is None else partition_for_key(record.key, count)
-        )
+        # Keyed by its stable id (dead_letter.py), on the partition the default partitioner
+        # picks for that key, as every other writer of dead letters does.
+        key = poison.dead_letter_id.encode("utf-8")
+        partition = partition_for_key(key, self._partitions.dead_letter)
         return Outgoing(
-            self._topics.dead_letter.name, partition, record.key, encode(DEAD_LETTER_SCHEMA, event)
+            self._topics.dead_letter.name, partition, key, encode(DEAD_LETTER_SCHEMA, event)
         )

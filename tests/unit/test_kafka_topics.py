@@ -85,6 +85,8 @@ def test_cleanup_policies() -> None:
         TopicRole.QUEUED,
         TopicRole.QUEUE_CONFIG,
         TopicRole.ADMIN,
+        # Keyed by the dead letter's id: an operator resolves one with a tombstone.
+        TopicRole.DEAD_LETTER,
     }
     for spec in catalog:
         assert spec.configs()["cleanup.policy"] == spec.cleanup_policy.value

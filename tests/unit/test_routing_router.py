@@ -152,8 +152,9 @@ def test_an_undecodable_record_is_only_dead_lettered_with_its_origin(
     routed = router.route(consumed(b"not an event", key=b"poison"))
     assert routed.outcome is None
     (out,) = routed.outgoing
-    assert (out.topic, out.key) == (topics.dead_letter.name, b"poison")
-    assert out.partition == partition_for_key(b"poison", DEAD_LETTER_PARTITIONS)
+    # Keyed by the source coordinates (the dead letter's id), not the source key.
+    assert (out.topic, out.key) == (topics.dead_letter.name, b"t.accepted/1/42")
+    assert out.partition == partition_for_key(b"t.accepted/1/42", DEAD_LETTER_PARTITIONS)
     _, dead = decode(out.value, expected="DeadLetter")
     assert dead["error_type"] == "decode"
     assert (dead["source_topic"], dead["source_partition"], dead["source_offset"]) == (

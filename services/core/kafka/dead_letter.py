@@ -3,6 +3,12 @@
 The DeadLetter event (schemas/DeadLetter.avsc) keeps the original key and value bytes with the
 source topic, partition and offset, so an operator can inspect the record and replay it once
 the cause is fixed. The poison record's offset then counts as finished: it never blocks commits.
+
+The dead letter's Kafka key is its id, `dead_letter_id(topic, partition, offset)`: the source
+record's coordinates, so the same poison record dead-lettered again (a redelivery after a crash,
+a compacted topic re-read on every start, several instances following one control topic) is the
+same key on the compacted `dead-letter` topic, and an operator resolves it by tombstoning that
+key (`dead_letter_store`).
 """
 
 from __future__ import annotations
@@ -37,6 +43,13 @@ class RecordRejected(Exception):
         self.error_type = error_type
 
 
+def dead_letter_id(topic: str, partition: int, offset: int) -> str:
+    """The stable id (and Kafka key) of the dead letter of a source record: `topic/p/offset`.
+
+    Topic names cannot contain '/', so the id parses back unambiguously."""
+    return f"{topic}/{partition}/{offset}"
+
+
 @dataclass(frozen=True)
 class PoisonRecord:
     """Where a rejected record came from, and its bytes as they were."""
@@ -46,6 +59,10 @@ class PoisonRecord:
     offset: int
     key: bytes | None
     value: bytes | None
+
+    @property
+    def dead_letter_id(self) -> str:
+        return dead_letter_id(self.topic, self.partition, self.offset)
 
 
 def dead_letter_event(
@@ -92,9 +109,9 @@ class DeadLetters:
             service=self._service,
             failed_at_ms=self._clock_ms(),
         )
-        # Keyed like the source record so a replay tool can keep per-key order.
+        # Keyed by the source coordinates: dead-lettering the same record again replaces it.
         await self._producer.send(
-            self._topic, self._encode(DEAD_LETTER_SCHEMA, event), key=record.key
+            self._topic, self._encode(DEAD_LETTER_SCHEMA, event), key=record.dead_letter_id
         )
         metrics.DEAD_LETTERED_RECORDS.labels(group, record.topic).inc()
         log.warning(

@@ -175,8 +175,14 @@ _DECLARATIONS: Mapping[TopicRole, tuple[CleanupPolicy, int, int]] = MappingProxy
         ),
         TopicRole.ADMIN: (CleanupPolicy.COMPACT, RETAIN_FOREVER_MS, DEFAULT_MAX_MESSAGE_BYTES),
         TopicRole.LOG: (CleanupPolicy.DELETE, 30 * _DAY_MS, DEFAULT_MAX_MESSAGE_BYTES),
-        # A dead letter carries the failed event's bytes, which may be a whole mail.
-        TopicRole.DEAD_LETTER: (CleanupPolicy.DELETE, 30 * _DAY_MS, CONTENT_MAX_MESSAGE_BYTES),
+        # A dead letter carries the failed event's bytes, which may be a whole mail: kept
+        # until an operator drops or re-injects it (a tombstone on its id, the key), never
+        # expired, since an expired one of accepted mail would be mail lost.
+        TopicRole.DEAD_LETTER: (
+            CleanupPolicy.COMPACT,
+            RETAIN_FOREVER_MS,
+            CONTENT_MAX_MESSAGE_BYTES,
+        ),
     }
 )
 
