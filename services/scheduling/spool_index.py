@@ -73,7 +73,7 @@ class _Walker:
             if shift > 63:
                 raise DecodeError(f"corrupt {QUEUED_MESSAGE}: varint too long")
 
-    def int(self) -> int:
+    def int32(self) -> int:
         value = self.long()
         if not _INT_MIN <= value <= _INT_MAX:
             raise DecodeError(f"corrupt {QUEUED_MESSAGE}: int out of range")
@@ -121,10 +121,10 @@ class _Walker:
                 self.string()
 
     def smtp_response(self) -> None:
-        self.int()  # code
+        self.int32()  # code
         if self.branch(2):  # enhanced_code
             for _ in range(3):
-                self.int()
+                self.int32()
         self.string()  # content
         if self.branch(2):  # command
             self.string()
@@ -167,7 +167,7 @@ class SpoolIndexDecoder:
         walk.string_map()  # meta
         created_at = walk.timestamp()
         due_at = walk.timestamp()
-        attempts = walk.int()
+        attempts = walk.int32()
         if walk.branch(2):  # last_response
             walk.smtp_response()
         if walk.pos != len(data):
