@@ -25,6 +25,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "audit",
     "queue_config",
     "admin",
+    "dead_letters",
     "queues",
     "publish",
     "bench",

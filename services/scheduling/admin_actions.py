@@ -133,8 +133,9 @@ class OperatorActions:
             if value is None:
                 self._scheduler.state.release_failed(entry.id, entry.attempts)
                 continue
-            _, message = decode(value, "QueuedMessage")
-            messages[entry.id] = dict(message)
+            message = await self._scheduler.decode_queued(entry, value)
+            if message is not None:
+                messages[entry.id] = message
         return messages
 
     async def _each(self, entries: list[SpoolEntry], action: Any) -> None:

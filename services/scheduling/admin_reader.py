@@ -14,6 +14,7 @@ import logging
 from ..core.domain.admin_rules import AdminRule, AdminRuleSet
 from ..core.events.codec import DecodeError
 from ..core.kafka.admin_commands import apply_record
+from ..core.kafka.dead_letter import DeadLetters, RecordRejected
 from .topic_follower import TopicFollower
 
 log = logging.getLogger(__name__)
@@ -21,11 +22,26 @@ log = logging.getLogger(__name__)
 
 class AdminRulesReader:
     def __init__(
-        self, bootstrap: str, topic: str, partitions: int, rules: AdminRuleSet, *, client_id: str
+        self,
+        bootstrap: str,
+        topic: str,
+        partitions: int,
+        rules: AdminRuleSet,
+        *,
+        client_id: str,
+        dead_letters: DeadLetters,
+        group: str,
     ) -> None:
         self.rules = rules
         self._follower = TopicFollower(
-            bootstrap, topic, partitions, self._apply, client_id=client_id, what="admin rules"
+            bootstrap,
+            topic,
+            partitions,
+            self._apply,
+            client_id=client_id,
+            what="admin rules",
+            dead_letters=dead_letters,
+            group=group,
         )
         self.caught_up = self._follower.caught_up
         # Rules read (at start and live), for the loop to apply to waiting messages.
@@ -46,8 +62,8 @@ class AdminRulesReader:
         try:
             rule = apply_record(self.rules, key, value)
         except (DecodeError, ValueError) as error:
-            log.warning("undecodable admin record skipped", extra={"reason": str(error)})
-            return
+            kind = "decode" if isinstance(error, DecodeError) else "validation"
+            raise RecordRejected(str(error), kind) from error
         if rule is not None:
             log.info("admin rule read", extra={"id": rule.id, "action": rule.action.value})
             self.arrived.append(rule)

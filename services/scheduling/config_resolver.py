@@ -39,19 +39,19 @@ class QueueConfigResolver:
         self.version = 0
 
     def set_override(self, target: str, config_json: str | None) -> None:
-        """Apply one `queue-config` record (None: a tombstone). An invalid one is ignored."""
+        """Apply one `queue-config` record (None: a tombstone). Raises ValueError for an
+        invalid one (not JSON, not an object, or a field QueueConfig refuses), changing
+        nothing."""
         if config_json is None:
             self._overrides.pop(target, None)
         else:
             try:
                 config = json.loads(config_json)
+                if not isinstance(config, dict):
+                    raise ValueError("config is not a JSON object")
                 QueueConfig.from_mapping(config)  # validates every field
             except (json.JSONDecodeError, QueueConfigError) as error:
-                log.warning(
-                    "ignoring an invalid queue-config override",
-                    extra={"target": target, "error": str(error)},
-                )
-                return
+                raise ValueError(f"invalid queue-config override: {error}") from error
             self._overrides[target] = config
         self._resolved.clear()
         self.version += 1

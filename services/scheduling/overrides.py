@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 
 from ..core.events.codec import DecodeError, decode
+from ..core.kafka.dead_letter import DeadLetters, RecordRejected
 from .config_resolver import QueueConfigResolver
 from .topic_follower import TopicFollower
 
@@ -21,10 +22,19 @@ class QueueConfigOverridesReader:
         resolver: QueueConfigResolver,
         *,
         client_id: str,
+        dead_letters: DeadLetters,
+        group: str,
     ) -> None:
         self._resolver = resolver
         self._follower = TopicFollower(
-            bootstrap, topic, partitions, self._apply, client_id=client_id, what="overrides"
+            bootstrap,
+            topic,
+            partitions,
+            self._apply,
+            client_id=client_id,
+            what="overrides",
+            dead_letters=dead_letters,
+            group=group,
         )
         self.caught_up = self._follower.caught_up
 
@@ -42,8 +52,17 @@ class QueueConfigOverridesReader:
             return
         try:
             _, override = decode(value, "QueueConfigOverride")
-        except DecodeError as error:
-            log.warning("undecodable queue-config record skipped", extra={"reason": error.reason})
-            return
-        self._resolver.set_override(override["target"], override["config"])
+            if target != override["target"]:
+                raise RecordRejected(
+                    f"record key {target!r} is not its target {override['target']!r}"
+                )
+            self._resolver.set_override(override["target"], override["config"])
+        except (DecodeError, RecordRejected, ValueError) as error:
+            # The record replaces the key's override (compaction keeps it, not the old one).
+            if target is not None:
+                self._resolver.set_override(target, None)
+            if isinstance(error, RecordRejected):
+                raise
+            kind = "decode" if isinstance(error, DecodeError) else "validation"
+            raise RecordRejected(str(error), kind) from error
         log.info("queue-config override applied", extra={"target": override["target"]})

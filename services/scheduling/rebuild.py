@@ -1,8 +1,9 @@
 """Rebuilding the scheduler's state from Kafka when partitions are assigned.
 
 1. `read_spool`: the owned `queued` partitions from the beginning up to the end offsets seen
-   when the read starts; last record per message id wins, tombstones remove. Only the compact
-   index is kept (see `spool_index`), never content.
+   when the read starts; the last record per key (the message id) wins, tombstones remove, a
+   record that does not decode or validate removes its key's message and is returned for the
+   dead-letter topic. Only the compact index is kept (see `spool_index`), never content.
 2. `read_recent_attempts`: the owned `attempts` partitions from `now - lease` (by timestamp) to
    their end: a request whose attempt is still the message's current one is in flight until its
    lease runs out (a restart must not release it again meanwhile).
@@ -23,13 +24,14 @@ from typing import Any
 from aiokafka import TopicPartition
 
 from ..core.events.codec import DecodeError, decode
+from ..core.kafka.dead_letter import PoisonRecord, RecordRejected
 from ..core.kafka.partition_reader import (
     MAX_POLL_RECORDS,
     read_since,
     read_to,
     reader_consumer,
 )
-from .spool_index import SpoolIndexDecoder
+from .spool_index import SpoolIndexDecoder, key_text
 from .state import SpoolEntry
 
 log = logging.getLogger(__name__)
@@ -45,7 +47,9 @@ class SpoolSnapshot:
     entries: dict[str, SpoolEntry]
     end_offsets: dict[int, int]
     records_read: int
-    undecodable: list[tuple[int, int]]
+    # Records that do not decode or validate and are still the latest of their key (for the
+    # caller to dead-letter); a later record or tombstone of the key supersedes one.
+    poison: list[tuple[PoisonRecord, RecordRejected]]
     seconds: float
     # Messages live in more than one partition: a move (rebind) interrupted between writing
     # the new record and tombstoning the old one. `entries` holds one copy provisionally;
@@ -59,26 +63,37 @@ async def read_spool(
     """The index of every message waiting in `topic`'s `partitions` (see the module doc)."""
     started = time.monotonic()
     tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-    undecodable: list[tuple[int, int]] = []
     if not tps:
-        return SpoolSnapshot({}, {}, 0, undecodable, 0.0)
+        return SpoolSnapshot({}, {}, 0, [], 0.0)
     decoder = SpoolIndexDecoder()
     # Per partition: a tombstone removes only its own partition's copy (a moved message's
     # old copy is tombstoned after its new record was written elsewhere).
     by_partition: dict[int, dict[str, SpoolEntry]] = {tp.partition: {} for tp in tps}
+    # Per partition, by key (by offset for a keyless one): the latest record of the key if it
+    # is poison. Dead-lettered only once the read is complete, so a poison record superseded
+    # since (e.g. by the tombstone `dead-letters drop` writes) is not raised again.
+    poison: dict[int, dict[bytes | int, tuple[PoisonRecord, RecordRejected]]] = {
+        tp.partition: {} for tp in tps
+    }
 
     def apply(record: Any) -> None:
         entries = by_partition[record.partition]
+        pending = poison[record.partition]
+        if record.key is not None:
+            pending.pop(record.key, None)
         if record.value is None:
             if record.key is not None:
-                entries.pop(record.key.decode("utf-8", "replace"), None)
+                entries.pop(key_text(record.key), None)
             return
         try:
-            entry = decoder.decode(record.partition, record.offset, record.value)
-        except DecodeError:
-            # Routing dead-letters what it cannot encode; a record here that does not decode
-            # is skipped (and counted) rather than blocking the whole partition.
-            undecodable.append((record.partition, record.offset))
+            entry = decoder.index_entry(record.partition, record.offset, record.key, record.value)
+        except RecordRejected as rejected:
+            # The latest record of the key is what compaction keeps: this one replaces the
+            # key's message, which now lives in the dead letter until re-injected.
+            if record.key is not None:
+                entries.pop(key_text(record.key), None)
+            where = record.key if record.key is not None else record.offset
+            pending[where] = (poison_of(record), rejected)
             return
         entries[entry.id] = entry
 
@@ -101,10 +116,15 @@ async def read_spool(
         entries,
         {tp.partition: end for tp, end in ends.items()},
         read,
-        undecodable,
+        [found for pending in poison.values() for found in pending.values()],
         seconds,
         conflicts,
     )
+
+
+def poison_of(record: Any) -> PoisonRecord:
+    """A consumed record as the dead-letter topic keeps it."""
+    return PoisonRecord(record.topic, record.partition, record.offset, record.key, record.value)
 
 
 def _merge(

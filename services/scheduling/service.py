@@ -47,8 +47,8 @@ from .admin_reader import AdminRulesReader
 from .config_resolver import PolicyQueueConfig, QueueConfigResolver, message_rate_of
 from .overrides import QueueConfigOverridesReader
 from .policy_adapter import policy_queue_config
-from .rebuild import read_recent_attempts, read_spool, resolve_moves
-from .spool_index import SpoolIndexDecoder
+from .rebuild import poison_of, read_recent_attempts, read_spool, resolve_moves
+from .spool_index import SpoolIndexDecoder, key_text
 from .spool_reader import SpoolReader
 from .state import SchedulerState, SpoolEntry
 from .throttle import MessageRate
@@ -125,12 +125,17 @@ class Scheduler:
         self._spool = SpoolReader(
             self._bootstrap, self._topics.queued.name, client_id=f"{self._client_id}-spool"
         )
+        self._dead_letters = DeadLetters(
+            self._producer, topic=self._topics.dead_letter.name, encode=encode, service=SERVICE
+        )
         self._overrides = QueueConfigOverridesReader(
             self._bootstrap,
             self._topics.queue_config.name,
             self._topics.queue_config.partitions,
             self.configs,
             client_id=f"{self._client_id}-queue-config",
+            dead_letters=self._dead_letters,
+            group=SERVICE,
         )
         self.rules = AdminRuleSet()
         self._admin = AdminRulesReader(
@@ -139,14 +144,13 @@ class Scheduler:
             self._topics.admin.partitions,
             self.rules,
             client_id=f"{self._client_id}-admin",
+            dead_letters=self._dead_letters,
+            group=SERVICE,
         )
         self.actions = OperatorActions(self)
         # Set after a rebuild: every active rule is applied to the rebuilt messages.
         self._apply_all_rules = False
         self.queued_partitions = self._topics.queued.partitions
-        self._dead_letters = DeadLetters(
-            self._producer, topic=self._topics.dead_letter.name, encode=encode, service=SERVICE
-        )
         self._assigned: set[TopicPartition] | None = None
         self._pending_assignment: set[TopicPartition] | None = None
         self.ready = False
@@ -214,6 +218,8 @@ class Scheduler:
         if self._pending_assignment is not None:
             return  # assigned again meanwhile: start over with the new assignment
         self.state = state
+        for poison, rejection in snapshot.poison:
+            await self._dead_letters.send(poison, rejection, group=SERVICE)
         # Old copies of messages moved by an interrupted rebind: finish the move.
         await asyncio.gather(*(self._tombstone(entry) for entry in stale))
         self._apply_all_rules = True
@@ -343,12 +349,17 @@ class Scheduler:
     async def _apply_queued(self, record: Any) -> None:
         if record.value is None:
             if record.key is not None:
-                self.state.apply_tombstone(record.key.decode(), record.partition, record.offset)
+                self.state.apply_tombstone(key_text(record.key), record.partition, record.offset)
             return
         try:
-            entry = self._decoder.decode(record.partition, record.offset, record.value)
-        except DecodeError as error:
-            await self._reject(record, error.reason)
+            entry = self._decoder.index_entry(
+                record.partition, record.offset, record.key, record.value
+            )
+        except RecordRejected as rejected:
+            # As in the rebuild: the latest record of the key replaces the key's message.
+            if record.key is not None:
+                self.state.apply_tombstone(key_text(record.key), record.partition, record.offset)
+            await self._dead_letters.send(poison_of(record), rejected, group=SERVICE)
             return
         self.state.apply_queued(entry)
         if self.ready:
@@ -360,10 +371,31 @@ class Scheduler:
                 self._in_hand[(record.partition, record.offset)] = record.value
 
     async def _reject(self, record: Any, reason: str) -> None:
-        poison = PoisonRecord(
-            record.topic, record.partition, record.offset, record.key, record.value
+        await self._dead_letters.send(
+            poison_of(record), RecordRejected(reason, "decode"), group=SERVICE
         )
-        await self._dead_letters.send(poison, RecordRejected(reason, "decode"), group=SERVICE)
+
+    async def decode_queued(self, entry: SpoolEntry, value: bytes) -> dict[str, Any] | None:
+        """The QueuedMessage of `entry`, fully decoded; None if it does not decode: then it is
+        dead-lettered and dropped from the index rather than failing the service. The index
+        walk refuses such records already (spool_index.py); this keeps a gap there from
+        becoming a crash loop again."""
+        try:
+            _, message = decode(value, "QueuedMessage")
+        except DecodeError as error:
+            poison = PoisonRecord(
+                self._topics.queued.name,
+                entry.partition,
+                entry.offset,
+                entry.id.encode("utf-8"),
+                value,
+            )
+            self.state.forget(entry.id)
+            await self._dead_letters.send(
+                poison, RecordRejected(error.reason, "decode"), group=SERVICE
+            )
+            return None
+        return dict(message)
 
     # --- releasing ---------------------------------------------------------------------
 
@@ -385,9 +417,12 @@ class Scheduler:
                     # flight until then (or until the lease ends).
                     log.warning("released record not found", extra={"id": entry.id})
                     continue
+                message = await self.decode_queued(entry, value)
+                if message is None:
+                    continue
                 rule = self.actions.rule_for_release(entry.queue, now)
                 if rule is None:
-                    sends.append(self._send_request(entry, value, now))
+                    sends.append(self._send_request(entry, message, now))
                 elif rule.action is AdminAction.BOUNCE:
                     sends.append(self.actions.bounce([entry], rule))
                 else:
@@ -419,8 +454,7 @@ class Scheduler:
                     values[where] = record.value
         return values
 
-    async def _send_request(self, entry: SpoolEntry, value: bytes, now_ms: int) -> None:
-        _, message = decode(value, "QueuedMessage")
+    async def _send_request(self, entry: SpoolEntry, message: dict[str, Any], now_ms: int) -> None:
         request = {
             "id": entry.id,
             "queue": entry.queue,
@@ -468,6 +502,8 @@ class Scheduler:
                 record = messages.get((entry.partition, entry.offset))
                 if record is None or record.value is None:
                     self.state.outcome_failed(entry.id, entry.attempts)
+                    continue
+                if await self.decode_queued(entry, record.value) is None:
                     continue
                 writes.append(self._retry_or_expire(entry, record.value, outcome))
             else:

@@ -23,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ..core.events.codec import HEADER_SIZE, MARKER, DecodeError, decode, registry
+from ..core.kafka.dead_letter import RecordRejected
 from .state import SpoolEntry
 
 QUEUED_MESSAGE = "QueuedMessage"
@@ -149,6 +150,22 @@ class SpoolIndexDecoder:
             fast = self._fast[fingerprint] = version.fingerprint == self._fast_fingerprint
         return fast
 
+    def index_entry(
+        self, partition: int, offset: int, key: bytes | None, value: bytes
+    ) -> SpoolEntry:
+        """The entry of one `queued` record; RecordRejected (to dead-letter) when it does not
+        decode, or when its Kafka key is not its message id: the index is keyed by what a
+        tombstone (keyed like the record) reaches, so the two must be the same."""
+        try:
+            entry = self.decode(partition, offset, value)
+        except DecodeError as error:
+            raise RecordRejected(error.reason, "decode") from error
+        if key != entry.id.encode("utf-8"):
+            raise RecordRejected(
+                f"record key {key!r} is not its message id {entry.id!r}", "validation"
+            )
+        return entry
+
     def decode(self, partition: int, offset: int, value: bytes) -> SpoolEntry:
         if len(value) < HEADER_SIZE or value[:2] != MARKER:
             raise DecodeError("not a single-object encoded record")
@@ -185,3 +202,9 @@ def _entry_of(record: dict[str, Any], partition: int, offset: int) -> SpoolEntry
         partition,
         offset,
     )
+
+
+def key_text(key: bytes) -> str:
+    """A `queued` key as the index's message id: a key that is no UTF-8 can be no message's
+    id (`index_entry` refuses such records), so replacing its bad bytes matches nothing."""
+    return key.decode("utf-8", "replace")

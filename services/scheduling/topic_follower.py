@@ -4,6 +4,14 @@ Queue-config overrides and operator rules may concern queues of any partition, s
 scheduling instance reads all partitions of these topics from the beginning (manual
 assignment, no group, no commits). `caught_up` is set once every record present at start was
 applied: the service releases nothing before that, so a restart never acts on stale config.
+
+A record that does not decode or validate (`apply` raises RecordRejected, having removed its
+key's current value: compaction will keep it, not the value it replaced) goes to the
+dead-letter topic. Records read before the follower caught up are dead-lettered only if still
+the latest of their key then: every start re-reads the topic, and a poison record superseded
+since (by the tombstone `relaystream dead-letters drop` writes) must not come back. One that
+is not superseded is dead-lettered again under the same id, which the compacted dead-letter
+topic keeps once.
 """
 
 from __future__ import annotations
@@ -16,11 +24,14 @@ from typing import Any
 
 from aiokafka import TopicPartition
 
+from ..core.kafka.dead_letter import DeadLetters, PoisonRecord, RecordRejected
 from ..core.kafka.partition_reader import reader_consumer
+from .rebuild import poison_of
 
 log = logging.getLogger(__name__)
 
-# (key, value) of one record; value None is a tombstone.
+# (key, value) of one record; value None is a tombstone. Raises RecordRejected for a record
+# that does not decode or validate.
 ApplyRecord = Callable[[bytes | None, bytes | None], None]
 
 
@@ -34,8 +45,14 @@ class TopicFollower:
         *,
         client_id: str,
         what: str,
+        dead_letters: DeadLetters,
+        group: str,
     ) -> None:
         self._topic = topic
+        self._dead_letters = dead_letters
+        self._group = group
+        # Rejected records not dead-lettered yet, by (partition, key or offset if keyless).
+        self._poison: dict[tuple[int, bytes | int], tuple[PoisonRecord, RecordRejected]] = {}
         self._partitions = partitions
         self._apply = apply
         self._what = what
@@ -69,7 +86,29 @@ class TopicFollower:
             if not pending and not self.caught_up.is_set():
                 self.caught_up.set()
                 log.info("control topic loaded", extra={"topic": self._topic, "what": self._what})
+            if self.caught_up.is_set():
+                await self._send_poison()
             batch = await self._consumer.getmany(timeout_ms=500)
             for records in batch.values():
                 for record in records:
-                    self._apply(record.key, record.value)
+                    self._apply_one(record)
+
+    def _apply_one(self, record: Any) -> None:
+        where = (record.partition, record.key if record.key is not None else record.offset)
+        self._poison.pop(where, None)
+        try:
+            self._apply(record.key, record.value)
+        except RecordRejected as rejected:
+            self._poison[where] = (poison_of(record), rejected)
+
+    async def _send_poison(self) -> None:
+        for where, (poison, rejection) in list(self._poison.items()):
+            try:
+                await self._dead_letters.send(poison, rejection, group=self._group)
+            except Exception as error:  # Kafka unavailable: try again on the next pass
+                log.error(
+                    "dead-lettering failed: will retry",
+                    extra={"topic": self._topic, "error": repr(error)},
+                )
+                return
+            del self._poison[where]

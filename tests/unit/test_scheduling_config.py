@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
+
 from relaystream.core.domain.queue_config import QueueConfig
 from relaystream.core.domain.queue_name import QueueName
 from relaystream.scheduling.config_resolver import QueueConfigResolver, message_rate_of
@@ -38,7 +40,11 @@ def test_tombstone_and_invalid_override() -> None:
     resolver = QueueConfigResolver(policy)
     resolver.set_override("example.com", '{"retry_interval": "2s"}')
     assert resolver.resolve("example.com").retry_interval == timedelta(seconds=2)
-    resolver.set_override("example.com", '{"no_such_field": 1}')  # ignored, previous stays
+    # Refused, changing nothing (the reader dead-letters the record and removes the target).
+    with pytest.raises(ValueError, match="no_such_field"):
+        resolver.set_override("example.com", '{"no_such_field": 1}')
+    with pytest.raises(ValueError, match="not a JSON object"):
+        resolver.set_override("example.com", "[1]")
     assert resolver.resolve("example.com").retry_interval == timedelta(seconds=2)
     resolver.set_override("example.com", None)
     assert resolver.resolve("example.com").retry_interval == timedelta(minutes=5)

@@ -129,12 +129,24 @@ def decode_rule(value: bytes) -> AdminRule:
 
 def apply_record(rules: AdminRuleSet, key: bytes | None, value: bytes | None) -> AdminRule | None:
     """Applies one `admin` record to `rules`: a rule is added or replaced, a tombstone removes
-    one. Returns the rule added (None for a tombstone); raises ValueError if undecodable."""
+    one. Returns the rule added (None for a tombstone).
+
+    Raises DecodeError or ValueError for a record that is no valid rule, or whose key is not
+    its rule id; the key's rule is then removed all the same, since compaction keeps that
+    record, not the rule it replaced (so a restart, or `read_rules`, sees the same)."""
+    rule_id = key.decode("utf-8", "replace") if key is not None else None
     if value is None:
-        if key is not None:
-            rules.remove(key.decode("utf-8", "replace"))
+        if rule_id is not None:
+            rules.remove(rule_id)
         return None
-    rule = decode_rule(value)
+    try:
+        rule = decode_rule(value)
+        if rule_id != rule.id:
+            raise ValueError(f"record key {rule_id!r} is not its rule id {rule.id!r}")
+    except (DecodeError, ValueError):
+        if rule_id is not None:
+            rules.remove(rule_id)
+        raise
     rules.put(rule)
     return rule
 

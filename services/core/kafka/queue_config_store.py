@@ -67,6 +67,8 @@ def _change_of(record: ReplayedRecord) -> ConfigChange:
         raise ValueError(str(err)) from err
     if not isinstance(config, dict):
         raise ValueError("config is not a JSON object")
+    if record.key is None or record.key.decode("utf-8", "replace") != override["target"]:
+        raise ValueError(f"record key {record.key!r} is not its target {override['target']!r}")
     return ConfigChange(
         target=override["target"],
         at=override["updated_at"],
@@ -97,7 +99,14 @@ async def read_overrides(
 ) -> dict[str, ConfigChange]:
     """The override in force per target (removed targets absent), as the scheduler sees it."""
     current: dict[str, ConfigChange] = {}
-    async for change in config_history(bootstrap, topic, on_undecodable=on_undecodable):
+
+    def undecodable(record: ReplayedRecord, reason: str) -> None:
+        # It replaces its key's override, as compaction and the scheduler have it.
+        if record.key is not None:
+            current.pop(record.key.decode("utf-8", "replace"), None)
+        on_undecodable(record, reason)
+
+    async for change in config_history(bootstrap, topic, on_undecodable=undecodable):
         if change.config is None:
             current.pop(change.target, None)
         else:
