@@ -240,3 +240,52 @@ async def test_restarted_scheduling_stays_up_and_a_dropped_poison_record_stays_d
         await asyncio.sleep(2)
         assert await all_ready(pipeline) == dict.fromkeys(pipeline.health_ports, 200)
     await assert_good_mail_delivered(pipeline, logs, sinks)
+
+
+async def indexed(pipeline: Pipeline, message_id: str) -> bool:
+    url = f"http://127.0.0.1:{pipeline.admin_port}/api/admin/inspect-message/v1"
+    async with aiohttp.ClientSession() as http, http.get(url, params={"id": message_id}) as r:
+        assert r.status in {200, 404}, await r.text()
+        return r.status == 200
+
+
+async def eventually(pipeline: Pipeline, message_id: str, expected: bool) -> None:
+    deadline = time.monotonic() + 30
+    while await indexed(pipeline, message_id) != expected:
+        assert time.monotonic() < deadline, f"{message_id} indexed: expected {expected}"
+        await asyncio.sleep(0.3)
+
+
+async def test_the_spool_index_is_keyed_by_what_a_tombstone_reaches(
+    poisoned_pipeline: tuple[Pipeline, LogWatcher],
+) -> None:
+    """A poison record replaces its key's message and never enters the index; a record whose
+    key is not its message id (once indexed under the id, out of a tombstone's reach) is
+    refused; a tombstone on a key removes what the index holds under it."""
+    pipeline, _ = poisoned_pipeline
+    queued = pipeline.topics.queued.name
+    message_id = f"waiting-{uuid.uuid4().hex[:8]}"
+    record = realistic("QueuedMessage", message_id)
+    record["due_at"] = record["created_at"].replace(year=2999)  # waits: stays in the index
+    valid = encode("QueuedMessage", record)
+    poison = bytearray(valid)
+    poison[-1] = 0xFF
+    async with EventProducer(pipeline.bootstrap, client_id="poison-test") as producer:
+        await producer.send(queued, valid, key=message_id, partition=1)
+        await eventually(pipeline, message_id, True)
+        await producer.send(queued, bytes(poison), key=message_id, partition=1)
+        await eventually(pipeline, message_id, False)
+        await producer.send(queued, valid, key=message_id, partition=1)
+        await eventually(pipeline, message_id, True)
+        await producer.send(queued, None, key=message_id, partition=1)
+        await eventually(pipeline, message_id, False)
+
+        misfiled = realistic("QueuedMessage", f"misfiled-{uuid.uuid4().hex[:8]}")
+        misfiled["due_at"] = record["due_at"]
+        written = await producer.send(
+            queued, encode("QueuedMessage", misfiled), key=b"not-its-id", partition=1
+        )
+    dead_id = dead_letter_id(written.topic, written.partition, written.offset)
+    found = await wait_for_dead_letters(pipeline, {dead_id})
+    assert "not its message id" in found[dead_id].reason
+    assert not await indexed(pipeline, str(misfiled["id"]))
