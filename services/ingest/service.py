@@ -1,5 +1,7 @@
 """The ingest service: SMTP, the HTTP injection API and the `submit` consumer, one process.
 
+Ready (/readyz) once SMTP and HTTP listen and the producer is connected; the `submit` consumer's
+group membership is shown by /readyz as detail ("waiting") and does not hold readiness back.
 All three split mail per recipient and write the MessageAccepted events of each reception
 atomically (acceptor.py: one record batch, or a Kafka transaction for a reception too large for
 one) before answering 250/200; readers of `accepted` must use read_committed. On SIGTERM: the
@@ -158,10 +160,15 @@ def ingest_main(
                         hostname=hostname,
                         stopping=runtime.shutdown_requested,
                     )
+                    # Ready once SMTP and HTTP accept mail with the producer connected: that is
+                    # the traffic the probe routes. The submit consumer may wait for its group
+                    # (up to a session timeout after a kill -9 without static membership); its
+                    # records wait in Kafka meanwhile, so /readyz lists it without failing.
+                    runtime.health.add_detail_check("submit-consumer", lambda: consumer.joined)
+                    runtime.health.set_ready(True)
+                    if started is not None:
+                        started(IngestEndpoints(smtp.port, http.port))
                     async with consumer:
-                        runtime.health.set_ready(True)
-                        if started is not None:
-                            started(IngestEndpoints(smtp.port, http.port))
                         await consumer.run(
                             handler,
                             concurrency=ingest.submit_concurrency,

@@ -12,6 +12,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from ..core.kafka.consumer import HEARTBEAT_INTERVAL_MS, SESSION_TIMEOUT_MS
 from ..core.kafka.producer import MAX_BATCH_SIZE, MAX_REQUEST_SIZE, best_compression
 from ..core.kafka.topics import DEFAULT_PREFIX, TopicCatalog, TopicSettings, declare_topics
 from ..core.policy import Policy
@@ -69,6 +70,8 @@ def accepted_consumer(settings: Settings, topics: TopicCatalog, client_id: str) 
         client_id=client_id,
         group_id=group_id(topics),
         group_instance_id=settings.runtime.kafka_group_instance_id,
+        session_timeout_ms=SESSION_TIMEOUT_MS,
+        heartbeat_interval_ms=HEARTBEAT_INTERVAL_MS,
         # ingest commits each reception's records in one transaction: never route an aborted one.
         isolation_level="read_committed",
         # Offsets are committed only inside our transactions.

@@ -35,6 +35,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from ..core.domain.admin_rules import AdminAction, AdminRuleSet
 from ..core.domain.retry import Expire, RandomSource, decide_after_transient_failure
 from ..core.events.codec import DecodeError, decode, encode
+from ..core.kafka.consumer import HEARTBEAT_INTERVAL_MS, SESSION_TIMEOUT_MS
 from ..core.kafka.dead_letter import DeadLetters, PoisonRecord, RecordRejected
 from ..core.kafka.producer import EventProducer
 from ..core.kafka.topics import TopicCatalog, TopicSettings, declare_topics
@@ -111,6 +112,8 @@ class Scheduler:
             # One group per topic prefix: deployments sharing a cluster do not meet.
             group_id=f"{runtime.topic_prefix}{SERVICE}",
             group_instance_id=runtime.kafka_group_instance_id,
+            session_timeout_ms=SESSION_TIMEOUT_MS,
+            heartbeat_interval_ms=HEARTBEAT_INTERVAL_MS,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             # `queued` is written in routing's transactions: skip aborted batches.

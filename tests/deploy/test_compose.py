@@ -122,6 +122,12 @@ def test_services_run_their_entrypoint_after_the_topic_job(name: str) -> None:
     assert str(settings.routing.policy_path) in mounted_files(service)
 
 
+def test_every_consumer_is_a_static_group_member() -> None:
+    # A container restarted after a crash rejoins as the same member, without a rebalance.
+    ids = {name: compose_settings(name).runtime.kafka_group_instance_id for name in SERVICES}
+    assert None not in ids.values(), ids
+
+
 def test_published_ports_listen_on_loopback_only() -> None:
     published = []
     for name, service in compose()["services"].items():

@@ -14,6 +14,7 @@ from relaystream.core.runtime.settings import (
     Settings,
     known_environment_variables,
     load_settings,
+    settings_table,
 )
 
 from .manifests import (
@@ -35,6 +36,11 @@ SERVICES = ("ingest", "routing", "scheduling", "delivery")
 NAMESPACE = "relaystream"
 # Secrets the manifests reference; docs/deployment.md says how to create each.
 REFERENCED_SECRETS = frozenset({"relaystream-smtp-tls", "relaystream-api-tokens"})
+GROUP_INSTANCE_ID = next(
+    row.environment_variable
+    for row in settings_table()
+    if row.file_key == "kafka_group_instance_id"
+)
 
 
 def deployment(resources: tuple[Resource, ...], service: str) -> Resource:
@@ -211,6 +217,21 @@ def test_termination_grace_exceeds_the_shutdown_grace(
     grace = pod_spec(deployment(resources, service))["terminationGracePeriodSeconds"]
     # A few seconds more, so that the cancellation after the grace still commits offsets.
     assert grace >= settings.runtime.shutdown_grace_seconds + 5
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_every_consumer_is_a_static_group_member_named_after_its_pod(
+    resources: tuple[Resource, ...], service: str
+) -> None:
+    # Each service's process is one consumer-group member (ingest: of the `submit` group). The
+    # pod name survives a container restart and differs between replicas: a killed container
+    # comes back as the same member, without a rebalance, and no two pods share an id.
+    variables = {v["name"]: v for v in container(deployment(resources, service)).get("env", [])}
+    assert GROUP_INSTANCE_ID in variables, f"{service} has no static group membership"
+    assert variables[GROUP_INSTANCE_ID] == {
+        "name": GROUP_INSTANCE_ID,
+        "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}},
+    }
 
 
 def test_environment_names_are_settings(resources: tuple[Resource, ...]) -> None:

@@ -47,6 +47,14 @@ log = logging.getLogger(__name__)
 
 V = TypeVar("V")
 
+# Every service's group members use these. With static membership (group.instance.id) a member
+# killed without leaving keeps its partitions until its session expires, unless it rejoins
+# under the same id first, which is what makes a restart take its partitions back without a
+# rebalance. 30 s covers a process restart (about a second) and Kubernetes' first 10 s restart
+# back-off; a member that never comes back (a lost node) leaves its partitions idle that long.
+SESSION_TIMEOUT_MS = 30_000
+HEARTBEAT_INTERVAL_MS = 3_000
+
 
 @dataclass(frozen=True)
 class ConsumedRecord(Generic[V]):
@@ -93,8 +101,8 @@ class EventConsumer(Generic[V]):
         commit_interval_seconds: float = 1.0,
         rebalance_drain_seconds: float = 10.0,
         max_poll_records: int = 500,
-        session_timeout_ms: int = 30_000,
-        heartbeat_interval_ms: int = 3_000,
+        session_timeout_ms: int = SESSION_TIMEOUT_MS,
+        heartbeat_interval_ms: int = HEARTBEAT_INTERVAL_MS,
         max_partition_fetch_bytes: int = 1024 * 1024,
         on_assigned: Callable[[frozenset[TopicPartition]], None] | None = None,
     ) -> None:
@@ -362,6 +370,11 @@ class EventConsumer(Generic[V]):
         )
 
     # -- readiness and lag ----------------------------------------------------------------
+
+    @property
+    def joined(self) -> bool:
+        """True once the group gave this member its first assignment."""
+        return self._joined
 
     def assignment(self) -> frozenset[TopicPartition]:
         return frozenset(self._states)

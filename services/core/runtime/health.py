@@ -4,6 +4,8 @@
   passes): Kubernetes restarts the pod otherwise.
 - `/readyz` answers 200 only once the service called `set_ready(True)` and every readiness check
   passes, 503 with the reasons otherwise (e.g. a consumer not yet assigned or caught up).
+  Detail checks do not decide readiness: the ones failing are listed under "waiting" (e.g.
+  ingest's `submit` consumer still joining its group while SMTP and HTTP already accept mail).
 - `/metrics` is the Prometheus text exposition of the process's registry.
 """
 
@@ -36,6 +38,7 @@ class HealthServer:
         self._not_ready_reason = "starting"
         self._readiness_checks: dict[str, Check] = {}
         self._liveness_checks: dict[str, Check] = {}
+        self._detail_checks: dict[str, Check] = {}
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
 
@@ -53,6 +56,10 @@ class HealthServer:
     def add_readiness_check(self, name: str, check: Check) -> None:
         """/readyz also requires `check()` to return True."""
         self._readiness_checks[name] = check
+
+    def add_detail_check(self, name: str, check: Check) -> None:
+        """/readyz lists `name` under "waiting" while `check()` is False, without failing."""
+        self._detail_checks[name] = check
 
     def add_liveness_check(self, name: str, check: Check) -> None:
         """/healthz also requires `check()` to return True."""
@@ -110,9 +117,11 @@ class HealthServer:
     async def _readyz(self, request: web.Request) -> web.Response:
         reasons = [] if self._ready else [self._not_ready_reason]
         reasons += await self._failing(self._readiness_checks)
+        waiting = await self._failing(self._detail_checks)
+        detail: dict[str, object] = {"waiting": waiting} if waiting else {}
         if reasons:
-            return self._json(503, {"ready": False, "reasons": reasons})
-        return self._json(200, {"ready": True})
+            return self._json(503, {"ready": False, "reasons": reasons, **detail})
+        return self._json(200, {"ready": True, **detail})
 
     async def _metrics(self, request: web.Request) -> web.Response:
         return web.Response(
