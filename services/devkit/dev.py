@@ -4,6 +4,11 @@ It starts (or reuses) the local Kafka broker, ensures the topics, starts a sampl
 mail sink, writes a settings file for a local run, starts the four services as child processes
 (`python -m relaystream run NAME`, exactly as in production), prints the endpoints, and on
 Ctrl-C stops the services (SIGTERM, so they commit), the sink and the broker it started.
+
+While it runs it supervises the services as an orchestrator would: one that exits (a crash, a
+`kill -9`) is restarted after a back-off, and the terminal says which, how it ended and when it
+is back. Each service keeps one static consumer-group instance id across its restarts, as the
+manifests give each pod, so a restarted service takes its partitions back without a rebalance.
 """
 
 from __future__ import annotations
@@ -17,7 +22,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import IO
@@ -64,12 +70,18 @@ def write_dev_settings(state_dir: Path, bootstrap: str, ports: DevPorts) -> Path
     return path
 
 
+def group_instance_id(name: str) -> str:
+    """The static group membership id of a local service: the same across its restarts."""
+    return f"dev-{name}"
+
+
 def start_service(
     name: str, settings_path: Path, health_port: int, log: IO[bytes]
 ) -> subprocess.Popen[bytes]:
     env = dict(os.environ)
     env["RELAYSTREAM_HTTP_BIND"] = f"127.0.0.1:{health_port}"
     env["RELAYSTREAM_CONFIG"] = str(settings_path)
+    env["RELAYSTREAM_KAFKA_GROUP_INSTANCE_ID"] = group_instance_id(name)
     return subprocess.Popen(
         [sys.executable, "-m", "relaystream", "run", name],
         env=env,
@@ -148,17 +160,21 @@ def _run(
     logs_dir = state_dir / "logs"
     logs_dir.mkdir(exist_ok=True)
     health_ports = {name: ports.first_health + i for i, name in enumerate(SERVICE_NAMES)}
+
+    def start(name: str) -> subprocess.Popen[bytes]:
+        with (logs_dir / f"{name}.log").open("ab") as log:  # the child has its own copy
+            return start_service(name, settings_path, health_ports[name], log)
+
     for name in SERVICE_NAMES:
-        log = (logs_dir / f"{name}.log").open("ab")
-        processes[name] = start_service(name, settings_path, health_ports[name], log)
+        processes[name] = start(name)
     # "running" only once every service is ready: ingest listens for SMTP by then.
     try:
         wait_until_ready(processes, health_ports, logs_dir)
     except RuntimeError as failure:
         print(f"dev: {failure}", file=sys.stderr, flush=True)
         return 1
-    print_endpoints(bootstrap, ports, state_dir)
-    return supervise(processes)
+    print_endpoints(bootstrap, ports, state_dir, processes)
+    return supervise(Supervisor(processes, start, health_ports, logs_dir))
 
 
 def _stop_all(
@@ -209,24 +225,115 @@ def _say(text: str) -> None:
         print(text, flush=True)
 
 
-def supervise(processes: dict[str, subprocess.Popen[bytes]]) -> int:
-    """Wait for Ctrl-C or SIGTERM (both raise KeyboardInterrupt, see run_dev); a service that
-    exits on its own ends the run."""
+@dataclass
+class RestartBackoff:
+    """How long to wait before restarting a service that exited: `first_s`, doubling with each
+    exit up to `longest_s`, and `first_s` again once it had stayed up `stable_s`."""
+
+    first_s: float = 1.0
+    longest_s: float = 30.0
+    stable_s: float = 60.0
+    _next_s: float | None = field(default=None, init=False)
+
+    def delay_after_exit(self, ran_for_s: float) -> float:
+        if self._next_s is None or ran_for_s >= self.stable_s:
+            self._next_s = self.first_s
+        delay = self._next_s
+        self._next_s = min(delay * 2, self.longest_s)
+        return delay
+
+
+def describe_exit(returncode: int) -> str:
+    """How a process ended, from `Popen.returncode` (negative: killed by that signal)."""
+    if returncode < 0:
+        try:
+            return f"was killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"was killed by signal {-returncode}"
+    return f"exited with status {returncode}"
+
+
+def answers_ready(health_port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{health_port}/readyz", timeout=1) as r:
+            return bool(r.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+class Supervisor:
+    """Restarts the services that exit, with a back-off per service, and says so.
+
+    `processes` is the run's table of service processes: a restart replaces the entry, so the
+    shutdown stops whichever process is current.
+    """
+
+    def __init__(
+        self,
+        processes: dict[str, subprocess.Popen[bytes]],
+        start: Callable[[str], subprocess.Popen[bytes]],
+        health_ports: dict[str, int],
+        logs_dir: Path,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._processes = processes
+        self._start = start
+        self._health_ports = health_ports
+        self._logs_dir = logs_dir
+        self._clock = clock
+        now = clock()
+        self._started_at = dict.fromkeys(processes, now)
+        self._backoff = {name: RestartBackoff() for name in processes}
+        self._restart_at: dict[str, float] = {}
+        self._recovering: set[str] = set()
+
+    def check(self) -> None:
+        """One look at every service: note exits, restart those whose back-off is over, and
+        say when a restarted one is ready again."""
+        now = self._clock()
+        for name, process in self._processes.items():
+            if name in self._restart_at:
+                if now >= self._restart_at[name]:
+                    del self._restart_at[name]
+                    self._processes[name] = self._start(name)
+                    self._started_at[name] = now
+                    self._recovering.add(name)
+                    _say(f"dev: {name} restarted (pid {self._processes[name].pid})")
+                continue
+            code = process.poll()
+            if code is not None:
+                self._recovering.discard(name)
+                delay = self._backoff[name].delay_after_exit(now - self._started_at[name])
+                self._restart_at[name] = now + delay
+                _say(
+                    f"dev: {name} {describe_exit(code)}; restarting it in {delay:.0f}s "
+                    f"(log: {self._logs_dir / name}.log)"
+                )
+            elif name in self._recovering and answers_ready(self._health_ports[name]):
+                self._recovering.discard(name)
+                took = now - self._started_at[name]
+                _say(f"dev: {name} is ready again, {took:.1f}s after its restart")
+
+
+def supervise(supervisor: Supervisor, interval_s: float = 0.5) -> int:
+    """Keep the services running until Ctrl-C or SIGTERM (both raise KeyboardInterrupt, see
+    run_dev); the exit code."""
     try:
         while True:
-            for name, process in processes.items():
-                code = process.poll()
-                if code is not None:
-                    print(f"dev: {name} exited with status {code}; see its log", flush=True)
-                    return 1
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                next(iter(processes.values())).wait(timeout=0.5)
+            supervisor.check()
+            time.sleep(interval_s)
     except KeyboardInterrupt:
         _say("\ndev: stopping the services ...")
         return 0
 
 
-def print_endpoints(bootstrap: str, ports: DevPorts, state_dir: Path) -> None:
+def print_endpoints(
+    bootstrap: str,
+    ports: DevPorts,
+    state_dir: Path,
+    processes: dict[str, subprocess.Popen[bytes]],
+) -> None:
+    pids = ", ".join(f"{name} {process.pid}" for name, process in processes.items())
     health = ", ".join(
         f"{name} http://127.0.0.1:{ports.first_health + i}/metrics"
         for i, name in enumerate(SERVICE_NAMES)
@@ -239,9 +346,10 @@ def print_endpoints(bootstrap: str, ports: DevPorts, state_dir: Path) -> None:
         f"  mail sink      127.0.0.1:{ports.sink}   (messages in {state_dir / 'sink'})\n"
         f"  policy         {sample_policy_path()}\n"
         f"  service logs   {state_dir / 'logs'}\n"
+        f"  service pids   {pids}\n"
         f"  health/metrics {health}\n"
         "Try:  swaks --server 127.0.0.1:2525 --from me@example.org --to you@example.com\n"
         "      relaystream logs --follow\n"
-        "Ctrl-C stops everything.\n",
+        "A service that exits is restarted; Ctrl-C stops everything.\n",
         flush=True,
     )

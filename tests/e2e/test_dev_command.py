@@ -3,7 +3,8 @@
 It starts its own broker and the four services on the fixed local ports, says it is running,
 relays a message to its sample sink, shows it in `relaystream logs`, and a Ctrl-C (SIGINT to
 the whole foreground process group, as a terminal sends it) stops everything it started. So
-does a SIGTERM while it is still starting.
+does a SIGTERM while it is still starting. A service killed with SIGKILL is restarted, says so,
+and the mail accepted meanwhile reaches the sink.
 """
 
 from __future__ import annotations
@@ -106,6 +107,19 @@ def dev(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], Output, Path]]:
                 process.wait()
 
 
+def service_pid(dev_pid: int, service: str) -> int:
+    """The pid of dev's child process `relaystream run SERVICE`."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            command = (entry / "cmdline").read_bytes().split(b"\0")
+            if ppid == dev_pid and command[-3:-1] == [b"run", service.encode()]:
+                return int(entry.name)
+    raise AssertionError(f"no {service} process under dev ({dev_pid})")
+
+
 def assert_nothing_listens(output: Output) -> None:
     still = [f"{name} {port}" for name, port in LISTENING.items() if port_in_use(port)]
     assert not still, f"still listening: {', '.join(still)}\n{output.text}"
@@ -171,5 +185,36 @@ def test_a_sigterm_while_dev_is_starting_stops_what_it_started(
     process.terminate()  # SIGTERM to dev alone, as `kill` or an orchestrator sends it
 
     assert process.wait(STOPPED_WITHIN_S) == 130, output.text
+    assert output.wait_for("dev: stopped", 5), output.text
+    assert_nothing_listens(output)
+
+
+def test_dev_restarts_a_killed_service_and_the_mail_still_arrives(
+    dev: tuple[subprocess.Popen[str], Output, Path],
+) -> None:
+    process, output, state_dir = dev
+    assert output.wait_for("relaystream is running", RUNNING_WITHIN_S), output.text
+    routing = service_pid(process.pid, "routing")
+
+    os.kill(routing, signal.SIGKILL)
+    # Accepted while routing is down: it waits on `accepted` for the restarted routing.
+    with smtplib.SMTP("127.0.0.1", PORTS.smtp, timeout=30) as client:
+        refused = client.sendmail("me@example.org", ["you@example.com"], BODY)
+    assert refused == {}
+
+    assert output.wait_for("dev: routing was killed by SIGKILL; restarting it in 1s", 30), (
+        output.text
+    )
+    assert output.wait_for("dev: routing restarted", 30), output.text
+    assert service_pid(process.pid, "routing") != routing
+    assert output.wait_for("dev: routing is ready again", 60), output.text
+    sink = state_dir / "sink"
+    deadline = time.monotonic() + 60
+    while not arrived(sink, b"the end") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert arrived(sink, b"the end"), output.text
+
+    os.killpg(process.pid, signal.SIGINT)
+    assert process.wait(STOPPED_WITHIN_S) == 0, output.text
     assert output.wait_for("dev: stopped", 5), output.text
     assert_nothing_listens(output)
