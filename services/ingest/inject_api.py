@@ -2,9 +2,11 @@
 
 200 `{"success_count", "fail_count", "failed_recipients", "errors"}` once every built message is
 written to Kafka (one atomic write; a recipient whose address or message is invalid fails
-alone, as in KumoMTA); 400 for a body that is not a JSON object; 422 with `errors` for a request
-that is not valid; 401 without a valid bearer token where tokens are required; 413 over the body
-size limit; 503 when Kafka does not commit (then none of the messages is visible).
+alone, as in KumoMTA). Every refusal is `{"errors": [reasons]}`: 400 for a body that is not a
+JSON object (not UTF-8, not JSON, nested deeper than inject_limits.MAX_JSON_DEPTH); 422 for a
+request that is not valid, a field over its limit included; 401 without a valid bearer token
+where tokens are required; 413 over the body size limit; 503 when Kafka does not commit (then
+none of the messages is visible).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from ..core.events.records import MessageAccepted
 from . import metrics
 from .accepted_messages import Reception, accepted_messages
 from .acceptor import AcceptanceFailed, AtomicAcceptor
+from .inject_limits import BadJson, parse_json_body
 from .inject_request import InjectRequest, InvalidRequest, parse_inject_request
 from .message_builder import MessageBuildError, build_message
 from .message_ids import new_message_id
@@ -115,15 +118,22 @@ class InjectApi:
                 headers={"WWW-Authenticate": 'Bearer realm="relaystream"'},
             )
         try:
-            body = json.loads(await request.read())
+            raw = await request.read()
         except web.HTTPRequestEntityTooLarge:
-            raise
-        except (ValueError, UnicodeDecodeError) as error:
-            return _invalid(400, [f"request body is not JSON: {error}"])
+            limit = self._config.max_request_bytes
+            return _invalid(413, [f"request body exceeds the limit of {limit} bytes"])
+        try:
+            body = parse_json_body(raw)
+        except BadJson as error:
+            return _invalid(400, [str(error)])
         if not isinstance(body, dict):
             return _invalid(400, ["request body must be a JSON object"])
         try:
-            parsed = parse_inject_request(body, max_recipients=self._config.max_recipients)
+            parsed = parse_inject_request(
+                body,
+                max_recipients=self._config.max_recipients,
+                max_message_size=self._config.max_message_size,
+            )
         except InvalidRequest as invalid:
             return _invalid(422, invalid.reasons)
         return await self._inject(parsed, request)
@@ -146,12 +156,8 @@ class InjectApi:
                     now=received_at,
                     message_id=message_id,
                     hostname=self._config.hostname,
+                    max_size=self._config.max_message_size,
                 )
-                if len(content) > self._config.max_message_size:
-                    raise MessageBuildError(
-                        f"message of {len(content)} bytes exceeds the limit of "
-                        f"{self._config.max_message_size}"
-                    )
                 reception = Reception(
                     PROTOCOL, parsed.envelope_sender, content, received_at, transaction_id, meta
                 )

@@ -6,20 +6,36 @@
                                      "headers", "attachments"},
      "substitutions": {...}}
 
-Unknown fields are errors (a misspelt field would otherwise silently do nothing). A recipient
-whose address is invalid is not: as in KumoMTA it fails alone (`failed_recipients`) while the
-others are injected. Pure: no I/O.
+Unknown fields are errors (a misspelt field would otherwise silently do nothing), and so is a
+field over its limit (inject_limits.py; addresses: RFC 5321's sizes). A recipient whose address
+is invalid is not: as in KumoMTA it fails alone (`failed_recipients`) while the others are
+injected. Pure: no I/O.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..core.domain.envelope import EnvelopeAddress, EnvelopeAddressError
+from ..core.domain.envelope import (
+    MAX_MAILBOX_OCTETS,
+    EnvelopeAddress,
+    EnvelopeAddressError,
+    octet_length,
+)
+from .inject_limits import (
+    MAX_ATTACHMENT_LABEL,
+    MAX_ATTACHMENTS,
+    MAX_HEADER_NAME,
+    MAX_HEADER_TEXT,
+    MAX_HEADERS,
+    MAX_KEY_LENGTH,
+    MAX_MAPPING_KEYS,
+)
 from .templates import TemplateError, check_template
 
 
@@ -81,6 +97,8 @@ _CONTENT_FIELDS = frozenset(
 )
 _MAILBOX_FIELDS = frozenset({"email", "name"})
 _ATTACHMENT_FIELDS = frozenset({"data", "content_type", "content_id", "file_name", "base64"})
+# RFC 5322 field names: printable ASCII but the colon.
+_HEADER_NAME = re.compile(r"[\x21-\x39\x3b-\x7e]+")
 
 
 class _Checker:
@@ -100,19 +118,43 @@ class _Checker:
             self.fail(f"{where}.{key}" if where != "request" else key, "unknown field")
         return value
 
-    def string(self, value: object, where: str, *, optional: bool = False) -> str | None:
+    def string(
+        self, value: object, where: str, limit: int, *, optional: bool = False
+    ) -> str | None:
+        """A string of at most `limit` characters."""
         if value is None and optional:
             return None
         if not isinstance(value, str):
             self.fail(where, "expected a string" + (" or null" if optional else ""))
             return None
+        if len(value) > limit:
+            self.fail(where, f"{len(value)} characters, at most {limit}")
+            return None
         return value
 
+    def address(self, value: object, where: str) -> str | None:
+        """A string no longer than an RFC 5321 mailbox; its syntax is the caller's business."""
+        text = self.string(value, where, MAX_MAILBOX_OCTETS)
+        if text is not None and octet_length(text) > MAX_MAILBOX_OCTETS:
+            self.fail(
+                where, f"{octet_length(text)} octets, at most {MAX_MAILBOX_OCTETS} (RFC 5321)"
+            )
+            return None
+        return text
+
     def mapping(self, value: object, where: str) -> dict[str, Any]:
+        """Substitutions or metadata: an object of at most MAX_MAPPING_KEYS short keys."""
         if value is None:
             return {}
         if not isinstance(value, dict):
             self.fail(where, "expected an object")
+            return {}
+        if len(value) > MAX_MAPPING_KEYS:
+            self.fail(where, f"{len(value)} entries, at most {MAX_MAPPING_KEYS}")
+            return {}
+        long_keys = [key for key in value if len(key) > MAX_KEY_LENGTH]
+        if long_keys:
+            self.fail(where, f"a key of {len(long_keys[0])} characters, at most {MAX_KEY_LENGTH}")
             return {}
         return value
 
@@ -125,15 +167,19 @@ class _Checker:
             self.fail(where, str(error))
 
 
-def parse_inject_request(body: object, *, max_recipients: int) -> InjectRequest:
-    """The request in `body` (parsed JSON); InvalidRequest listing every problem."""
+def parse_inject_request(
+    body: object, *, max_recipients: int, max_message_size: int
+) -> InjectRequest:
+    """The request in `body` (parsed JSON); InvalidRequest listing every problem. No text of
+    the content may exceed `max_message_size` characters (the built message is checked in
+    bytes later)."""
     check = _Checker()
     request = check.obj(body, "request", _REQUEST_FIELDS)
     if request is None:
         raise InvalidRequest(check.reasons)
     sender = _sender(check, request)
     recipients = _recipients(check, request.get("recipients"), max_recipients)
-    content = _content(check, request.get("content"))
+    content = _content(check, request.get("content"), max_message_size)
     substitutions = check.mapping(request.get("substitutions"), "substitutions")
     if check.reasons or sender is None or content is None:
         raise InvalidRequest(check.reasons or ["invalid request"])
@@ -144,7 +190,7 @@ def _sender(check: _Checker, request: Mapping[str, Any]) -> str | None:
     if "envelope_sender" not in request:
         check.fail("envelope_sender", "required")
         return None
-    sender = check.string(request["envelope_sender"], "envelope_sender")
+    sender = check.address(request["envelope_sender"], "envelope_sender")
     if not sender:
         return sender
     try:
@@ -167,8 +213,8 @@ def _recipients(check: _Checker, value: object, max_recipients: int) -> list[Inj
         entry = check.obj(item, where, _RECIPIENT_FIELDS)
         if entry is None:
             continue
-        email = check.string(entry.get("email"), f"{where}.email")
-        name = check.string(entry.get("name"), f"{where}.name", optional=True)
+        email = check.address(entry.get("email"), f"{where}.email")
+        name = check.string(entry.get("name"), f"{where}.name", MAX_HEADER_TEXT, optional=True)
         substitutions = check.mapping(entry.get("substitutions"), f"{where}.substitutions")
         metadata = check.mapping(entry.get("metadata"), f"{where}.metadata")
         if email is not None:
@@ -176,11 +222,14 @@ def _recipients(check: _Checker, value: object, max_recipients: int) -> list[Inj
     return recipients
 
 
-def _content(check: _Checker, value: object) -> str | BuiltContent | None:
+def _content(check: _Checker, value: object, max_size: int) -> str | BuiltContent | None:
     if value is None:
         check.fail("content", "required: a string or an object")
         return None
     if isinstance(value, str):
+        if len(value) > max_size:
+            check.fail("content", f"{len(value)} characters, at most {max_size}")
+            return None
         if not value.strip():
             check.fail("content", "empty message")
         check.template(value, "content")
@@ -188,17 +237,14 @@ def _content(check: _Checker, value: object) -> str | BuiltContent | None:
     content = check.obj(value, "content", _CONTENT_FIELDS)
     if content is None:
         return None
-    text_body = check.string(content.get("text_body"), "content.text_body", optional=True)
-    html_body = check.string(content.get("html_body"), "content.html_body", optional=True)
-    if text_body is None and html_body is None:
+    text_body = check.string(content.get("text_body"), "content.text_body", max_size, optional=True)
+    html_body = check.string(content.get("html_body"), "content.html_body", max_size, optional=True)
+    if content.get("text_body") is None and content.get("html_body") is None:
         check.fail("content", "at least one of text_body and html_body is required")
-    subject = check.string(content.get("subject"), "content.subject", optional=True)
-    headers: dict[str, str] = {}
-    for name, header_value in check.mapping(content.get("headers"), "content.headers").items():
-        text = check.string(header_value, f"content.headers.{name}")
-        if text is not None:
-            headers[name] = text
-            check.template(text, f"content.headers.{name}")
+    subject = check.string(
+        content.get("subject"), "content.subject", MAX_HEADER_TEXT, optional=True
+    )
+    headers = _headers(check, content.get("headers"))
     for where, text in (
         ("content.text_body", text_body),
         ("content.html_body", html_body),
@@ -212,8 +258,34 @@ def _content(check: _Checker, value: object) -> str | BuiltContent | None:
         from_=_mailbox(check, content.get("from"), "content.from"),
         reply_to=_mailbox(check, content.get("reply_to"), "content.reply_to"),
         headers=headers,
-        attachments=_attachments(check, content.get("attachments")),
+        attachments=_attachments(check, content.get("attachments"), max_size),
     )
+
+
+def _headers(check: _Checker, value: object) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        check.fail("content.headers", "expected an object")
+        return {}
+    if len(value) > MAX_HEADERS:
+        check.fail("content.headers", f"{len(value)} headers, at most {MAX_HEADERS}")
+        return {}
+    headers: dict[str, str] = {}
+    for name, header_value in value.items():
+        if len(name) > MAX_HEADER_NAME or not _HEADER_NAME.fullmatch(name):
+            shown = name if len(name) <= MAX_HEADER_NAME else name[:MAX_HEADER_NAME] + "..."
+            check.fail(
+                f"content.headers.{shown}",
+                f"a header name is 1 to {MAX_HEADER_NAME} printable ASCII characters, no colon",
+            )
+            continue
+        where = f"content.headers.{name}"
+        text = check.string(header_value, where, MAX_HEADER_TEXT)
+        if text is not None:
+            headers[name] = text
+            check.template(text, where)
+    return headers
 
 
 def _mailbox(check: _Checker, value: object, where: str) -> Mailbox | None:
@@ -222,16 +294,19 @@ def _mailbox(check: _Checker, value: object, where: str) -> Mailbox | None:
     entry = check.obj(value, where, _MAILBOX_FIELDS)
     if entry is None:
         return None
-    email = check.string(entry.get("email"), f"{where}.email")
-    name = check.string(entry.get("name"), f"{where}.name", optional=True)
+    email = check.address(entry.get("email"), f"{where}.email")
+    name = check.string(entry.get("name"), f"{where}.name", MAX_HEADER_TEXT, optional=True)
     return None if email is None else Mailbox(email, name)
 
 
-def _attachments(check: _Checker, value: object) -> tuple[Attachment, ...]:
+def _attachments(check: _Checker, value: object, max_size: int) -> tuple[Attachment, ...]:
     if value is None:
         return ()
     if not isinstance(value, list):
         check.fail("content.attachments", "expected a list")
+        return ()
+    if len(value) > MAX_ATTACHMENTS:
+        check.fail("content.attachments", f"{len(value)} attachments, at most {MAX_ATTACHMENTS}")
         return ()
     attachments = []
     for index, item in enumerate(value):
@@ -239,10 +314,14 @@ def _attachments(check: _Checker, value: object) -> tuple[Attachment, ...]:
         entry = check.obj(item, where, _ATTACHMENT_FIELDS)
         if entry is None:
             continue
-        data = check.string(entry.get("data"), f"{where}.data")
-        content_type = check.string(entry.get("content_type"), f"{where}.content_type")
-        content_id = check.string(entry.get("content_id"), f"{where}.content_id", optional=True)
-        file_name = check.string(entry.get("file_name"), f"{where}.file_name", optional=True)
+        # Base64 takes 4 characters for 3 bytes.
+        data = check.string(entry.get("data"), f"{where}.data", max_size // 3 * 4 + 4)
+        label = MAX_ATTACHMENT_LABEL
+        content_type = check.string(entry.get("content_type"), f"{where}.content_type", label)
+        content_id = check.string(
+            entry.get("content_id"), f"{where}.content_id", label, optional=True
+        )
+        file_name = check.string(entry.get("file_name"), f"{where}.file_name", label, optional=True)
         is_base64 = entry.get("base64", False)
         if not isinstance(is_base64, bool):
             check.fail(f"{where}.base64", "expected true or false")
@@ -256,6 +335,9 @@ def _attachments(check: _Checker, value: object) -> tuple[Attachment, ...]:
             raw = base64.b64decode(data, validate=True) if is_base64 else data.encode("utf-8")
         except (binascii.Error, ValueError):
             check.fail(f"{where}.data", "not valid base64")
+            continue
+        if len(raw) > max_size:
+            check.fail(f"{where}.data", f"{len(raw)} bytes, at most {max_size}")
             continue
         attachments.append(Attachment(raw, content_type, content_id, file_name))
     return tuple(attachments)

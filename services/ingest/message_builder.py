@@ -43,14 +43,22 @@ def build_message(
     now: datetime,
     message_id: str,
     hostname: str,
+    max_size: int,
 ) -> bytes:
+    """The message, or MessageBuildError; also when it would be over `max_size` bytes (each
+    substitution is bounded as it is made, so an expansion never grows far past it)."""
     values = substitution_values(recipient, substitutions)
-    if isinstance(content, str):
-        return normalize_crlf(render(content, values)).encode("utf-8")
     try:
-        return _assemble(content, recipient, values, now, f"<{message_id}@{hostname}>")
-    except (ValueError, TypeError, IndexError) as error:
+        if isinstance(content, str):
+            built = normalize_crlf(render(content, values, limit=max_size)).encode("utf-8")
+        else:
+            message_id = f"<{message_id}@{hostname}>"
+            built = _assemble(content, recipient, values, now, message_id, max_size)
+    except (ValueError, TypeError, IndexError) as error:  # TemplateError is a ValueError
         raise MessageBuildError(str(error)) from error
+    if len(built) > max_size:
+        raise MessageBuildError(f"message of {len(built)} bytes exceeds the limit of {max_size}")
+    return built
 
 
 def _address(mailbox: Mailbox) -> str:
@@ -63,7 +71,11 @@ def _assemble(
     values: Mapping[str, Any],
     now: datetime,
     message_id: str,
+    max_size: int,
 ) -> bytes:
+    def expand(text: str, *, escape_html: bool = False) -> str:
+        return render(text, values, escape_html=escape_html, limit=max_size)
+
     # policy.SMTP: CRLF, and non-ASCII header text as RFC 2047 encoded words, which every
     # receiving MTA understands (raw UTF-8 headers need SMTPUTF8 all the way).
     message = EmailMessage(policy=policy.SMTP)
@@ -73,18 +85,16 @@ def _assemble(
     if content.reply_to is not None:
         message["Reply-To"] = _address(content.reply_to)
     if content.subject is not None:
-        message["Subject"] = render(content.subject, values)
+        message["Subject"] = expand(content.subject)
     for name, value in content.headers.items():
         del message[name]  # a header given explicitly replaces the shortcut's
-        message[name] = render(value, values)
+        message[name] = expand(value)
     if "Date" not in message:
         message["Date"] = format_datetime(now)
     if "Message-ID" not in message:
         message["Message-ID"] = message_id
-    text = None if content.text_body is None else render(content.text_body, values)
-    html = (
-        None if content.html_body is None else render(content.html_body, values, escape_html=True)
-    )
+    text = None if content.text_body is None else expand(content.text_body)
+    html = None if content.html_body is None else expand(content.html_body, escape_html=True)
     if text is not None:
         message.set_content(text)
         if html is not None:

@@ -51,12 +51,27 @@ def _text(value: Any) -> str:
     return str(value)
 
 
-def render(text: str, values: Mapping[str, Any], *, escape_html: bool = False) -> str:
+def render(
+    text: str, values: Mapping[str, Any], *, escape_html: bool = False, limit: int | None = None
+) -> str:
     """`text` with each `{{ reference }}` replaced; HTML-escaped when `escape_html`
-    (as MiniJinja auto-escapes html_body)."""
-
-    def substitute(match: re.Match[str]) -> str:
+    (as MiniJinja auto-escapes html_body). TemplateError once the result passes `limit`
+    characters, checked as it grows: a large value referenced many times must not build a
+    huge string first."""
+    pieces: list[str] = []
+    size = 0
+    position = 0
+    for match in _EXPRESSION.finditer(text):
         rendered = _text(_lookup(values, match.group(1)))
-        return html.escape(rendered) if escape_html else rendered
-
-    return _EXPRESSION.sub(substitute, text)
+        pieces += (
+            text[position : match.start()],
+            html.escape(rendered) if escape_html else rendered,
+        )
+        size += len(pieces[-2]) + len(pieces[-1])
+        position = match.end()
+        if limit is not None and size > limit:
+            break
+    pieces.append(text[position:])
+    if limit is not None and size + len(pieces[-1]) > limit:
+        raise TemplateError(f"substitutions expand the text past {limit} characters")
+    return "".join(pieces)

@@ -188,3 +188,63 @@ async def test_nothing_is_half_accepted_when_one_record_fails(
         kafka_bootstrap, topics.accepted.name, 1, schema="MessageAccepted", settle_seconds=3.0
     )
     assert [event["recipient"] for _, event in events] == ["carl@example.org"]
+
+
+async def test_input_limits_refuse_with_reasons_and_accept_nothing_of_a_refused_request(
+    kafka_bootstrap: str, topic_prefix: str, topics: TopicCatalog
+) -> None:
+    """Issue 16, finding 6: deep JSON was a 500 (RecursionError), a 200,000-character sender
+    was accepted and bounced later. Each limit answers 4xx with its reason; only the good
+    request at the end reaches Kafka."""
+
+    def request(sender: str, **fields: Any) -> dict[str, Any]:
+        return {
+            "envelope_sender": sender,
+            "recipients": [{"email": "ann@example.org"}],
+            "content": "Subject: s\r\n\r\nbody\r\n",
+            **fields,
+        }
+
+    bomb = {
+        "envelope_sender": "a@example.com",
+        "recipients": [{"email": "bomb@example.org", "substitutions": {"v": "x" * 100_000}}],
+        "content": "Subject: s\r\n\r\n" + "{{ v }}" * 1_000,  # 100 MB once expanded
+    }
+    settings = ingest_settings(
+        kafka_bootstrap, topic_prefix, max_message_size=50_000, http_max_request_bytes=250_000
+    )
+    async with running_ingest(settings) as ingest:
+        deep = await post(ingest, None, raw=b"[" * 50_000 + b"]" * 50_000)
+        deep_inside = await post(ingest, None, raw=b'{"substitutions": ' + b"[" * 50_000)
+        long_sender = await post(ingest, request("a" * 200_000 + "@example.com"))
+        long_local_part = await post(ingest, request("a" * 65 + "@example.com"))
+        long_subject = await post(
+            ingest, request("a@example.com", content={"subject": "s" * 999, "text_body": "t"})
+        )
+        too_big = await post(ingest, None, raw=b'{"content": "' + b"x" * 300_000 + b'"}')
+        expanded = await post(ingest, bomb)
+        good = await post(ingest, request("b" * 64 + "@example.com"))
+    assert deep == (
+        400,
+        {"errors": ["request body nests arrays and objects deeper than 32 levels"]},
+    )
+    assert deep_inside[0] == 400
+    assert long_sender == (
+        422,
+        {"errors": ["envelope_sender: 200012 characters, at most 254"]},
+    )
+    assert long_local_part[0] == 422
+    assert long_local_part[1]["errors"] == [
+        "envelope_sender: local part of 65 octets is longer than RFC 5321 allows (64)"
+    ]
+    assert long_subject == (422, {"errors": ["content.subject: 999 characters, at most 998"]})
+    assert too_big == (413, {"errors": ["request body exceeds the limit of 250000 bytes"]})
+    assert expanded[0] == 200 and expanded[1]["fail_count"] == 1
+    assert expanded[1]["errors"] == [
+        "bomb@example.org: substitutions expand the text past 50000 characters"
+    ]
+    assert good[0] == 200 and good[1]["success_count"] == 1
+    events = await read_events(
+        kafka_bootstrap, topics.accepted.name, 1, schema="MessageAccepted", settle_seconds=2.0
+    )
+    assert [event["sender"] for _, event in events] == ["b" * 64 + "@example.com"]

@@ -4,7 +4,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from relaystream.core.domain.envelope import EnvelopeAddress, EnvelopeAddressError
+from relaystream.core.domain.envelope import (
+    MAX_DOMAIN_OCTETS,
+    MAX_LOCAL_PART_OCTETS,
+    MAX_MAILBOX_OCTETS,
+    MAX_PATH_OCTETS,
+    EnvelopeAddress,
+    EnvelopeAddressError,
+)
 
 
 @pytest.mark.parametrize(
@@ -71,3 +78,47 @@ def test_parse_raises_only_its_own_error(text: str) -> None:
     except EnvelopeAddressError:
         return
     assert EnvelopeAddress.parse(str(address)) == address
+
+
+# -- RFC 5321 size limits (section 4.5.3.1) ---------------------------------------------------
+
+ATOM_CHARS = st.sampled_from("abcdefghijklmnopqrstuvwxyz0123456789!#$%&'*+/=?^_`{|}~-é用")
+
+
+@given(st.text(ATOM_CHARS, min_size=1, max_size=120))
+def test_a_local_part_is_at_most_64_octets(local_part: str) -> None:
+    text = f"{local_part}@example.com"
+    if len(local_part.encode()) <= MAX_LOCAL_PART_OCTETS:
+        assert EnvelopeAddress.parse(text).local_part == local_part
+    else:
+        with pytest.raises(EnvelopeAddressError, match=r"local part of .* octets"):
+            EnvelopeAddress.parse(text)
+
+
+@given(st.integers(min_value=1, max_value=8), st.integers(min_value=1, max_value=63))
+def test_a_mailbox_is_at_most_254_octets(labels: int, label_length: int) -> None:
+    domain = ".".join(["d" * label_length] * labels)
+    text = f"user@{domain}"
+    octets = len(text)
+    if octets <= MAX_MAILBOX_OCTETS and len(domain) <= 253:
+        assert EnvelopeAddress.parse(text).domain == domain
+    else:
+        with pytest.raises(EnvelopeAddressError, match=r"octets|longer than"):
+            EnvelopeAddress.parse(text)
+
+
+def test_the_limits_are_rfc_5321s() -> None:
+    assert (MAX_PATH_OCTETS, MAX_MAILBOX_OCTETS, MAX_LOCAL_PART_OCTETS, MAX_DOMAIN_OCTETS) == (
+        256,
+        254,
+        64,
+        255,
+    )
+    # The longest local part with the longest domain that still fits the path.
+    longest = "l" * 64 + "@" + ".".join(["d" * 63] * 2 + ["d" * 61])
+    assert len(longest) == 254
+    assert str(EnvelopeAddress.parse(longest)) == longest
+    with pytest.raises(EnvelopeAddressError, match="address of 200012 octets"):
+        EnvelopeAddress.parse("a" * 200_000 + "@example.com")
+    with pytest.raises(EnvelopeAddressError, match="local part of 130 octets"):
+        EnvelopeAddress.parse("é" * 65 + "@example.com")  # 65 characters, 130 octets

@@ -30,6 +30,7 @@ from relaystream.ingest.submissions import validated_recipients
 from relaystream.ingest.templates import TemplateError, check_template, render
 
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+MAX_SIZE = 1_000_000
 
 
 # -- message ids ---------------------------------------------------------------------------
@@ -106,6 +107,7 @@ def test_a_valid_builder_request_parses() -> None:
             },
         },
         max_recipients=5,
+        max_message_size=MAX_SIZE,
     )
     assert request.envelope_sender == "Bounce@example.com"
     assert isinstance(request.content, BuiltContent)
@@ -144,7 +146,7 @@ def test_a_valid_builder_request_parses() -> None:
 )
 def test_invalid_requests_name_the_field(body: dict[str, object], reason: str) -> None:
     with pytest.raises(InvalidRequest) as invalid:
-        parse_inject_request(body, max_recipients=2)
+        parse_inject_request(body, max_recipients=2, max_message_size=MAX_SIZE)
     assert any(r.startswith(reason) for r in invalid.value.reasons), invalid.value.reasons
 
 
@@ -176,9 +178,16 @@ def test_built_message_is_valid_rfc5322_with_crlf() -> None:
             },
         },
         max_recipients=1,
+        max_message_size=MAX_SIZE,
     )
     built = build_message(
-        request.content, request.recipients[0], {}, now=NOW, message_id="m1", hostname="h.test"
+        request.content,
+        request.recipients[0],
+        {},
+        now=NOW,
+        message_id="m1",
+        hostname="h.test",
+        max_size=MAX_SIZE,
     )
     assert b"\n" not in built.replace(b"\r\n", b"")
     # Non-ASCII header text is RFC 2047 encoded (the body may be 8bit: 8BITMIME).

@@ -6,6 +6,11 @@ address literal: `[10.0.0.1]` or `[IPv6:::1]`. Unlike routing targets (routing_t
 the untagged `[::1]` is refused: RFC 5321 has no such form and downstream MTAs may choke on
 it. The null reverse path `<>` is the caller's business (it has no `@`). Error messages are
 meant for an SMTP reply (501/553), so they say what is wrong in plain words.
+
+The RFC 5321 size limits (section 4.5.3.1) are enforced here, for SMTP and HTTP alike: a path
+(`<` mailbox `>`) of at most 256 octets, so a mailbox of at most 254; a local part of at most
+64; a domain of at most 255 (a DNS name is held to 253 by domain_names.py). Octets are counted
+in UTF-8, as an SMTPUTF8 peer sends them.
 """
 
 from __future__ import annotations
@@ -25,6 +30,11 @@ _QUOTED_STRING = re.compile(r'"(?:[\x20\x21\x23-\x5b\x5d-\x7e\u0080-\U0010ffff]|
 _IPV4_LITERAL = re.compile(r"[0-9]{1,3}(?:\.[0-9]{1,3}){3}")
 _IPV6_TAG = "ipv6:"
 
+MAX_PATH_OCTETS = 256  # `<` mailbox `>`
+MAX_MAILBOX_OCTETS = MAX_PATH_OCTETS - 2
+MAX_LOCAL_PART_OCTETS = 64
+MAX_DOMAIN_OCTETS = 255
+
 
 class EnvelopeAddressError(ValueError):
     """An envelope address that RFC 5321 does not allow."""
@@ -42,12 +52,16 @@ class EnvelopeAddress:
     def parse(cls, text: str) -> EnvelopeAddress:
         if not text:
             raise EnvelopeAddressError("empty address")
+        # Checked first, so an oversized input costs no more than its length.
+        _check_length("address", text, MAX_MAILBOX_OCTETS)
         local_part, rest = _split_local_part(text)
+        _check_length("local part", local_part, MAX_LOCAL_PART_OCTETS)
         if not rest.startswith("@"):
             raise EnvelopeAddressError(f"missing '@domain' in address {text!r}")
         domain_text = rest[1:]
         if not domain_text:
             raise EnvelopeAddressError(f"missing domain in address {text!r}")
+        _check_length("domain", domain_text, MAX_DOMAIN_OCTETS)
         if domain_text.startswith("["):
             return cls(local_part, _parse_address_literal(domain_text))
         try:
@@ -61,6 +75,19 @@ class EnvelopeAddress:
 
     def __str__(self) -> str:
         return f"{self.local_part}@{self.domain}"
+
+
+def octet_length(text: str) -> int:
+    """Octets of `text` in UTF-8 (a lone surrogate, which no valid address holds, counts 3)."""
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
+def _check_length(what: str, text: str, limit: int) -> None:
+    # A character is at least one octet: most texts need no encoding to pass.
+    if len(text) > limit or octet_length(text) > limit:
+        raise EnvelopeAddressError(
+            f"{what} of {octet_length(text)} octets is longer than RFC 5321 allows ({limit})"
+        )
 
 
 def _split_local_part(text: str) -> tuple[str, str]:
