@@ -88,6 +88,7 @@ def test_a_service_imports_only_core_and_itself(service: str) -> None:
 # Pure logic kept beside the service that uses it (wire formats), held to the same rule.
 PURE_SERVICE_MODULES = (
     "ingest/data_body.py",
+    "ingest/smtp_lines.py",
     "ingest/reception_packing.py",
     "delivery/smtp_wire.py",
 )

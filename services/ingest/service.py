@@ -116,6 +116,7 @@ def ingest_main(
             command_timeout=ingest.smtp_command_timeout_seconds,
             users=users or SmtpUsers({}),
             tls_context=tls_context(ingest),
+            invalid_line_endings=ingest.smtp_invalid_line_endings,
         )
         api_config = InjectApiConfig(
             hostname=hostname,

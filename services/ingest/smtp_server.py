@@ -6,13 +6,19 @@ Replies (enhanced status codes per RFC 3463):
   refuses; 552 5.3.4 for a declared SIZE over the limit. RCPT: 501 5.1.3 / 553 5.1.3 likewise,
   550 5.7.1 unless the client is in a relay network or authenticated, 452 4.5.3 past
   `max_recipients`.
-- DATA: 552 5.3.4 over the size limit, 500 5.5.2 for a line over 1000 octets; otherwise one
+- DATA: 552 5.3.4 over the size limit, 500 5.5.2 for a line over 1000 octets, 552 5.6.0 for
+  a bare LF or CR unless `invalid_line_endings` allows or fixes it; otherwise one
   MessageAccepted per recipient goes to Kafka in one atomic write (acceptor.py) and the reply
   is 250 once Kafka acknowledged it, 451 4.3.0 if it did not (then none of them is visible).
+  The data ends only at CRLF.CRLF (data_body.py).
+- Any command: 501 5.5.2 for a NUL or other control character; a command line ending in a
+  bare LF gets 550 5.5.2 and the session is closed (as Postfix does), unless
+  `invalid_line_endings` allows or fixes it (then it is read as if it ended in CRLF).
 - AUTH PLAIN/LOGIN only over TLS, or from a loopback client; 535 5.7.8 for bad credentials.
 
 aiosmtpd words some of its own replies without enhanced codes; `IngestSMTP.push` rewrites those
-few (the table below), the rest of the protocol engine is aiosmtpd's.
+few (the table below), the rest of the protocol engine is aiosmtpd's. It reads each command
+line up to a LF and takes any byte in it; `CommandLineReader` checks each line as it is read.
 """
 
 from __future__ import annotations
@@ -31,13 +37,14 @@ from typing import Any, AnyStr, cast
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from ..core.domain.envelope import EnvelopeAddress, EnvelopeAddressError
-from ..core.runtime.settings import Network
+from ..core.runtime.settings import InvalidLineEndings, Network
 from . import metrics
 from .accepted_messages import Reception, accepted_messages
 from .acceptor import AcceptanceFailed, AtomicAcceptor
 from .data_body import END, DataBody, DataVerdict
 from .message_ids import new_message_id
 from .received_header import TraceFacts, received_header
+from .smtp_lines import INVALID_DATA_LINE_ENDINGS_REPLY, CommandRefusal, command_refusal
 from .smtp_users import SmtpUsers
 
 log = logging.getLogger(__name__)
@@ -56,6 +63,13 @@ _REWORDED = (
 )
 
 
+_DATA_REFUSALS = {
+    DataVerdict.TOO_MUCH: "552 Error: Too much mail data",
+    DataVerdict.LINE_TOO_LONG: "500 Line too long",
+    DataVerdict.INVALID_LINE_ENDINGS: INVALID_DATA_LINE_ENDINGS_REPLY,
+}
+
+
 @dataclass(frozen=True)
 class SmtpPolicy:
     """What the listener accepts; built from IngestSettings by the service."""
@@ -68,6 +82,7 @@ class SmtpPolicy:
     command_timeout: float
     users: SmtpUsers
     tls_context: ssl.SSLContext | None = None
+    invalid_line_endings: InvalidLineEndings = InvalidLineEndings.DENY
 
 
 def _peer_ip(peer: Any) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
@@ -141,6 +156,36 @@ class SessionLimit:
         metrics.SMTP_SESSIONS.dec()
 
 
+class CommandLineRefused(Exception):
+    """Raised by CommandLineReader; IngestSMTP.handle_exception answers it."""
+
+    def __init__(self, refusal: CommandRefusal) -> None:
+        super().__init__(refusal.reply)
+        self.refusal = refusal
+
+
+class CommandLineReader(asyncio.StreamReader):
+    """The session's stream, checking each command line as aiosmtpd reads it.
+
+    aiosmtpd reads command lines (and AUTH responses, through readline) with `readuntil()`,
+    whose separator is LF, and DATA through IngestSMTP with `.CRLF`; only the former are
+    commands. A refused line raises CommandLineRefused, which aiosmtpd's command loop hands
+    to handle_exception, so the line is answered instead of parsed.
+    """
+
+    def __init__(self, *, limit: int, forbid_bare_lf: bool) -> None:
+        super().__init__(limit=limit)
+        self._forbid_bare_lf = forbid_bare_lf
+
+    async def readuntil(self, separator: Any = b"\n") -> bytes:  # typeshed: a private type
+        line = await super().readuntil(separator)
+        if separator == b"\n":
+            refusal = command_refusal(line, forbid_bare_lf=self._forbid_bare_lf)
+            if refusal is not None:
+                raise CommandLineRefused(refusal)
+        return line
+
+
 class IngestSMTP(SMTP):
     """aiosmtpd's protocol with our session limit, strict paths and enhanced-code replies."""
 
@@ -158,7 +203,18 @@ class IngestSMTP(SMTP):
             auth_require_tls=True,
             authenticator=handler.authenticate,
         )
+        # aiosmtpd creates its stream reader inside __init__ and takes no other; the stream
+        # protocol is set up again around ours, before any connection exists.
+        reader = CommandLineReader(
+            limit=self.line_length_limit,
+            forbid_bare_lf=policy.invalid_line_endings is InvalidLineEndings.DENY,
+        )
+        asyncio.StreamReaderProtocol.__init__(
+            self, reader, client_connected_cb=self._cb_client_connected, loop=self.loop
+        )
         self._listener = listener
+        self._invalid_line_endings = policy.invalid_line_endings
+        self._close_after_reply = False
         self.local_address = ""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -193,6 +249,19 @@ class IngestSMTP(SMTP):
                     status = replacement
                     break
         await super().push(status)
+        if self._close_after_reply and self.transport is not None:
+            self.transport.close()  # after the reply is written; unsent bytes are flushed
+
+    async def handle_exception(self, error: Exception) -> str:
+        if not isinstance(error, CommandLineRefused):
+            return await super().handle_exception(error)
+        if error.refusal.closes_session:
+            log.info(
+                "SMTP session closed: bare LF in a command",
+                extra={"peer": _host_port(self.session.peer) if self.session else ""},
+            )
+            self._close_after_reply = True
+        return error.refusal.reply
 
     async def smtp_DATA(self, arg: str) -> None:
         """aiosmtpd's DATA, reading the body in chunks (see data_body.py), same replies."""
@@ -206,7 +275,9 @@ class IngestSMTP(SMTP):
             await self.push("501 Syntax: DATA")
             return
         await self.push("354 End data with <CR><LF>.<CR><LF>")
-        body = DataBody(self.data_size_limit or 0, self.line_length_limit)
+        body = DataBody(
+            self.data_size_limit or 0, self.line_length_limit, self._invalid_line_endings
+        )
         try:
             while not body.feed(await self._read_to_next_dot_line()):
                 pass
@@ -216,9 +287,11 @@ class IngestSMTP(SMTP):
             raise
         verdict = body.verdict()
         if verdict is not DataVerdict.ACCEPTABLE:
-            # aiosmtpd's wording, which push() turns into the enhanced replies.
-            too_much = verdict is DataVerdict.TOO_MUCH
-            await self.push("552 Error: Too much mail data" if too_much else "500 Line too long")
+            # aiosmtpd's wording, which push() turns into the enhanced replies; KumoMTA's for
+            # line endings.
+            if verdict is DataVerdict.INVALID_LINE_ENDINGS:
+                metrics.MESSAGES_REJECTED.labels(PROTOCOL, "invalid_line_endings").inc()
+            await self.push(_DATA_REFUSALS[verdict])
             self._set_post_data_state()  # type: ignore[no-untyped-call]
             return
         content = body.content()

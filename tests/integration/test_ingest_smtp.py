@@ -21,6 +21,8 @@ from ingest_harness import (
 
 from relaystream.core.kafka.admin import ensure_topics
 from relaystream.core.kafka.topics import TopicCatalog, TopicSettings, declare_topics
+from relaystream.core.runtime.settings import InvalidLineEndings
+from relaystream.ingest.smtp_lines import has_bare_cr_or_lf, normalize_line_endings
 from relaystream.ingest.smtp_users import hash_password
 
 MESSAGE = b"From: a@example.com\r\nSubject: hello\r\n\r\nbody line\r\n"
@@ -324,3 +326,146 @@ async def test_connections_past_the_limit_get_421(
         await first.quit()
     assert greeting.startswith(b"421 4.7.0")
     assert closed == b""
+
+
+# -- issue 16, finding 7: NUL bytes, bare LF, SMTP smuggling --------------------------------
+
+# Each is an end of data to some server; to ours only CRLF.CRLF is.
+SMUGGLING_ENDS = [b"\n.\r\n", b"\r\n.\n", b"\n.\n", b"\r.\r\n", b"\r\n.\r"]
+SMUGGLED = (
+    b"MAIL FROM:<evil@example.com>\r\nRCPT TO:<victim@example.org>\r\nDATA\r\n"
+    b"Subject: smuggled\r\n\r\nevil\r\n"
+)
+
+
+async def test_nul_and_control_bytes_in_commands_get_501_and_the_session_goes_on(
+    kafka_bootstrap: str, topic_prefix: str, topics: TopicCatalog
+) -> None:
+    settings = ingest_settings(kafka_bootstrap, topic_prefix)
+    async with running_ingest(settings) as ingest:
+        reader, writer = await asyncio.open_connection("127.0.0.1", ingest.endpoints.smtp_port)
+        assert (await raw_reply(reader)).startswith(b"220")
+        replies = []
+        for line in [
+            b"EHLO client\x00.example",
+            b"EHLO client.example",
+            b"MAIL FROM:<a\x00b@example.com>",
+            b"MAIL FROM:<a@example.com>\rRCPT TO:<x@example.org>",
+            b"NOOP",
+        ]:
+            writer.write(line + b"\r\n")
+            replies.append(await raw_reply(reader))
+        writer.close()
+    assert replies == [
+        b"501 5.5.2 Syntax error: a NUL byte in command\r\n",
+        b"250 HELP\r\n",
+        b"501 5.5.2 Syntax error: a NUL byte in command\r\n",
+        b"501 5.5.2 Syntax error: a bare <CR> in command\r\n",
+        b"250 OK\r\n",
+    ]
+
+
+async def test_a_command_ending_in_a_bare_lf_is_refused_and_the_session_closed(
+    kafka_bootstrap: str, topic_prefix: str, topics: TopicCatalog
+) -> None:
+    settings = ingest_settings(kafka_bootstrap, topic_prefix)  # Deny, the default
+    async with running_ingest(settings) as ingest:
+        reader, writer = await asyncio.open_connection("127.0.0.1", ingest.endpoints.smtp_port)
+        assert (await raw_reply(reader)).startswith(b"220")
+        writer.write(b"EHLO client.example\n")
+        refused_ehlo = await raw_reply(reader)
+        closed_after_ehlo = await asyncio.wait_for(reader.read(), 30)
+        writer.close()
+        # Pipelined: the good command is answered, the bare-LF one ends the session.
+        reader, writer = await raw_session(ingest)
+        writer.write(b"MAIL FROM:<s@example.com>\r\nRCPT TO:<r@example.org>\nDATA\r\n")
+        pipelined = [await raw_reply(reader), await raw_reply(reader)]
+        closed_after_rcpt = await asyncio.wait_for(reader.read(), 30)
+        writer.close()
+    bare_lf = b"550 5.5.2 Error: bare <LF> received, lines must end with <CR><LF>\r\n"
+    assert (refused_ehlo, closed_after_ehlo) == (bare_lf, b"")
+    assert pipelined == [b"250 2.1.0 OK\r\n", bare_lf] and closed_after_rcpt == b""
+
+
+async def test_a_bare_lf_command_is_read_as_crlf_when_allowed_or_fixed(
+    kafka_bootstrap: str, topic_prefix: str, topics: TopicCatalog
+) -> None:
+    for mode in (InvalidLineEndings.ALLOW, InvalidLineEndings.FIX):
+        settings = ingest_settings(kafka_bootstrap, topic_prefix, smtp_invalid_line_endings=mode)
+        async with running_ingest(settings) as ingest:
+            reader, writer = await asyncio.open_connection("127.0.0.1", ingest.endpoints.smtp_port)
+            assert (await raw_reply(reader)).startswith(b"220")
+            writer.write(b"EHLO client.example\nNOOP\r\nEHLO a\x00b\n")
+            replies = [await raw_reply(reader) for _ in range(3)]
+            writer.close()
+        assert replies[:2] == [b"250 HELP\r\n", b"250 OK\r\n"], mode
+        assert replies[2].startswith(b"501 5.5.2 Syntax error: a NUL byte"), mode
+
+
+async def smuggle(ingest: RunningIngest, tag: str) -> list[bytes]:
+    """One session, one transaction per smuggling sequence (recipient <i>.<tag>@example.org),
+    then QUIT; the reply to each DATA's end and to QUIT, in order."""
+    reader, writer = await raw_session(ingest)
+    replies = []
+    for index, end in enumerate(SMUGGLING_ENDS):
+        for line, code in [
+            (b"MAIL FROM:<s@example.com>", b"250"),
+            (f"RCPT TO:<{index}.{tag}@example.org>".encode(), b"250"),
+            (b"DATA", b"354"),
+        ]:
+            writer.write(line + b"\r\n")
+            assert (await raw_reply(reader)).startswith(code)
+        writer.write(b"Subject: s\r\n\r\nfirst" + end + SMUGGLED + b".\r\n")
+        replies.append(await raw_reply(reader))
+    writer.write(b"QUIT\r\n")
+    replies.append(await raw_reply(reader))
+    writer.close()
+    return replies
+
+
+async def test_smuggling_sequences_are_refused_by_default_and_never_make_a_second_message(
+    kafka_bootstrap: str, topic_prefix: str, topics: TopicCatalog
+) -> None:
+    settings = ingest_settings(kafka_bootstrap, topic_prefix)  # Deny, the default
+    async with running_ingest(settings) as ingest:
+        replies = await smuggle(ingest, "deny")
+        client = await session(ingest)
+        errors, _ = await client.sendmail("s@example.com", ["after@example.org"], MESSAGE)
+        await client.quit()
+    assert errors == {}
+    refused = b"552 5.6.0 message data must use CRLF for line endings\r\n"
+    assert replies == [refused] * len(SMUGGLING_ENDS) + [b"221 Bye\r\n"]
+    events = await read_events(
+        kafka_bootstrap, topics.accepted.name, 1, schema="MessageAccepted", settle_seconds=2.0
+    )
+    assert [event["recipient"] for _, event in events] == ["after@example.org"]
+
+
+async def test_smuggling_sequences_stay_inside_one_message_when_allowed_or_fixed(
+    kafka_bootstrap: str, topic_prefix: str, topics: TopicCatalog
+) -> None:
+    for mode in (InvalidLineEndings.ALLOW, InvalidLineEndings.FIX):
+        settings = ingest_settings(kafka_bootstrap, topic_prefix, smtp_invalid_line_endings=mode)
+        async with running_ingest(settings) as ingest:
+            replies = await smuggle(ingest, mode.value)
+        assert [reply[:9] for reply in replies[:-1]] == [b"250 2.0.0"] * len(SMUGGLING_ENDS)
+        assert replies[-1] == b"221 Bye\r\n"
+    events = await read_events(
+        kafka_bootstrap,
+        topics.accepted.name,
+        2 * len(SMUGGLING_ENDS),
+        schema="MessageAccepted",
+        settle_seconds=2.0,
+    )
+    # One message per DATA, none for victim@example.org: the smuggled transaction is text.
+    contents = {event["recipient"]: event["content"] for _, event in events}
+    assert len(events) == len(contents) == 2 * len(SMUGGLING_ENDS)
+    for index, end in enumerate(SMUGGLING_ENDS):
+        sent = b"first" + end + SMUGGLED
+        # Allow keeps the line endings as sent (dot-unstuffing after CRLF only); Fix makes
+        # each CRLF first.
+        allowed = contents[f"{index}.Allow@example.org"]
+        fixed = contents[f"{index}.Fix@example.org"]
+        assert allowed.endswith(sent.replace(b"\r\n.", b"\r\n"))
+        assert fixed.endswith(normalize_line_endings(sent).replace(b"\r\n.", b"\r\n"))
+        assert not has_bare_cr_or_lf(fixed)

@@ -8,6 +8,7 @@ import pytest
 from relaystream.core.kafka import producer, topics
 from relaystream.core.runtime.settings import (
     HostPort,
+    InvalidLineEndings,
     SettingsError,
     known_environment_variables,
     load_settings,
@@ -220,3 +221,15 @@ def test_unknown_relaystream_variables_are_listed_not_fatal() -> None:
 
 def test_an_empty_topic_prefix_is_allowed() -> None:
     assert load_settings(environ={"RELAYSTREAM_TOPIC_PREFIX": ""}).runtime.topic_prefix == ""
+
+
+def test_invalid_line_endings_takes_kumomtas_names_deny_by_default() -> None:
+    variable = "RELAYSTREAM_INGEST_SMTP_INVALID_LINE_ENDINGS"
+    assert load_settings(environ={}).ingest.smtp_invalid_line_endings is InvalidLineEndings.DENY
+    for text, mode in [("Fix", InvalidLineEndings.FIX), ("allow", InvalidLineEndings.ALLOW)]:
+        assert load_settings(environ={variable: text}).ingest.smtp_invalid_line_endings is mode
+    with pytest.raises(SettingsError, match=f"{variable}: expected one of Deny, Allow, Fix"):
+        load_settings(environ={variable: "yes"})
+    assert f"| `{variable}` | `ingest.smtp_invalid_line_endings` | `Deny` |" in (
+        render_settings_table()
+    )

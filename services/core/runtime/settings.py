@@ -21,6 +21,7 @@ import os
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -195,6 +196,23 @@ def _prefix(value: object) -> str:
     return "" if value is None or value == "" else _string(value)
 
 
+class InvalidLineEndings(Enum):
+    """What the SMTP listener does with a bare LF or CR (KumoMTA's `invalid_line_endings`;
+    Postfix's `smtpd_forbid_bare_newline` in brackets). Whatever the choice, DATA ends only at
+    CRLF.CRLF, so no line ending can smuggle a second message into one DATA."""
+
+    DENY = "Deny"  # (reject, 3.8 `yes`) DATA: 552 5.6.0; a command: 550 5.5.2 and disconnect
+    ALLOW = "Allow"  # (no) DATA kept as sent; a command ending in LF is read as if CRLF
+    FIX = "Fix"  # (normalize) line endings made CRLF, in DATA and commands
+
+
+def _invalid_line_endings(value: object) -> InvalidLineEndings:
+    for choice in InvalidLineEndings:
+        if isinstance(value, str) and value.strip().lower() == choice.value.lower():
+            return choice
+    raise _Invalid("one of " + ", ".join(choice.value for choice in InvalidLineEndings))
+
+
 def _log_level(value: object) -> str:
     if isinstance(value, str) and value.strip().upper() in _LOG_LEVELS:
         return value.strip().upper()
@@ -310,6 +328,15 @@ class IngestSettings:
     smtp_hostname: str | None = field(
         default=None,
         metadata=_about(_optional_string, "name in the SMTP banner and Received:; default FQDN"),
+    )
+    smtp_invalid_line_endings: InvalidLineEndings = field(
+        default=InvalidLineEndings.DENY,
+        metadata=_about(
+            _invalid_line_endings,
+            "bare LF or CR from an SMTP client (KumoMTA's invalid_line_endings): Deny refuses "
+            "(Postfix smtpd_forbid_bare_newline=reject), Fix makes them CRLF (=normalize), "
+            "Allow keeps DATA as sent (=no); DATA ends only at CRLF.CRLF in every mode",
+        ),
     )
     smtp_command_timeout_seconds: float = field(
         default=300.0,
@@ -687,6 +714,8 @@ def render_settings_table() -> str:
         default = row.default
         if isinstance(default, tuple):
             default = ",".join(str(item) for item in default)
+        elif isinstance(default, Enum):
+            default = default.value
         shown = "" if default is None else str(default)
         lines.append(f"| `{row.environment_variable}` | `{row.file_key}` | `{shown}` | {row.doc} |")
     return "\n".join(lines)
