@@ -302,6 +302,7 @@ async def test_envelope_addresses_are_checked(
         tagged_v6 = await command(client, "RCPT TO:<user@[IPv6:::1]>")
         bad_domain = await command(client, "RCPT TO:<user@-bad.example>")
         unbracketed = await command(client, "RCPT TO:user@example.org")
+        long_local_part = await command(client, "RCPT TO:<" + "a" * 65 + "@example.org>")
         await client.quit()
     assert bad_sender[0] == 553 and bad_sender[1].startswith("5.1.7")
     assert no_brackets[0] == 501 and no_brackets[1].startswith("5.1.7")
@@ -311,6 +312,11 @@ async def test_envelope_addresses_are_checked(
     assert tagged_v6[0] == 250
     assert bad_domain[0] == 553 and bad_domain[1].startswith("5.1.3")
     assert unbracketed[0] == 501 and unbracketed[1].startswith("5.1.3")
+    # RFC 5321's sizes, the same as the injection API's (core.domain.envelope).
+    assert long_local_part == (
+        553,
+        "5.1.3 Bad recipient address: local part of 65 octets is longer than RFC 5321 allows (64)",
+    )
 
 
 async def test_connections_past_the_limit_get_421(
