@@ -28,6 +28,7 @@ from typing import Any
 
 import aiosmtplib
 
+from ..core.kafka.consumer import SESSION_TIMEOUT_MS
 from .broker import free_loopback_ports
 from .fleet import SERVICE_NAMES, Fleet, render_sink_policy
 from .sink import MailSink
@@ -35,6 +36,8 @@ from .sink import MailSink
 SENDER = "chaos@sender.chaos.test"
 CHAOS_HEADER = "X-Chaos-Id"
 _CHAOS_ID = re.compile(rb"^X-Chaos-Id: *(\S+)\r?$", re.MULTILINE | re.IGNORECASE)
+# Down this long, a killed consumer-group member is expelled before it comes back.
+PAST_SESSION_TIMEOUT_S = SESSION_TIMEOUT_MS / 1000 + 4.0
 # Destination domains: each is a queue of its own, spread over the partitions.
 DOMAINS = 24
 
@@ -49,9 +52,9 @@ class ChaosPlan:
     # over the load.
     kills: tuple[str, ...] = SERVICE_NAMES
     # How long a killed instance stays down, taken in turn: a quick restart rejoins its group
-    # under its static id (no rebalance); one past the consumers' session timeout (10 s)
-    # makes the group rebalance when the session expires and again when it comes back.
-    restart_after_s: tuple[float, ...] = (2.0, 14.0)
+    # under its static id (no rebalance); one past the consumers' session timeout makes the
+    # group rebalance when the session expires and again when it comes back.
+    restart_after_s: tuple[float, ...] = (2.0, PAST_SESSION_TIMEOUT_S)
     settle_timeout_s: float = 300.0
     partitions: int = 6
 

@@ -11,9 +11,15 @@ from pathlib import Path
 
 from child_processes import ends_with_test_run
 
-from relaystream.devkit.chaos import ChaosPlan, SinkCounter, read_accepted, run_chaos
+from relaystream.devkit.chaos import (
+    PAST_SESSION_TIMEOUT_S,
+    ChaosPlan,
+    SinkCounter,
+    read_accepted,
+    run_chaos,
+)
 
-MESSAGES = 4000
+MESSAGES = 6000
 
 
 async def test_kill_9_of_routing_and_scheduling_instances_under_load_loses_nothing(
@@ -25,6 +31,8 @@ async def test_kill_9_of_routing_and_scheduling_instances_under_load_loses_nothi
         rate=100.0,
         sessions=6,
         kills=("routing", "scheduling", "delivery", "routing", "scheduling", "ingest"),
+        # Back at once (rejoining under the static id) or expelled first (two rebalances).
+        restart_after_s=(PAST_SESSION_TIMEOUT_S, 2.0),
         settle_timeout_s=240.0,
     )
     report = await run_chaos(
