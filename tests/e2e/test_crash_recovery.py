@@ -62,7 +62,7 @@ async def test_scheduling_killed_keeps_every_waiting_message_and_its_due_time(
     # hold.test retries after 20s: each message fails once, then waits in its queue.
     recipients = [f"hold-{i}-{uuid.uuid4().hex[:6]}@hold.test" for i in range(5)]
     for recipient in recipients:
-        sink._handler.rcpt_replies[recipient] = "451 4.3.0 later"
+        sink.answer_rcpt(recipient, "451 4.3.0 later")
     await asyncio.to_thread(send_each, pipeline, recipients)
     failures = {}
     for recipient in recipients:
@@ -71,7 +71,7 @@ async def test_scheduling_killed_keeps_every_waiting_message_and_its_due_time(
 
     pipeline.kill("scheduling")
     for recipient in recipients:
-        sink._handler.rcpt_replies.pop(recipient)
+        sink.accept_rcpt(recipient)
     await pipeline.restart("scheduling")
 
     for recipient in recipients:

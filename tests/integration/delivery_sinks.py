@@ -53,6 +53,8 @@ class SinkStats:
 class _RecordingHandler:
     def __init__(self, rcpt_replies: dict[str, str], data_reply: str, data_delay: float) -> None:
         self.rcpt_replies = rcpt_replies
+        # How many more times a reply in `rcpt_replies` is given; absent: until removed.
+        self.rcpt_reply_times: dict[str, int] = {}
         self.data_reply = data_reply
         self.data_delay = data_delay
         self.messages: list[ReceivedMessage] = []
@@ -62,6 +64,12 @@ class _RecordingHandler:
     ) -> str:
         reply = self.rcpt_replies.get(address)
         if reply is not None:
+            left = self.rcpt_reply_times.get(address)
+            if left is not None:
+                if left <= 1:
+                    del self.rcpt_replies[address], self.rcpt_reply_times[address]
+                else:
+                    self.rcpt_reply_times[address] = left - 1
             return reply
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 OK"
@@ -137,6 +145,19 @@ class SmtpSink:
     @property
     def messages(self) -> list[ReceivedMessage]:
         return self._handler.messages
+
+    def answer_rcpt(self, recipient: str, reply: str, *, times: int | None = None) -> None:
+        """RCPT TO `recipient` gets `reply`: the next `times` times, or until `accept_rcpt`."""
+        self._handler.rcpt_replies[recipient] = reply
+        if times is None:
+            self._handler.rcpt_reply_times.pop(recipient, None)
+        else:
+            self._handler.rcpt_reply_times[recipient] = times
+
+    def accept_rcpt(self, recipient: str) -> None:
+        """RCPT TO `recipient` is accepted again."""
+        self._handler.rcpt_replies.pop(recipient, None)
+        self._handler.rcpt_reply_times.pop(recipient, None)
 
     async def close(self) -> None:
         """Stop listening and drop every open connection."""
