@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..core.kafka.topics import TopicCatalog, TopicSettings, declare_topics
+from ..core.kafka.topics import TopicCatalog, deployment_topics
 from ..core.runtime.settings import load_settings
 
 
@@ -18,7 +18,8 @@ def add_kafka_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--prefix",
         default=None,
-        help="topic name prefix (default: RELAYSTREAM_TOPIC_PREFIX, else 'relaystream.')",
+        help="topic name prefix, may be empty (default: RELAYSTREAM_TOPIC_PREFIX or the "
+        "settings file, else 'relaystream.')",
     )
 
 
@@ -27,4 +28,4 @@ def kafka_target(args: argparse.Namespace) -> tuple[str, TopicCatalog]:
     runtime = load_settings().runtime
     bootstrap = args.bootstrap or runtime.kafka_bootstrap
     prefix = runtime.topic_prefix if args.prefix is None else args.prefix
-    return bootstrap, declare_topics(TopicSettings(prefix=prefix))
+    return bootstrap, deployment_topics(prefix)

@@ -7,7 +7,8 @@ import asyncio
 import sys
 
 from ..core.kafka.admin import TopicAdminError, ensure_topics
-from ..core.kafka.topics import DEFAULT_PREFIX, TopicSettings, declare_topics
+from ..core.kafka.topics import TopicSettings, declare_topics
+from ..core.runtime.settings import load_settings
 
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
 
@@ -34,7 +35,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def _add_layout_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = TopicSettings.local()
-    parser.add_argument("--prefix", default=DEFAULT_PREFIX, help=f"name prefix ({DEFAULT_PREFIX})")
+    parser.add_argument(
+        "--prefix",
+        default=None,
+        help="name prefix, may be empty (default: the settings' topic_prefix, as the services "
+        "use it: RELAYSTREAM_TOPIC_PREFIX or the settings file, else 'relaystream.')",
+    )
     parser.add_argument(
         "--production",
         action="store_true",
@@ -57,11 +63,8 @@ def _add_layout_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _settings(args: argparse.Namespace) -> TopicSettings:
-    base = (
-        TopicSettings.production(args.prefix)
-        if args.production
-        else TopicSettings.local(args.prefix)
-    )
+    prefix = load_settings().runtime.topic_prefix if args.prefix is None else args.prefix
+    base = TopicSettings.production(prefix) if args.production else TopicSettings.local(prefix)
     return TopicSettings(
         prefix=base.prefix,
         replication_factor=args.replication_factor or base.replication_factor,

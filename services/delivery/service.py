@@ -26,13 +26,7 @@ from ..core.events.records import DeliveryRequest
 from ..core.kafka.consumer import ConsumedRecord, EventConsumer
 from ..core.kafka.dead_letter import DeadLetters
 from ..core.kafka.producer import EventProducer
-from ..core.kafka.topics import (
-    DEFAULT_PREFIX,
-    TopicCatalog,
-    TopicSettings,
-    declare_topics,
-    partition_for_queue,
-)
+from ..core.kafka.topics import TopicCatalog, deployment_topics, partition_for_queue
 from ..core.runtime.logging import configure_logging
 from ..core.runtime.service import EXIT_OK, ServiceMain, ServiceRuntime, run_service
 from ..core.runtime.settings import Settings
@@ -43,12 +37,6 @@ from .finished_attempts import FinishedAttempts
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = "delivery"
-
-
-def topic_catalog(settings: Settings) -> TopicCatalog:
-    """The topics of this deployment; an empty `topic_prefix` means the default prefix."""
-    prefix = settings.runtime.topic_prefix or DEFAULT_PREFIX
-    return declare_topics(TopicSettings(prefix=prefix))
 
 
 def decode_request(data: bytes) -> DeliveryRequest:
@@ -115,7 +103,7 @@ def delivery_main(settings: Settings) -> ServiceMain:
     """The service's main for `run_service` (tests run it without signal handling)."""
 
     async def main(runtime: ServiceRuntime) -> None:
-        topics = topic_catalog(settings)
+        topics = deployment_topics(settings.runtime.topic_prefix)
         bootstrap = settings.runtime.kafka_bootstrap
         client_id = settings.runtime.kafka_client_id or SERVICE_NAME
         # One resolver for the service's life: its cache is what spares repeated lookups.
@@ -141,7 +129,7 @@ def delivery_main(settings: Settings) -> ServiceMain:
                 )
                 consumer: EventConsumer[DeliveryRequest] = EventConsumer(
                     bootstrap,
-                    group_id=f"{topics.attempts.name.removesuffix('attempts')}{SERVICE_NAME}",
+                    group_id=topics.group_id(SERVICE_NAME),
                     topics=[topics.attempts.name],
                     decode=decode_request,
                     reject_on=(DecodeError,),

@@ -23,7 +23,7 @@ from ..core.events.records import MessageSubmitted
 from ..core.kafka.consumer import EventConsumer
 from ..core.kafka.dead_letter import DeadLetters
 from ..core.kafka.producer import EventProducer
-from ..core.kafka.topics import DEFAULT_PREFIX, TopicCatalog, TopicSettings, declare_topics
+from ..core.kafka.topics import TopicCatalog, deployment_topics
 from ..core.runtime.logging import configure_logging
 from ..core.runtime.service import EXIT_OK, ServiceMain, ServiceRuntime, run_service
 from ..core.runtime.settings import IngestSettings, Settings, SettingsError
@@ -46,12 +46,6 @@ class IngestEndpoints:
 
     smtp_port: int
     http_port: int
-
-
-def topic_catalog(settings: Settings) -> TopicCatalog:
-    """The topics of this deployment; an empty `topic_prefix` means the default prefix."""
-    prefix = settings.runtime.topic_prefix or DEFAULT_PREFIX
-    return declare_topics(TopicSettings(prefix=prefix))
 
 
 def api_tokens(ingest: IngestSettings) -> tuple[str, ...]:
@@ -80,13 +74,13 @@ def tls_context(ingest: IngestSettings) -> ssl.SSLContext | None:
     return context
 
 
-def transactional_id(settings: Settings, prefix: str) -> str:
+def transactional_id(settings: Settings, topics: TopicCatalog) -> str:
     """Stable per instance, so a restarted instance fences its predecessor and the broker
     aborts the transaction it left open (rather than readers waiting for it to time out)."""
     if settings.ingest.transactional_id:
         return settings.ingest.transactional_id
     instance = settings.runtime.kafka_group_instance_id or socket.gethostname()
-    return f"{prefix}ingest-{instance}"
+    return topics.transactional_id(SERVICE_NAME, instance)
 
 
 def ingest_main(
@@ -96,8 +90,7 @@ def ingest_main(
 
     async def main(runtime: ServiceRuntime) -> None:
         ingest = settings.ingest
-        topics = topic_catalog(settings)
-        prefix = topics.accepted.name.removesuffix("accepted")
+        topics = deployment_topics(settings.runtime.topic_prefix)
         bootstrap = settings.runtime.kafka_bootstrap
         client_id = settings.runtime.kafka_client_id or SERVICE_NAME
         hostname = ingest.smtp_hostname or socket.getfqdn()
@@ -129,7 +122,7 @@ def ingest_main(
         acceptor = AtomicAcceptor(
             bootstrap,
             topic=topics.accepted.name,
-            transactional_id=transactional_id(settings, prefix),
+            transactional_id=transactional_id(settings, topics),
             client_id=client_id,
             ack_timeout=ingest.kafka_ack_timeout_seconds,
         )
@@ -146,7 +139,7 @@ def ingest_main(
                     await http.start(ingest.http_bind, ingest.http_port)
                     consumer: EventConsumer[MessageSubmitted] = EventConsumer(
                         bootstrap,
-                        group_id=f"{prefix}ingest-submit",
+                        group_id=topics.group_id("ingest-submit"),
                         topics=[topics.submit.name],
                         decode=decode_submission,
                         reject_on=(DecodeError,),

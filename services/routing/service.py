@@ -14,7 +14,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from ..core.kafka.consumer import HEARTBEAT_INTERVAL_MS, SESSION_TIMEOUT_MS
 from ..core.kafka.producer import MAX_BATCH_SIZE, MAX_REQUEST_SIZE, best_compression
-from ..core.kafka.topics import DEFAULT_PREFIX, TopicCatalog, TopicSettings, declare_topics
+from ..core.kafka.topics import TopicCatalog, deployment_topics
 from ..core.policy import Policy
 from ..core.runtime.logging import configure_logging
 from ..core.runtime.service import EXIT_OK, ServiceMain, ServiceRuntime, run_service
@@ -33,16 +33,6 @@ DEFAULT_POLICY_SOURCE = "-- relaystream default: no reception handler, meta unch
 TRANSACTION_TIMEOUT_MS = 30_000
 
 
-def topic_catalog(settings: Settings) -> TopicCatalog:
-    """The topics of this deployment; an empty `topic_prefix` means the default prefix."""
-    prefix = settings.runtime.topic_prefix or DEFAULT_PREFIX
-    return declare_topics(TopicSettings(prefix=prefix))
-
-
-def topic_prefix(topics: TopicCatalog) -> str:
-    return topics.accepted.name.removesuffix("accepted")
-
-
 def load_policy(settings: Settings) -> Policy:
     path = settings.routing.policy_path
     if path is None:
@@ -52,7 +42,7 @@ def load_policy(settings: Settings) -> Policy:
 
 def group_id(topics: TopicCatalog) -> str:
     """The consumer group: `<prefix>routing`, like the other services."""
-    return f"{topic_prefix(topics)}{SERVICE_NAME}"
+    return topics.group_id(SERVICE_NAME)
 
 
 def transactional_id(settings: Settings, topics: TopicCatalog) -> str:
@@ -61,7 +51,7 @@ def transactional_id(settings: Settings, topics: TopicCatalog) -> str:
     if settings.routing.transactional_id:
         return settings.routing.transactional_id
     instance = settings.runtime.kafka_group_instance_id or socket.gethostname()
-    return f"{topic_prefix(topics)}{SERVICE_NAME}-{instance}"
+    return topics.transactional_id(SERVICE_NAME, instance)
 
 
 def accepted_consumer(settings: Settings, topics: TopicCatalog, client_id: str) -> Any:
@@ -113,7 +103,7 @@ def routing_main(settings: Settings) -> ServiceMain:
     """The service's main for `run_service` (tests run it without signal handling)."""
 
     async def main(runtime: ServiceRuntime) -> None:
-        topics = topic_catalog(settings)
+        topics = deployment_topics(settings.runtime.topic_prefix)
         client_id = settings.runtime.kafka_client_id or SERVICE_NAME
         policy = load_policy(settings)
         log.info("policy loaded", extra={"policy": policy.name, "policy_hash": policy.content_hash})

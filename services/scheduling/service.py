@@ -38,7 +38,7 @@ from ..core.events.codec import DecodeError, decode, encode
 from ..core.kafka.consumer import HEARTBEAT_INTERVAL_MS, SESSION_TIMEOUT_MS
 from ..core.kafka.dead_letter import DeadLetters, PoisonRecord, RecordRejected
 from ..core.kafka.producer import EventProducer
-from ..core.kafka.topics import TopicCatalog, TopicSettings, declare_topics
+from ..core.kafka.topics import TopicCatalog, deployment_topics
 from ..core.runtime.service import ServiceRuntime, run_service
 from ..core.runtime.settings import Settings
 from . import metrics
@@ -95,7 +95,7 @@ class Scheduler:
         runtime = settings.runtime
         self._bootstrap = runtime.kafka_bootstrap
         self._client_id = runtime.kafka_client_id or SERVICE
-        self._topics: TopicCatalog = declare_topics(TopicSettings(prefix=runtime.topic_prefix))
+        self._topics: TopicCatalog = deployment_topics(runtime.topic_prefix)
         self._lease_ms = int(settings.scheduling.in_flight_lease_seconds * 1000)
         self._tick = settings.scheduling.tick_interval_seconds
         self._clock = clock
@@ -109,8 +109,7 @@ class Scheduler:
         self._consumer: Any = AIOKafkaConsumer(
             bootstrap_servers=self._bootstrap,
             client_id=self._client_id,
-            # One group per topic prefix: deployments sharing a cluster do not meet.
-            group_id=f"{runtime.topic_prefix}{SERVICE}",
+            group_id=self._topics.group_id(SERVICE),
             group_instance_id=runtime.kafka_group_instance_id,
             session_timeout_ms=SESSION_TIMEOUT_MS,
             heartbeat_interval_ms=HEARTBEAT_INTERVAL_MS,

@@ -13,6 +13,7 @@ from relaystream.core.kafka.topics import (
     TopicRole,
     TopicSettings,
     declare_topics,
+    deployment_topics,
     murmur2,
     partition_for_queue,
 )
@@ -129,3 +130,17 @@ def test_extra_configs_apply_to_one_role() -> None:
     catalog = declare_topics(settings)
     assert catalog.queued.configs()["segment.ms"] == "100"
     assert "segment.ms" not in catalog.decisions.configs()
+
+
+def test_an_empty_prefix_means_no_prefix_for_topics_groups_and_transactional_ids() -> None:
+    topics = deployment_topics("")
+    assert {spec.name for spec in topics} == {role.value for role in TopicRole}
+    assert topics.group_id("routing") == "routing"
+    assert topics.transactional_id("ingest", "pod-0") == "ingest-pod-0"
+
+
+def test_a_prefix_scopes_topics_groups_and_transactional_ids() -> None:
+    topics = deployment_topics("staging.")
+    assert topics.queued.name == "staging.queued"
+    assert topics.group_id("ingest-submit") == "staging.ingest-submit"
+    assert topics.transactional_id("routing", "pod-1") == "staging.routing-pod-1"

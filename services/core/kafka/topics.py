@@ -2,6 +2,11 @@
 
 `declare_topics(TopicSettings(...))` gives the catalogue; services read names from it
 (`topics.queued.name`), `relaystream topics ensure` creates what is missing and reports drift.
+`deployment_topics(prefix)` is the catalogue of one deployment, the one every service (through
+the runtime), the CLI and the tests take names from: topic names, consumer groups and
+transactional ids all start with the deployment's `topic_prefix`, taken as it is. An empty
+prefix means names without a prefix (`accepted`, group `routing`); the setting's default is
+DEFAULT_PREFIX.
 
 `queued`, `attempts` and `outcomes` are co-partitioned by scheduled-queue name: the scheduler
 instance that owns partition p of `queued` also consumes partition p of `outcomes` and produces
@@ -121,8 +126,9 @@ class TopicSpec:
 
 @dataclass(frozen=True)
 class TopicCatalog:
-    """All topics of one deployment, one attribute per role."""
+    """All topics of one deployment, one attribute per role, and the deployment's prefix."""
 
+    prefix: str
     submit: TopicSpec
     accepted: TopicSpec
     decisions: TopicSpec
@@ -149,6 +155,16 @@ class TopicCatalog:
                 self.dead_letter,
             )
         )
+
+    def group_id(self, name: str) -> str:
+        """The consumer group `name` of this deployment (e.g. "routing"): deployments that
+        share a cluster under different prefixes never join each other's groups."""
+        return f"{self.prefix}{name}"
+
+    def transactional_id(self, service: str, instance: str) -> str:
+        """A producer's transactional id: stable per instance, so a restarted instance fences
+        its predecessor, and scoped to the deployment like the groups."""
+        return f"{self.prefix}{service}-{instance}"
 
     def by_role(self, role: TopicRole) -> TopicSpec:
         for spec in self:
@@ -216,6 +232,7 @@ def declare_topic(role: TopicRole, settings: TopicSettings) -> TopicSpec:
 def declare_topics(settings: TopicSettings | None = None) -> TopicCatalog:
     settings = settings or TopicSettings()
     return TopicCatalog(
+        prefix=settings.prefix,
         submit=declare_topic(TopicRole.SUBMIT, settings),
         accepted=declare_topic(TopicRole.ACCEPTED, settings),
         decisions=declare_topic(TopicRole.DECISIONS, settings),
@@ -227,6 +244,13 @@ def declare_topics(settings: TopicSettings | None = None) -> TopicCatalog:
         log=declare_topic(TopicRole.LOG, settings),
         dead_letter=declare_topic(TopicRole.DEAD_LETTER, settings),
     )
+
+
+def deployment_topics(prefix: str) -> TopicCatalog:
+    """The topics, groups and transactional ids of the deployment whose `topic_prefix` is
+    `prefix`, taken exactly: "" means no prefix, never the default. Partition counts are the
+    local layout's; services ask the broker for the real ones."""
+    return declare_topics(TopicSettings(prefix=prefix))
 
 
 def murmur2(data: bytes) -> int:

@@ -236,7 +236,10 @@ class RuntimeSettings:
         # The same default as core/kafka/topics.py DEFAULT_PREFIX (runtime may not import kafka;
         # a unit test holds them equal).
         default="relaystream.",
-        metadata=_about(_prefix, "prefix of every topic name; may be empty"),
+        metadata=_about(
+            _prefix,
+            "prefix of every topic name, consumer group and transactional id; empty means none",
+        ),
     )
     kafka_client_id: str | None = field(
         default=None,
