@@ -47,7 +47,7 @@ from relaystream.core.runtime.service import ServiceRuntime, run_service
 from relaystream.core.runtime.settings import HostPort, RoutingSettings, RuntimeSettings, Settings
 from relaystream.devkit.bench_measure import cpu_seconds, find_processes
 from relaystream.routing.router import OutputPartitions, Routed, Router
-from relaystream.routing.service import SERVICE_NAME, routing_main
+from relaystream.routing.service import SERVICE, SERVICE_NAME
 
 DEFAULT_POLICY = Path(__file__).parent.parent / "tests" / "policies" / "seed_routing_domain.lua"
 
@@ -178,13 +178,7 @@ async def bench(args: argparse.Namespace, bootstrap: str) -> None:
     cpu_before = cpu_seconds(os.getpid()), sum(cpu_seconds(pid) for pid in brokers)
     started = time.time()
     service = asyncio.create_task(
-        run_service(
-            SERVICE_NAME,
-            routing_main(settings),
-            settings.runtime,
-            handle_signals=False,
-            runtime_ready=runtimes.append,
-        )
+        run_service(SERVICE, settings, handle_signals=False, runtime_ready=runtimes.append)
     )
     first, finished = await asyncio.to_thread(done.get)
     elapsed = finished - started

@@ -26,10 +26,8 @@ from ..core.events.records import DeliveryRequest
 from ..core.kafka.consumer import ConsumedRecord, EventConsumer
 from ..core.kafka.dead_letter import DeadLetters
 from ..core.kafka.producer import EventProducer
-from ..core.kafka.topics import TopicCatalog, deployment_topics, partition_for_queue
-from ..core.runtime.logging import configure_logging
-from ..core.runtime.service import EXIT_OK, ServiceMain, ServiceRuntime, run_service
-from ..core.runtime.settings import Settings
+from ..core.kafka.topics import TopicCatalog, TopicRole, partition_for_queue
+from ..core.runtime.service import ServiceRuntime, ServiceSpec
 from . import metrics
 from .attempt import AttemptResult, Deliverer, log_event, outcome_event
 from .finished_attempts import FinishedAttempts
@@ -99,62 +97,59 @@ class DeliveryHandler:
         )
 
 
-def delivery_main(settings: Settings) -> ServiceMain:
-    """The service's main for `run_service` (tests run it without signal handling)."""
-
-    async def main(runtime: ServiceRuntime) -> None:
-        topics = deployment_topics(settings.runtime.topic_prefix)
-        bootstrap = settings.runtime.kafka_bootstrap
-        client_id = settings.runtime.kafka_client_id or SERVICE_NAME
-        # One resolver for the service's life: its cache is what spares repeated lookups.
-        resolver = MxResolver(
-            [(server.host, server.port) for server in settings.delivery.nameservers] or None
-        )
-        deliverer = Deliverer.from_settings(settings.delivery, resolver)
-        metrics.CURRENT_POOLS.registry = deliverer.pools
-        try:
-            async with EventProducer(
-                bootstrap, client_id=client_id, linger_ms=settings.runtime.kafka_linger_ms
-            ) as producer:
-                dead_letters = DeadLetters(
-                    producer, topic=topics.dead_letter.name, service=SERVICE_NAME, encode=encode
+async def main(runtime: ServiceRuntime) -> None:
+    settings, topics = runtime.settings, runtime.topics
+    bootstrap = settings.runtime.kafka_bootstrap
+    client_id = runtime.client_id
+    # One resolver for the service's life: its cache is what spares repeated lookups.
+    resolver = MxResolver(
+        [(server.host, server.port) for server in settings.delivery.nameservers] or None
+    )
+    deliverer = Deliverer.from_settings(settings.delivery, resolver)
+    metrics.CURRENT_POOLS.registry = deliverer.pools
+    try:
+        async with EventProducer(
+            bootstrap, client_id=client_id, linger_ms=settings.runtime.kafka_linger_ms
+        ) as producer:
+            dead_letters = DeadLetters(
+                producer, topic=topics.dead_letter.name, service=SERVICE_NAME, encode=encode
+            )
+            finished = FinishedAttempts(bootstrap, topics.outcomes.name, client_id=client_id)
+            handler = DeliveryHandler(
+                deliverer,
+                producer,
+                topics,
+                await producer.partitions_for(topics.outcomes.name),
+                finished,
+            )
+            consumer: EventConsumer[DeliveryRequest] = EventConsumer(
+                bootstrap,
+                group_id=runtime.group_id(SERVICE_NAME),
+                topics=[topics.attempts.name],
+                decode=decode_request,
+                reject_on=(DecodeError,),
+                dead_letters=dead_letters,
+                client_id=client_id,
+                group_instance_id=settings.runtime.kafka_group_instance_id,
+                on_assigned=lambda tps: finished.new_assignment(tp.partition for tp in tps),
+            )
+            async with consumer:
+                runtime.health.set_ready(True)
+                await consumer.run(
+                    handler,
+                    concurrency=settings.delivery.consumer_concurrency,
+                    stop=runtime.shutdown_requested,
                 )
-                finished = FinishedAttempts(bootstrap, topics.outcomes.name, client_id=client_id)
-                handler = DeliveryHandler(
-                    deliverer,
-                    producer,
-                    topics,
-                    await producer.partitions_for(topics.outcomes.name),
-                    finished,
-                )
-                consumer: EventConsumer[DeliveryRequest] = EventConsumer(
-                    bootstrap,
-                    group_id=topics.group_id(SERVICE_NAME),
-                    topics=[topics.attempts.name],
-                    decode=decode_request,
-                    reject_on=(DecodeError,),
-                    dead_letters=dead_letters,
-                    client_id=client_id,
-                    group_instance_id=settings.runtime.kafka_group_instance_id,
-                    on_assigned=lambda tps: finished.new_assignment(tp.partition for tp in tps),
-                )
-                async with consumer:
-                    runtime.health.set_ready(True)
-                    await consumer.run(
-                        handler,
-                        concurrency=settings.delivery.consumer_concurrency,
-                        stop=runtime.shutdown_requested,
-                    )
-        finally:
-            await deliverer.aclose()
-            metrics.CURRENT_POOLS.registry = None
-
-    return main
+    finally:
+        await deliverer.aclose()
+        metrics.CURRENT_POOLS.registry = None
 
 
-async def run_delivery(settings: Settings) -> None:
-    """`relaystream run delivery`: run until SIGTERM/SIGINT; SystemExit if the service failed."""
-    configure_logging(SERVICE_NAME, settings.runtime.log_level)
-    code = await run_service(SERVICE_NAME, delivery_main(settings), settings.runtime)
-    if code != EXIT_OK:
-        raise SystemExit(code)
+SERVICE = ServiceSpec(
+    name=SERVICE_NAME,
+    main=main,
+    groups={SERVICE_NAME: (TopicRole.ATTEMPTS,)},
+    # finished_attempts.py reads back the outcomes already written.
+    reads=(TopicRole.OUTCOMES,),
+    produces=(TopicRole.OUTCOMES, TopicRole.LOG, TopicRole.DEAD_LETTER),
+)

@@ -23,9 +23,8 @@ from ..core.events.records import MessageSubmitted
 from ..core.kafka.consumer import EventConsumer
 from ..core.kafka.dead_letter import DeadLetters
 from ..core.kafka.producer import EventProducer
-from ..core.kafka.topics import TopicCatalog, deployment_topics
-from ..core.runtime.logging import configure_logging
-from ..core.runtime.service import EXIT_OK, ServiceMain, ServiceRuntime, run_service
+from ..core.kafka.topics import TopicCatalog, TopicRole
+from ..core.runtime.service import ServiceMain, ServiceRuntime, ServiceSpec
 from ..core.runtime.settings import IngestSettings, Settings, SettingsError
 from .acceptor import AtomicAcceptor
 from .inject_api import InjectApi, InjectApiConfig, InjectListener, TokensRequired, require_tokens
@@ -36,6 +35,7 @@ from .submissions import SubmissionHandler, decode_submission
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = "ingest"
+SUBMIT_GROUP = "ingest-submit"
 # Share of the shutdown grace period SMTP transactions in DATA get to finish.
 _SMTP_DRAIN_SHARE = 0.6
 
@@ -83,16 +83,14 @@ def transactional_id(settings: Settings, topics: TopicCatalog) -> str:
     return topics.transactional_id(SERVICE_NAME, instance)
 
 
-def ingest_main(
-    settings: Settings, *, started: Callable[[IngestEndpoints], None] | None = None
-) -> ServiceMain:
-    """The service's main for `run_service`; `started` learns the bound ports (tests)."""
+def ingest_main(*, started: Callable[[IngestEndpoints], None] | None = None) -> ServiceMain:
+    """The service's main; `started` learns the bound ports (tests)."""
 
     async def main(runtime: ServiceRuntime) -> None:
+        settings, topics = runtime.settings, runtime.topics
         ingest = settings.ingest
-        topics = deployment_topics(settings.runtime.topic_prefix)
         bootstrap = settings.runtime.kafka_bootstrap
-        client_id = settings.runtime.kafka_client_id or SERVICE_NAME
+        client_id = runtime.client_id
         hostname = ingest.smtp_hostname or socket.getfqdn()
         try:
             users = SmtpUsers.load(ingest.smtp_users_file) if ingest.smtp_users_file else None
@@ -139,7 +137,7 @@ def ingest_main(
                     await http.start(ingest.http_bind, ingest.http_port)
                     consumer: EventConsumer[MessageSubmitted] = EventConsumer(
                         bootstrap,
-                        group_id=topics.group_id("ingest-submit"),
+                        group_id=runtime.group_id(SUBMIT_GROUP),
                         topics=[topics.submit.name],
                         decode=decode_submission,
                         reject_on=(DecodeError,),
@@ -178,13 +176,12 @@ def ingest_main(
     return main
 
 
-async def run_ingest(settings: Settings) -> None:
-    """`relaystream run ingest`: run until SIGTERM/SIGINT; SystemExit if the service failed."""
-    configure_logging(SERVICE_NAME, settings.runtime.log_level)
+SERVICE = ServiceSpec(
+    name=SERVICE_NAME,
+    main=ingest_main(),
+    groups={SUBMIT_GROUP: (TopicRole.SUBMIT,)},
+    produces=(TopicRole.ACCEPTED, TopicRole.DEAD_LETTER),
     # aiosmtpd logs every SMTP command at INFO: ~5 lines a message and ~10% of ingest's CPU
     # under load (profiled). Our own records say what was accepted or refused.
-    if settings.runtime.log_level != "DEBUG":
-        logging.getLogger("mail.log").setLevel(logging.WARNING)
-    code = await run_service(SERVICE_NAME, ingest_main(settings), settings.runtime)
-    if code != EXIT_OK:
-        raise SystemExit(code)
+    quiet_loggers=("mail.log",),
+)

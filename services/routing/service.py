@@ -1,4 +1,4 @@
-"""The routing service's wiring: settings, the consumer, the transactional producer, health.
+"""The routing service: its declaration (`SERVICE`) and main; the runtime runs it.
 
 See the package docstring for what the service does and its exactly-once guarantee, and
 batch_loop.py for the transaction of one batch.
@@ -14,10 +14,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from ..core.kafka.consumer import HEARTBEAT_INTERVAL_MS, SESSION_TIMEOUT_MS
 from ..core.kafka.producer import MAX_BATCH_SIZE, MAX_REQUEST_SIZE, best_compression
-from ..core.kafka.topics import TopicCatalog, deployment_topics
+from ..core.kafka.topics import TopicCatalog, TopicRole
 from ..core.policy import Policy
-from ..core.runtime.logging import configure_logging
-from ..core.runtime.service import EXIT_OK, ServiceMain, ServiceRuntime, run_service
+from ..core.runtime.service import ServiceRuntime, ServiceSpec
 from ..core.runtime.settings import Settings
 from .batch_loop import BatchLoop
 from .router import OutputPartitions, Router
@@ -40,11 +39,6 @@ def load_policy(settings: Settings) -> Policy:
     return Policy.load(path)
 
 
-def group_id(topics: TopicCatalog) -> str:
-    """The consumer group: `<prefix>routing`, like the other services."""
-    return topics.group_id(SERVICE_NAME)
-
-
 def transactional_id(settings: Settings, topics: TopicCatalog) -> str:
     """Stable per instance, so a restarted instance fences its predecessor and the broker
     aborts the transaction it left open (rather than readers waiting for it to time out)."""
@@ -58,7 +52,7 @@ def accepted_consumer(settings: Settings, topics: TopicCatalog, client_id: str) 
     return AIOKafkaConsumer(
         bootstrap_servers=settings.runtime.kafka_bootstrap,
         client_id=client_id,
-        group_id=group_id(topics),
+        group_id=topics.group_id(SERVICE_NAME),
         group_instance_id=settings.runtime.kafka_group_instance_id,
         session_timeout_ms=SESSION_TIMEOUT_MS,
         heartbeat_interval_ms=HEARTBEAT_INTERVAL_MS,
@@ -99,51 +93,45 @@ async def output_partitions(producer: Any, topics: TopicCatalog) -> OutputPartit
     )
 
 
-def routing_main(settings: Settings) -> ServiceMain:
-    """The service's main for `run_service` (tests run it without signal handling)."""
-
-    async def main(runtime: ServiceRuntime) -> None:
-        topics = deployment_topics(settings.runtime.topic_prefix)
-        client_id = settings.runtime.kafka_client_id or SERVICE_NAME
-        policy = load_policy(settings)
-        log.info("policy loaded", extra={"policy": policy.name, "policy_hash": policy.content_hash})
-        producer = transactional_producer(settings, topics, client_id)
-        # First: initialising the transactional id fences a predecessor and aborts its open
-        # transaction, so the offsets the consumer starts from are settled.
-        await producer.start()
+async def main(runtime: ServiceRuntime) -> None:
+    settings, topics = runtime.settings, runtime.topics
+    policy = load_policy(settings)
+    log.info("policy loaded", extra={"policy": policy.name, "policy_hash": policy.content_hash})
+    producer = transactional_producer(settings, topics, runtime.client_id)
+    # First: initialising the transactional id fences a predecessor and aborts its open
+    # transaction, so the offsets the consumer starts from are settled.
+    await producer.start()
+    try:
+        router = Router(
+            policy=policy,
+            topics=topics,
+            partitions=await output_partitions(producer, topics),
+            service=SERVICE_NAME,
+        )
+        consumer = accepted_consumer(settings, topics, runtime.client_id)
+        loop = BatchLoop(
+            consumer=consumer,
+            producer=producer,
+            router=router,
+            group=runtime.group_id(SERVICE_NAME),
+            max_records=settings.routing.max_batch_records,
+        )
+        consumer.subscribe([topics.accepted.name], listener=loop.listener)
+        await consumer.start()
         try:
-            router = Router(
-                policy=policy,
-                topics=topics,
-                partitions=await output_partitions(producer, topics),
-                service=SERVICE_NAME,
-            )
-            consumer = accepted_consumer(settings, topics, client_id)
-            loop = BatchLoop(
-                consumer=consumer,
-                producer=producer,
-                router=router,
-                group=group_id(topics),
-                max_records=settings.routing.max_batch_records,
-            )
-            consumer.subscribe([topics.accepted.name], listener=loop.listener)
-            await consumer.start()
-            try:
-                runtime.health.add_readiness_check("accepted-consumer", loop.ready)
-                runtime.health.set_ready(True)
-                await loop.run(runtime.shutdown_requested)
-            finally:
-                runtime.health.set_ready(False, "stopping")
-                await consumer.stop()
+            runtime.health.add_readiness_check("accepted-consumer", loop.ready)
+            runtime.health.set_ready(True)
+            await loop.run(runtime.shutdown_requested)
         finally:
-            await producer.stop()
+            runtime.health.set_ready(False, "stopping")
+            await consumer.stop()
+    finally:
+        await producer.stop()
 
-    return main
 
-
-async def run_routing(settings: Settings) -> None:
-    """`relaystream run routing`: run until SIGTERM/SIGINT; SystemExit if the service failed."""
-    configure_logging(SERVICE_NAME, settings.runtime.log_level)
-    code = await run_service(SERVICE_NAME, routing_main(settings), settings.runtime)
-    if code != EXIT_OK:
-        raise SystemExit(code)
+SERVICE = ServiceSpec(
+    name=SERVICE_NAME,
+    main=main,
+    groups={SERVICE_NAME: (TopicRole.ACCEPTED,)},
+    produces=(TopicRole.QUEUED, TopicRole.DECISIONS, TopicRole.LOG, TopicRole.DEAD_LETTER),
+)

@@ -24,5 +24,6 @@ Design (see service.py for the loop):
   Expiration log record, 551 5.4.7). `outcomes` offsets are committed only after those writes
   are acknowledged; `queued` offsets are never committed (it is the spool).
 
-Entry point: `service.run_scheduling(settings)`; `python -m relaystream.scheduling`.
+Declared in `service.SERVICE`; run by `relaystream run scheduling` (or
+`python -m relaystream.scheduling`).
 """

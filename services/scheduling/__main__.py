@@ -1,23 +1,11 @@
-"""`python -m relaystream.scheduling`: run the scheduling service with the usual settings."""
+"""`python -m relaystream.scheduling`: the same as `relaystream run scheduling`."""
 
 from __future__ import annotations
 
 import sys
 
-from ..core.runtime import event_loop
-from ..core.runtime.logging import configure_logging
-from ..core.runtime.settings import load_settings
-from .service import run_scheduling
-
-
-def main() -> None:
-    settings = load_settings()
-    configure_logging("scheduling", settings.runtime.log_level)
-    try:
-        event_loop.run(run_scheduling(settings))
-    except KeyboardInterrupt:
-        sys.exit(130)
-
+from ..core.runtime.service import run
+from .service import SERVICE
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run(SERVICE))

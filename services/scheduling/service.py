@@ -1,4 +1,4 @@
-"""The scheduling service: `async def run_scheduling(settings)`.
+"""The scheduling service: its declaration (`SERVICE`) and main; the runtime runs it.
 
 One consumer-group member reads `queued` and `outcomes` (co-partitioned: the range assignor
 hands out equal partition numbers of both topics together). Everything runs in one loop, so the
@@ -38,8 +38,8 @@ from ..core.events.codec import DecodeError, decode, encode
 from ..core.kafka.consumer import HEARTBEAT_INTERVAL_MS, SESSION_TIMEOUT_MS
 from ..core.kafka.dead_letter import DeadLetters, PoisonRecord, RecordRejected
 from ..core.kafka.producer import EventProducer
-from ..core.kafka.topics import TopicCatalog, deployment_topics
-from ..core.runtime.service import ServiceRuntime, run_service
+from ..core.kafka.topics import TopicCatalog, TopicRole, deployment_topics
+from ..core.runtime.service import ServiceRuntime, ServiceSpec
 from ..core.runtime.settings import Settings
 from . import metrics
 from .admin_actions import OperatorActions
@@ -56,7 +56,7 @@ from .throttle import MessageRate
 
 log = logging.getLogger(__name__)
 
-SERVICE = "scheduling"
+SERVICE_NAME = "scheduling"
 RELEASE_BATCH = 500
 OUTCOME_COMMIT_INTERVAL_SECONDS = 1.0
 DUE_METRIC_INTERVAL_SECONDS = 10.0
@@ -94,7 +94,7 @@ class Scheduler:
         self._settings = settings
         runtime = settings.runtime
         self._bootstrap = runtime.kafka_bootstrap
-        self._client_id = runtime.kafka_client_id or SERVICE
+        self._client_id = runtime.kafka_client_id or SERVICE_NAME
         self._topics: TopicCatalog = deployment_topics(runtime.topic_prefix)
         self._lease_ms = int(settings.scheduling.in_flight_lease_seconds * 1000)
         self._tick = settings.scheduling.tick_interval_seconds
@@ -109,7 +109,7 @@ class Scheduler:
         self._consumer: Any = AIOKafkaConsumer(
             bootstrap_servers=self._bootstrap,
             client_id=self._client_id,
-            group_id=self._topics.group_id(SERVICE),
+            group_id=self._topics.group_id(SERVICE_NAME),
             group_instance_id=runtime.kafka_group_instance_id,
             session_timeout_ms=SESSION_TIMEOUT_MS,
             heartbeat_interval_ms=HEARTBEAT_INTERVAL_MS,
@@ -128,7 +128,7 @@ class Scheduler:
             self._bootstrap, self._topics.queued.name, client_id=f"{self._client_id}-spool"
         )
         self._dead_letters = DeadLetters(
-            self._producer, topic=self._topics.dead_letter.name, encode=encode, service=SERVICE
+            self._producer, topic=self._topics.dead_letter.name, encode=encode, service=SERVICE_NAME
         )
         self._overrides = QueueConfigOverridesReader(
             self._bootstrap,
@@ -137,7 +137,7 @@ class Scheduler:
             self.configs,
             client_id=f"{self._client_id}-queue-config",
             dead_letters=self._dead_letters,
-            group=SERVICE,
+            group=SERVICE_NAME,
         )
         self.rules = AdminRuleSet()
         self._admin = AdminRulesReader(
@@ -147,7 +147,7 @@ class Scheduler:
             self.rules,
             client_id=f"{self._client_id}-admin",
             dead_letters=self._dead_letters,
-            group=SERVICE,
+            group=SERVICE_NAME,
         )
         self.actions = OperatorActions(self)
         # Set after a rebuild: every active rule is applied to the rebuilt messages.
@@ -221,7 +221,7 @@ class Scheduler:
             return  # assigned again meanwhile: start over with the new assignment
         self.state = state
         for poison, rejection in snapshot.poison:
-            await self._dead_letters.send(poison, rejection, group=SERVICE)
+            await self._dead_letters.send(poison, rejection, group=SERVICE_NAME)
         # Old copies of messages moved by an interrupted rebind: finish the move.
         await asyncio.gather(*(self._tombstone(entry) for entry in stale))
         self._apply_all_rules = True
@@ -361,7 +361,7 @@ class Scheduler:
             # As in the rebuild: the latest record of the key replaces the key's message.
             if record.key is not None:
                 self.state.apply_tombstone(key_text(record.key), record.partition, record.offset)
-            await self._dead_letters.send(poison_of(record), rejected, group=SERVICE)
+            await self._dead_letters.send(poison_of(record), rejected, group=SERVICE_NAME)
             return
         self.state.apply_queued(entry)
         if self.ready:
@@ -374,7 +374,7 @@ class Scheduler:
 
     async def _reject(self, record: Any, reason: str) -> None:
         await self._dead_letters.send(
-            poison_of(record), RecordRejected(reason, "decode"), group=SERVICE
+            poison_of(record), RecordRejected(reason, "decode"), group=SERVICE_NAME
         )
 
     async def decode_queued(self, entry: SpoolEntry, value: bytes) -> dict[str, Any] | None:
@@ -394,7 +394,7 @@ class Scheduler:
             )
             self.state.forget(entry.id)
             await self._dead_letters.send(
-                poison, RecordRejected(error.reason, "decode"), group=SERVICE
+                poison, RecordRejected(error.reason, "decode"), group=SERVICE_NAME
             )
             return None
         return dict(message)
@@ -638,28 +638,33 @@ class Scheduler:
         await self._tombstone(entry)
 
 
-async def run_scheduling(settings: Settings) -> None:
-    """Run the scheduling service until SIGTERM/SIGINT; raises SystemExit on failure."""
+async def main(runtime: ServiceRuntime) -> None:
+    settings = runtime.settings
     scheduler = Scheduler(settings, policy_config=policy_queue_config(settings))
 
-    async def main(runtime: ServiceRuntime) -> None:
-        async def rebuilt() -> bool:
-            return scheduler.ready
+    async def rebuilt() -> bool:
+        return scheduler.ready
 
-        runtime.health.add_readiness_check("rebuilt", rebuilt)
-        runtime.health.set_ready(True)
-        own = settings.scheduling
-        api = None
-        if own.admin_api_enabled:
-            api = await start_admin_api(
-                scheduler, own.admin_api_bind, own.admin_api_port, own.admin_api_tokens
-            )
-        try:
-            await scheduler.run(runtime.shutdown_requested)
-        finally:
-            if api is not None:
-                await api.cleanup()
+    runtime.health.add_readiness_check("rebuilt", rebuilt)
+    runtime.health.set_ready(True)
+    own = settings.scheduling
+    api = None
+    if own.admin_api_enabled:
+        api = await start_admin_api(
+            scheduler, own.admin_api_bind, own.admin_api_port, own.admin_api_tokens
+        )
+    try:
+        await scheduler.run(runtime.shutdown_requested)
+    finally:
+        if api is not None:
+            await api.cleanup()
 
-    code = await run_service(SERVICE, main, settings.runtime)
-    if code != 0:
-        raise SystemExit(code)
+
+SERVICE = ServiceSpec(
+    name=SERVICE_NAME,
+    main=main,
+    groups={SERVICE_NAME: (TopicRole.QUEUED, TopicRole.OUTCOMES)},
+    # The rebuild reads the recent attempts; followers read the operator's control topics.
+    reads=(TopicRole.ATTEMPTS, TopicRole.QUEUE_CONFIG, TopicRole.ADMIN),
+    produces=(TopicRole.ATTEMPTS, TopicRole.QUEUED, TopicRole.LOG, TopicRole.DEAD_LETTER),
+)

@@ -19,7 +19,7 @@ from relaystream.core.kafka.admin import ensure_topics
 from relaystream.core.kafka.topics import TopicCatalog, TopicRole, TopicSettings, declare_topics
 from relaystream.core.runtime.service import EXIT_OK, ServiceRuntime, run_service
 from relaystream.core.runtime.settings import HostPort, IngestSettings, RuntimeSettings, Settings
-from relaystream.ingest.service import SERVICE_NAME, IngestEndpoints, ingest_main
+from relaystream.ingest.service import SERVICE, IngestEndpoints, ingest_main
 
 WAIT_SECONDS = 60.0
 # Tests that need a refused record make `accepted` refuse records over this size.
@@ -78,9 +78,8 @@ async def running_ingest(
     started: asyncio.Future[IngestEndpoints] = asyncio.get_running_loop().create_future()
     service = asyncio.create_task(
         run_service(
-            SERVICE_NAME,
-            ingest_main(settings, started=started.set_result),
-            settings.runtime,
+            replace(SERVICE, main=ingest_main(started=started.set_result)),
+            settings,
             handle_signals=False,
             runtime_ready=runtimes.append,
         )

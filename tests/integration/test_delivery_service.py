@@ -29,7 +29,7 @@ from relaystream.core.runtime.settings import (
     RuntimeSettings,
     Settings,
 )
-from relaystream.delivery.service import SERVICE_NAME, delivery_main
+from relaystream.delivery.service import SERVICE
 
 WAIT_SECONDS = 60.0
 PARTITIONS = 3
@@ -117,13 +117,7 @@ async def test_requests_on_attempts_become_mail_outcomes_and_logs(
     }
     runtimes: list[ServiceRuntime] = []
     service = asyncio.create_task(
-        run_service(
-            SERVICE_NAME,
-            delivery_main(settings),
-            settings.runtime,
-            handle_signals=False,
-            runtime_ready=runtimes.append,
-        )
+        run_service(SERVICE, settings, handle_signals=False, runtime_ready=runtimes.append)
     )
     async with EventProducer(kafka_bootstrap, client_id="test") as producer:
         for message_id, request in requests.items():

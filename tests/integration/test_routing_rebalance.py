@@ -25,7 +25,6 @@ from relaystream.routing.batch_loop import BatchLoop
 from relaystream.routing.router import Router
 from relaystream.routing.service import (
     accepted_consumer,
-    group_id,
     load_policy,
     output_partitions,
     transactional_producer,
@@ -59,7 +58,7 @@ async def routing_instance(
         consumer=consumer,
         producer=producer,
         router=router,
-        group=group_id(topics),
+        group=topics.group_id("routing"),
         max_records=500,
         linger=linger,
     )
@@ -112,6 +111,6 @@ async def test_a_batch_dropped_at_a_rebalance_is_routed_after_all_and_once(
             assert {i: n for i, n in routed.items() if n > 1} == {}
     # The case under test happened: A dropped a batch fetched across the rebalance.
     rewound = REGISTRY.get_sample_value(
-        "relaystream_kafka_rewound_batches_total", {"group": group_id(topics)}
+        "relaystream_kafka_rewound_batches_total", {"group": topics.group_id("routing")}
     )
     assert rewound is not None and rewound >= 1

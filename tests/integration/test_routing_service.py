@@ -42,7 +42,7 @@ from relaystream.core.kafka.topics import (
 from relaystream.core.policy import content_hash
 from relaystream.core.runtime.service import EXIT_FAILED, EXIT_OK, ServiceRuntime, run_service
 from relaystream.core.runtime.settings import HostPort, RoutingSettings, RuntimeSettings, Settings
-from relaystream.routing.service import SERVICE_NAME, group_id, routing_main
+from relaystream.routing.service import SERVICE
 
 ROUTING_DOMAIN = """\
 kumo.on('smtp_server_message_received', function(msg)
@@ -101,13 +101,7 @@ async def routing_service(
         started.set()
 
     service = asyncio.create_task(
-        run_service(
-            SERVICE_NAME,
-            routing_main(settings),
-            settings.runtime,
-            handle_signals=False,
-            runtime_ready=ready,
-        )
+        run_service(SERVICE, settings, handle_signals=False, runtime_ready=ready)
     )
     try:
         await started.wait()
@@ -302,7 +296,7 @@ async def test_graceful_stop_commits_and_a_restart_routes_only_new_messages(
     async with routing_service(kafka_bootstrap, topic_prefix, policy):
         await read_topic(kafka_bootstrap, topics.queued, count=len(first))
     assert await committed_offsets(
-        kafka_bootstrap, group_id(topics), topics.accepted.name
+        kafka_bootstrap, topics.group_id("routing"), topics.accepted.name
     ) == await end_offsets(kafka_bootstrap, topics.accepted)
 
     second = [accepted(f"s{i}@example.com") for i in range(10)]
@@ -356,9 +350,7 @@ async def test_a_refused_output_aborts_the_batch_which_is_routed_again_exactly_o
 
     policy = policy_file(ROUTING_DOMAIN)
     settings = routing_settings(kafka_bootstrap, topic_prefix, policy)
-    failed = run_service(
-        SERVICE_NAME, routing_main(settings), settings.runtime, handle_signals=False
-    )
+    failed = run_service(SERVICE, settings, handle_signals=False)
     try:
         assert await asyncio.wait_for(failed, 120) == EXIT_FAILED
     except TimeoutError:

@@ -21,8 +21,14 @@ from relaystream.core.kafka.consumer import ConsumedRecord, EventConsumer
 from relaystream.core.kafka.dead_letter import DeadLetters, RecordRejected
 from relaystream.core.kafka.producer import EventProducer
 from relaystream.core.runtime.health import HealthServer
-from relaystream.core.runtime.service import EXIT_FAILED, EXIT_OK, ServiceRuntime, run_service
-from relaystream.core.runtime.settings import HostPort, RuntimeSettings
+from relaystream.core.runtime.service import (
+    EXIT_FAILED,
+    EXIT_OK,
+    ServiceRuntime,
+    ServiceSpec,
+    run_service,
+)
+from relaystream.core.runtime.settings import HostPort, RuntimeSettings, Settings
 
 WAIT_SECONDS = 60.0
 
@@ -235,13 +241,14 @@ async def test_poison_record_goes_to_dead_letter_and_the_consumer_goes_on(
     assert invalid["reason"] == "recipient domain is empty"
 
 
-def service_settings(bootstrap: str, grace: float) -> RuntimeSettings:
-    return replace(
+def service_settings(bootstrap: str, grace: float) -> Settings:
+    runtime = replace(
         RuntimeSettings(),
         kafka_bootstrap=bootstrap,
         http_bind=HostPort("127.0.0.1", 0),
         shutdown_grace_seconds=grace,
     )
+    return Settings(runtime=runtime)
 
 
 async def test_sigterm_commits_only_the_finished_prefix(
@@ -268,8 +275,7 @@ async def test_sigterm_commits_only_the_finished_prefix(
 
     service = asyncio.create_task(
         run_service(
-            "delivery",
-            main,
+            ServiceSpec("delivery", main),
             service_settings(kafka_bootstrap, grace=1.0),
             runtime_ready=runtimes.append,
         )
@@ -313,8 +319,7 @@ async def test_graceful_shutdown_within_the_grace_period_commits_everything(
 
     service = asyncio.create_task(
         run_service(
-            "scheduling",
-            main,
+            ServiceSpec("scheduling", main),
             service_settings(kafka_bootstrap, grace=30.0),
             runtime_ready=runtimes.append,
         )
@@ -351,8 +356,7 @@ async def test_probes_and_metrics_over_http(
 
     service = asyncio.create_task(
         run_service(
-            "routing",
-            main,
+            ServiceSpec("routing", main),
             service_settings(kafka_bootstrap, grace=10.0),
             handle_signals=False,
             runtime_ready=runtimes.append,
