@@ -27,8 +27,8 @@ from relaystream.core.events.codec import encode
 from relaystream.core.kafka.admin import ensure_topics
 from relaystream.core.kafka.topics import TopicSettings, declare_topics, partition_for_queue
 from relaystream.core.runtime import event_loop
+from relaystream.core.spool.snapshot import read_spool
 from relaystream.devkit.broker import LocalKafka, free_loopback_ports
-from relaystream.scheduling.rebuild import read_spool
 from relaystream.scheduling.state import SchedulerState
 
 TEMPLATE_ID = "0" * 32

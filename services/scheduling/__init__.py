@@ -8,14 +8,14 @@ Design (see service.py for the loop):
   as in flight, so a restart does not release them again before the lease runs out. Only then
   is the service ready (/readyz) and releasing. Due times live in the events, so timers survive.
 - Memory stays bounded when millions wait: no content is held. Each waiting message is a compact
-  `state.SpoolEntry` (id, queue, due_at, attempts, created_at, queued partition and offset of its
-  latest record) plus a (due_at, id) heap item in its queue's heap. Measured with
+  `core.spool.entry.SpoolEntry` (id, queue, due_at, attempts, created_at, queued partition and
+  offset of its latest record) plus a (due_at, id) heap item in its queue's heap. Measured with
   bench/scheduler_rebuild_bench.py: about 370 bytes a message by tracemalloc, 520-550 bytes of
   process RSS (1M messages: ~520 MiB, rebuilt in ~30 s on a 2-core machine). Rebuild decodes only
-  the index fields (`spool_index`, a hand-walked Avro prefix that skips content by length).
+  the index fields (`core.spool.index`, a hand-walked Avro prefix that skips content by length).
 - When messages fall due their records are fetched back from `queued` by offset in batches
-  (`spool_reader`: a dedicated consumer with manual assignment and seeks, no group), turned into
-  DeliveryRequests with the resolved queue config as JSON and produced to `attempts` on the
+  (`core.spool.reader`: a dedicated consumer with manual assignment and seeks, no group), turned
+  into DeliveryRequests with the resolved queue config as JSON and produced to `attempts` on the
   queue's partition, at most `max_message_rate` per queue (token buckets in `throttle`).
 - Queue config = the policy's get_queue_config merged field by field with `queue-config`
   overrides (domain, then exact queue name), read in full by every instance and followed live.

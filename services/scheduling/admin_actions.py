@@ -41,9 +41,9 @@ from ..core.domain.queue_name import QueueName, QueueNameError
 from ..core.events.codec import decode, encode
 from ..core.events.meta import MetaError, decode_meta
 from ..core.kafka.topics import partition_for_queue
+from ..core.spool.entry import SpoolEntry
 from . import metrics
 from .log_records import message_log_record
-from .state import SpoolEntry
 
 if TYPE_CHECKING:
     from .service import Scheduler

@@ -36,11 +36,15 @@ from ..core.domain.admin_rules import AdminAction, AdminRuleSet
 from ..core.domain.retry import Expire, RandomSource, decide_after_transient_failure
 from ..core.events.codec import DecodeError, decode, encode
 from ..core.kafka.consumer import HEARTBEAT_INTERVAL_MS, SESSION_TIMEOUT_MS
-from ..core.kafka.dead_letter import DeadLetters, PoisonRecord, RecordRejected
+from ..core.kafka.dead_letter import DeadLetters, PoisonRecord, RecordRejected, poison_of
 from ..core.kafka.producer import EventProducer
 from ..core.kafka.topics import TopicCatalog, TopicRole, deployment_topics
 from ..core.runtime.service import ServiceRuntime, ServiceSpec
 from ..core.runtime.settings import Settings
+from ..core.spool.entry import SpoolEntry
+from ..core.spool.index import SpoolIndexDecoder, key_text
+from ..core.spool.reader import SpoolReader
+from ..core.spool.snapshot import read_spool, resolve_moves
 from . import metrics
 from .admin_actions import OperatorActions
 from .admin_api import start_admin_api
@@ -48,10 +52,8 @@ from .admin_reader import AdminRulesReader
 from .config_resolver import PolicyQueueConfig, QueueConfigResolver, message_rate_of
 from .overrides import QueueConfigOverridesReader
 from .policy_adapter import policy_queue_config
-from .rebuild import poison_of, read_recent_attempts, read_spool, resolve_moves
-from .spool_index import SpoolIndexDecoder, key_text
-from .spool_reader import SpoolReader
-from .state import SchedulerState, SpoolEntry
+from .rebuild import read_recent_attempts
+from .state import SchedulerState
 from .throttle import MessageRate
 
 log = logging.getLogger(__name__)

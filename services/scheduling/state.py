@@ -19,20 +19,8 @@ import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from ..core.spool.entry import SpoolEntry
 from .throttle import MessageRate, TokenBucket
-
-
-@dataclass(slots=True)
-class SpoolEntry:
-    """A waiting message, by reference: its latest record is `queued[partition]@offset`."""
-
-    id: str
-    queue: str
-    due_at: int
-    attempts: int
-    created_at: int
-    partition: int
-    offset: int
 
 
 @dataclass(slots=True)

@@ -24,9 +24,8 @@ from typing import Any
 
 from aiokafka import TopicPartition
 
-from ..core.kafka.dead_letter import DeadLetters, PoisonRecord, RecordRejected
+from ..core.kafka.dead_letter import DeadLetters, PoisonRecord, RecordRejected, poison_of
 from ..core.kafka.partition_reader import reader_consumer
-from .rebuild import poison_of
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,9 @@ from relaystream.core.domain.admin_rules import (
     suspended_response,
 )
 from relaystream.core.kafka.admin_commands import command_of, rule_of
-from relaystream.scheduling.rebuild import _merge
-from relaystream.scheduling.state import SchedulerState, SpoolEntry
+from relaystream.core.spool.entry import SpoolEntry
+from relaystream.core.spool.snapshot import _merge
+from relaystream.scheduling.state import SchedulerState
 
 
 def rule(action: AdminAction = AdminAction.SUSPEND, **fields: object) -> AdminRule:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from relaystream.scheduling.state import SchedulerState, SpoolEntry
+from relaystream.core.spool.entry import SpoolEntry
+from relaystream.scheduling.state import SchedulerState
 from relaystream.scheduling.throttle import MessageRate, TokenBucket
 
 LEASE = 60_000

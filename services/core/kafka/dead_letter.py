@@ -65,6 +65,11 @@ class PoisonRecord:
         return dead_letter_id(self.topic, self.partition, self.offset)
 
 
+def poison_of(record: Any) -> PoisonRecord:
+    """A consumed record as the dead-letter topic keeps it."""
+    return PoisonRecord(record.topic, record.partition, record.offset, record.key, record.value)
+
+
 def dead_letter_event(
     record: PoisonRecord, *, reason: str, error_type: str, service: str, failed_at_ms: int
 ) -> dict[str, Any]:

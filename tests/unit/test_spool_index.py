@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from relaystream.core.events.codec import HEADER_SIZE, DecodeError, decode, encode
-from relaystream.scheduling.spool_index import SpoolIndexDecoder
+from relaystream.core.spool.index import SpoolIndexDecoder
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 millis = st.integers(0, 2**42)

@@ -21,7 +21,7 @@ from typing import Any
 
 from aiokafka import TopicPartition
 
-from ..core.kafka.partition_reader import reader_consumer
+from ..kafka.partition_reader import reader_consumer
 
 SEEK_GAP = 2_000
 _FETCH_TIMEOUT_MS = 2_000

@@ -13,7 +13,7 @@ timestamps must be representable as datetimes, `last_response` is walked too, an
 follow the record. Why here rather than only at release: a record indexed but refused when its
 message falls due used to crash the service, and would be indexed again by every rebuild; a
 record refused here is dead-lettered by the rebuild or the follow loop, once, and never enters
-the index. (The release path still copes with a refusal: see `Scheduler.decode_queued`.)
+the index. (The scheduler's release path still copes with a refusal: `Scheduler.decode_queued`.)
 A hypothesis test checks the walk against the codec on valid and mutated records.
 """
 
@@ -22,9 +22,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from ..core.events.codec import HEADER_SIZE, MARKER, DecodeError, decode, registry
-from ..core.kafka.dead_letter import RecordRejected
-from .state import SpoolEntry
+from ..events.codec import HEADER_SIZE, MARKER, DecodeError, decode, registry
+from ..kafka.dead_letter import RecordRejected
+from .entry import SpoolEntry
 
 QUEUED_MESSAGE = "QueuedMessage"
 # The writer version whose layout `_walk` knows (id, queue, sender, recipient, content, meta,

@@ -1,0 +1,149 @@
+"""The spool of some `queued` partitions as of one moment: the scheduler's rebuild on
+assignment, and what `relaystream queues` lists.
+
+`read_spool` reads the partitions from the beginning up to the end offsets seen when the read
+starts; the last record per key (the message id) wins, tombstones remove, a record that does
+not decode or validate removes its key's message and is returned for the dead-letter topic.
+Only the compact index is kept (see `index`), never content. A dedicated consumer with manual
+assignment (no group, nothing committed) and large fetches.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import TopicPartition
+
+from ..kafka.dead_letter import PoisonRecord, RecordRejected, poison_of
+from ..kafka.partition_reader import MAX_POLL_RECORDS, read_to, reader_consumer
+from .entry import SpoolEntry
+from .index import SpoolIndexDecoder, key_text
+
+log = logging.getLogger(__name__)
+
+# Fetches records by (partition, offset): `SpoolReader.fetch`.
+RecordFetcher = Callable[[Iterable[tuple[int, int]]], Awaitable[dict[tuple[int, int], Any]]]
+
+
+@dataclass
+class SpoolSnapshot:
+    """The rebuilt index and the offsets it is complete up to (exclusive), per partition."""
+
+    entries: dict[str, SpoolEntry]
+    end_offsets: dict[int, int]
+    records_read: int
+    # Records that do not decode or validate and are still the latest of their key (for the
+    # caller to dead-letter); a later record or tombstone of the key supersedes one.
+    poison: list[tuple[PoisonRecord, RecordRejected]]
+    seconds: float
+    # Messages live in more than one partition: a move (rebind) interrupted between writing
+    # the new record and tombstoning the old one. `entries` holds one copy provisionally;
+    # `resolve_moves` keeps the newest.
+    conflicts: dict[str, list[SpoolEntry]] = field(default_factory=dict)
+
+
+async def read_spool(
+    bootstrap: str, topic: str, partitions: Iterable[int], *, client_id: str
+) -> SpoolSnapshot:
+    """The index of every message waiting in `topic`'s `partitions` (see the module doc)."""
+    started = time.monotonic()
+    tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+    if not tps:
+        return SpoolSnapshot({}, {}, 0, [], 0.0)
+    decoder = SpoolIndexDecoder()
+    # Per partition: a tombstone removes only its own partition's copy (a moved message's
+    # old copy is tombstoned after its new record was written elsewhere).
+    by_partition: dict[int, dict[str, SpoolEntry]] = {tp.partition: {} for tp in tps}
+    # Per partition, by key (by offset for a keyless one): the latest record of the key if it
+    # is poison. Dead-lettered only once the read is complete, so a poison record superseded
+    # since (e.g. by the tombstone `dead-letters drop` writes) is not raised again.
+    poison: dict[int, dict[bytes | int, tuple[PoisonRecord, RecordRejected]]] = {
+        tp.partition: {} for tp in tps
+    }
+
+    def apply(record: Any) -> None:
+        entries = by_partition[record.partition]
+        pending = poison[record.partition]
+        if record.key is not None:
+            pending.pop(record.key, None)
+        if record.value is None:
+            if record.key is not None:
+                entries.pop(key_text(record.key), None)
+            return
+        try:
+            entry = decoder.index_entry(record.partition, record.offset, record.key, record.value)
+        except RecordRejected as rejected:
+            # The latest record of the key is what compaction keeps: this one replaces the
+            # key's message, which now lives in the dead letter until re-injected.
+            if record.key is not None:
+                entries.pop(key_text(record.key), None)
+            where = record.key if record.key is not None else record.offset
+            pending[where] = (poison_of(record), rejected)
+            return
+        entries[entry.id] = entry
+
+    consumer = reader_consumer(bootstrap, client_id, max_poll_records=MAX_POLL_RECORDS)
+    await consumer.start()
+    try:
+        consumer.assign(tps)
+        ends: dict[TopicPartition, int] = await consumer.end_offsets(tps)
+        await consumer.seek_to_beginning(*tps)
+        read = await read_to(consumer, ends, apply)
+    finally:
+        await consumer.stop()
+    entries, conflicts = _merge(by_partition)
+    seconds = time.monotonic() - started
+    log.info(
+        "spool rebuilt",
+        extra={"messages": len(entries), "records": read, "seconds": round(seconds, 3)},
+    )
+    return SpoolSnapshot(
+        entries,
+        {tp.partition: end for tp, end in ends.items()},
+        read,
+        [found for pending in poison.values() for found in pending.values()],
+        seconds,
+        conflicts,
+    )
+
+
+def _merge(
+    by_partition: dict[int, dict[str, SpoolEntry]],
+) -> tuple[dict[str, SpoolEntry], dict[str, list[SpoolEntry]]]:
+    """One index of every partition's live messages, and the ids live in several."""
+    entries: dict[str, SpoolEntry] = {}
+    conflicts: dict[str, list[SpoolEntry]] = {}
+    for partition in sorted(by_partition):
+        # Popped as merged, so at most one partition's dict exists twice in memory.
+        for message_id, entry in by_partition.pop(partition).items():
+            other = entries.get(message_id)
+            if other is None:
+                entries[message_id] = entry
+            else:
+                conflicts.setdefault(message_id, [other]).append(entry)
+    return entries, conflicts
+
+
+async def resolve_moves(snapshot: SpoolSnapshot, records: RecordFetcher) -> list[SpoolEntry]:
+    """Keeps the newest copy (by record timestamp) of each message live in several partitions
+    and returns the stale copies (to tombstone: finishing the interrupted move)."""
+    if not snapshot.conflicts:
+        return []
+    copies = [e for entries in snapshot.conflicts.values() for e in entries]
+    fetched = await records((e.partition, e.offset) for e in copies)
+    stale: list[SpoolEntry] = []
+    for message_id, entries in snapshot.conflicts.items():
+
+        def stamp(entry: SpoolEntry) -> tuple[int, int]:
+            record = fetched.get((entry.partition, entry.offset))
+            return (record.timestamp if record is not None else -1, entry.offset)
+
+        ordered = sorted(entries, key=stamp)
+        snapshot.entries[message_id] = ordered[-1]
+        stale.extend(ordered[:-1])
+    snapshot.conflicts = {}
+    return stale
