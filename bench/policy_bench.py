@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from relaystream.core.policy import Policy, PolicyMessage
+from relaystream.core.policy import PolicyMessage, policy_from_file
 
 POLICIES = Path(__file__).resolve().parents[1] / "tests" / "policies"
 HEADERS = "From: a@example.org\r\nTo: b@example.com\r\nSubject: hello\r\n"
@@ -47,7 +47,7 @@ def main() -> None:
         headers=HEADERS,
     )
     for path in sorted(POLICIES.glob("seed_*.lua")):
-        policy = Policy.load(path)
+        policy = policy_from_file(path)
         if path.stem == "seed_mx_list":
             hosted = rate(
                 lambda p=policy: p.get_queue_config(

@@ -40,7 +40,7 @@ from relaystream.core.events.meta import encode_meta
 from relaystream.core.kafka.admin import ensure_topics
 from relaystream.core.kafka.producer import EventProducer
 from relaystream.core.kafka.topics import TopicCatalog, TopicSettings, declare_topics
-from relaystream.core.policy import Policy
+from relaystream.core.policy import policy_from_file
 from relaystream.core.runtime import event_loop
 from relaystream.core.runtime.logging import configure_logging
 from relaystream.core.runtime.service import ServiceRuntime, run_service
@@ -101,7 +101,7 @@ async def preproduce(
 def route_in_advance(records: list[AcceptedRecord], topics: TopicCatalog, policy: Path) -> None:
     """--kafka-only: decide every record now; the service's router then only looks them up."""
     router = Router(
-        policy=Policy.load(policy),
+        policy=policy_from_file(policy),
         topics=topics,
         partitions=OutputPartitions(
             queued=topics.queued.partitions,

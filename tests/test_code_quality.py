@@ -65,6 +65,104 @@ def python_files(package: str) -> list[Path]:
     return sorted((SERVICES / package).rglob("*.py"))
 
 
+def module_name(path: Path) -> str:
+    """`services/core/policy/base.py` -> `core.policy.base` (a package: its `__init__`)."""
+    parts = path.relative_to(SERVICES).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {module_name(path): path for path in SERVICES.rglob("*.py")}
+
+
+def imported_modules(path: Path) -> set[str]:
+    """The modules of `services/` that a module imports, relative or absolute, including
+    imports only for type checking: a dependency all the same. `from pkg import name` is the
+    submodule `pkg.name` when there is one, else `pkg`."""
+    me = module_name(path)
+    package = me.split(".") if path.name == "__init__.py" else me.split(".")[:-1]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        targets: list[tuple[str, list[str]]] = []
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package[: len(package) - (node.level - 1)]
+                module = ".".join([*base, *(node.module.split(".") if node.module else [])])
+            elif node.module and node.module.startswith("relaystream."):
+                module = node.module.removeprefix("relaystream.")
+            else:
+                continue
+            targets.append((module, [alias.name for alias in node.names]))
+        elif isinstance(node, ast.Import):
+            targets += [
+                (alias.name.removeprefix("relaystream."), [])
+                for alias in node.names
+                if alias.name.startswith("relaystream.")
+            ]
+        for module, names in targets:
+            submodules = {f"{module}.{name}" if module else name for name in names}
+            found |= submodules & MODULES.keys()
+            if module in MODULES and not submodules <= MODULES.keys():
+                found.add(module)
+    return found - {me}
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    cycles: list[list[str]] = []
+
+    def visit(module: str) -> None:
+        index[module] = low[module] = len(index)
+        stack.append(module)
+        on_stack.add(module)
+        for imported in sorted(graph[module]):
+            if imported not in index:
+                visit(imported)
+                low[module] = min(low[module], low[imported])
+            elif imported in on_stack:
+                low[module] = min(low[module], index[imported])
+        if low[module] == index[module]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == module:
+                    break
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    for module in sorted(graph):
+        if module not in index:
+            visit(module)
+    return cycles
+
+
+def test_import_cycles_are_found() -> None:
+    # The check itself can fail: a circle of three, and a module outside it that imports it.
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "e": set()}
+    assert import_cycles(graph) == [["a", "b", "c"]]
+
+
+def test_no_import_cycles_in_services() -> None:
+    graph = {name: imported_modules(path) for name, path in MODULES.items()}
+    assert import_cycles(graph) == []
+
+
+def test_the_cli_imports_no_service() -> None:
+    """The CLI is a shell over the core (and the devkit); `relaystream run NAME` alone loads a
+    service, by name, to run it (cli/run.py)."""
+    offenders = {
+        str(path.relative_to(ROOT)): sorted(imported_packages(path) & set(SERVICE_PACKAGES))
+        for path in python_files("cli")
+        if imported_packages(path) & set(SERVICE_PACKAGES)
+    }
+    assert offenders == {}
+
+
 def test_core_imports_no_service() -> None:
     offenders = {
         str(path.relative_to(ROOT)): sorted(imported_packages(path) - {"core"})

@@ -38,7 +38,7 @@ from ..core.domain.queue_config import QueueConfigError
 from ..core.events.codec import DecodeError, decode
 from ..core.kafka.queue_config_store import ConfigChange, config_history
 from ..core.kafka.replay import ReplayedRecord, ReplayProgress, replay_topic_batches
-from ..core.policy import Policy, PolicyLoadError
+from ..core.policy import Policy, PolicyLoadError, policy_from_file
 from .common import add_kafka_options, kafka_target
 
 FORMATS = ("table", "jsonl", "csv")
@@ -306,7 +306,7 @@ async def verify_decisions(args: argparse.Namespace, policy: Policy) -> int:
 
 def verify_command(args: argparse.Namespace) -> int:
     try:
-        policy = Policy.load(args.policy)
+        policy = policy_from_file(args.policy)
     except PolicyLoadError as error:
         print(f"relaystream audit verify: {error}", file=sys.stderr)
         return EXIT_USAGE

@@ -24,6 +24,7 @@ from ..core.policy import (
     PolicyMessage,
     PolicyRuntimeError,
     ReceptionProtocol,
+    policy_from_file,
 )
 from ..core.policy.routing_rule import RefusedMessage, route_message
 
@@ -157,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
         EnvelopeAddress.parse(args.recipient)
         if args.sender:
             EnvelopeAddress.parse(args.sender)
-        policy = Policy.load(args.policy)
+        policy = policy_from_file(args.policy)
     except (RouteInputError, EnvelopeAddressError, PolicyLoadError) as err:
         print(f"relaystream route: {err}", file=sys.stderr)
         return 2

@@ -25,7 +25,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from datetime import UTC, datetime
+from typing import Any
 
 from ..core.domain.admin_rules import (
     AdminAction,
@@ -44,17 +45,16 @@ from ..core.kafka.topics import partition_for_queue
 from ..core.spool.entry import SpoolEntry
 from . import metrics
 from .log_records import message_log_record
-
-if TYPE_CHECKING:
-    from .service import Scheduler
+from .ports import OperatorPort
 
 log = logging.getLogger(__name__)
 
 
 class OperatorActions:
-    """The scheduler's side of the admin rules; owned by (and runs in the loop of) `Scheduler`."""
+    """The scheduler's side of the admin rules; owned by (and runs in the loop of) the
+    scheduler, which it reaches only through `OperatorPort`."""
 
-    def __init__(self, scheduler: Scheduler) -> None:
+    def __init__(self, scheduler: OperatorPort) -> None:
         self._scheduler = scheduler
         # Arrived messages of a queue with an active bounce: bounced after the current batch.
         self._to_bounce: set[str] = set()
@@ -217,7 +217,7 @@ class OperatorActions:
             updated = {**message, "queue": queue, "meta": meta}
             if moved:
                 # KumoMTA makes a message whose queue changed due now, without jitter.
-                updated["due_at"] = self._scheduler.datetime_of(now)
+                updated["due_at"] = datetime.fromtimestamp(now / 1000, UTC)
             partition = partition_for_queue(queue, self._scheduler.queued_partitions)
             # The new record first: a crash before the tombstone leaves two copies, which a
             # rebuild resolves (the newer wins), never a lost message.

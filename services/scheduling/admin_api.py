@@ -21,7 +21,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
@@ -29,9 +29,7 @@ from ..core.domain.admin_rules import AdminAction, AdminRule, AdminRuleError
 from ..core.domain.durations import DurationError, format_duration, parse_duration
 from ..core.events.codec import decode
 from ..core.kafka.admin_commands import cancel_rule, new_rule, publish_rule
-
-if TYPE_CHECKING:
-    from .service import Scheduler
+from .ports import AdminApiPort
 
 log = logging.getLogger(__name__)
 
@@ -141,9 +139,9 @@ def bearer_auth(tokens: tuple[str, ...]) -> Any:
 
 
 class AdminApi:
-    """The routes over one running `Scheduler`."""
+    """The routes over one running scheduler, reached through `AdminApiPort`."""
 
-    def __init__(self, scheduler: Scheduler, tokens: tuple[str, ...]) -> None:
+    def __init__(self, scheduler: AdminApiPort, tokens: tuple[str, ...]) -> None:
         self._scheduler = scheduler
         self.app = web.Application(middlewares=[bearer_auth(tokens)])
         for path, action in _ACTIONS.items():
@@ -284,7 +282,7 @@ def _flag(request: web.Request, name: str, *, default: bool = False) -> bool:
 
 
 async def start_admin_api(
-    scheduler: Scheduler, host: str, port: int, tokens: tuple[str, ...]
+    scheduler: AdminApiPort, host: str, port: int, tokens: tuple[str, ...]
 ) -> web.AppRunner:
     """Serves the API on host:port; `await runner.cleanup()` stops it."""
     runner = web.AppRunner(AdminApi(scheduler, tokens).app, access_log=None)

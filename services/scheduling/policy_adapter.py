@@ -11,7 +11,7 @@ import logging
 
 from ..core.domain.queue_config import QueueConfig
 from ..core.domain.queue_name import QueueName
-from ..core.policy import Policy
+from ..core.policy import policy_from_file
 from ..core.runtime.settings import Settings
 from .config_resolver import PolicyQueueConfig, default_queue_config
 
@@ -22,7 +22,7 @@ def policy_queue_config(settings: Settings) -> PolicyQueueConfig:
     path = settings.scheduling.policy_path or settings.routing.policy_path
     if path is None:
         return default_queue_config
-    policy = Policy.load(path)
+    policy = policy_from_file(path)
 
     def queue_config(name: QueueName) -> QueueConfig:
         try:

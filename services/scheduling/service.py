@@ -171,10 +171,6 @@ class Scheduler:
     def now_ms(self) -> int:
         return self._now_ms()
 
-    @staticmethod
-    def datetime_of(millis: int) -> datetime:
-        return _datetime(millis)
-
     @property
     def topics(self) -> TopicCatalog:
         return self._topics

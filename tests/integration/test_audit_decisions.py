@@ -25,7 +25,7 @@ from relaystream.core.events.codec import encode
 from relaystream.core.events.meta import encode_meta
 from relaystream.core.kafka.admin import ensure_topics
 from relaystream.core.kafka.topics import TopicSettings, declare_topics
-from relaystream.core.policy import Policy
+from relaystream.core.policy import Policy, policy_from_file
 from relaystream.routing.decision import decide
 
 # Policy A: tenant and campaign from the submitter's meta, example.net via a smarthost,
@@ -137,7 +137,7 @@ def policy_b(tmp_path: Path) -> Path:
 async def test_decisions_in_every_format_with_summaries(
     kafka_bootstrap: str, topic_prefix: str, policy_a: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    recorded = await publish_decisions(kafka_bootstrap, topic_prefix, Policy.load(policy_a))
+    recorded = await publish_decisions(kafka_bootstrap, topic_prefix, policy_from_file(policy_a))
     ids = {d["id"] for d in recorded}
 
     code, out, err = await audit(capsys, kafka_bootstrap, topic_prefix, "decisions")
@@ -194,7 +194,7 @@ async def test_each_filter(
     value: str,
     recipients: set[str],
 ) -> None:
-    await publish_decisions(kafka_bootstrap, topic_prefix, Policy.load(policy_a))
+    await publish_decisions(kafka_bootstrap, topic_prefix, policy_from_file(policy_a))
     code, out, _ = await audit(
         capsys, kafka_bootstrap, topic_prefix, "decisions", "--format", "jsonl", option, value
     )
@@ -205,7 +205,7 @@ async def test_each_filter(
 async def test_message_id_filter(
     kafka_bootstrap: str, topic_prefix: str, policy_a: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    recorded = await publish_decisions(kafka_bootstrap, topic_prefix, Policy.load(policy_a))
+    recorded = await publish_decisions(kafka_bootstrap, topic_prefix, policy_from_file(policy_a))
     wanted = recorded[3]["id"]
     _, out, _ = await audit(
         capsys, kafka_bootstrap, topic_prefix, "decisions", "--format", "jsonl",
@@ -217,7 +217,7 @@ async def test_message_id_filter(
 async def test_since_and_until(
     kafka_bootstrap: str, topic_prefix: str, policy_a: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    await publish_decisions(kafka_bootstrap, topic_prefix, Policy.load(policy_a))
+    await publish_decisions(kafka_bootstrap, topic_prefix, policy_from_file(policy_a))
 
     async def recipients(*window: str) -> list[str]:
         code, out, _ = await audit(
@@ -259,7 +259,7 @@ async def test_verify_detects_a_policy_change(
     policy_b: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    recorded = await publish_decisions(kafka_bootstrap, topic_prefix, Policy.load(policy_a))
+    recorded = await publish_decisions(kafka_bootstrap, topic_prefix, policy_from_file(policy_a))
     hash_a = recorded[0]["policy_hash"]
 
     code, out, _ = await audit(
@@ -286,7 +286,7 @@ async def test_verify_detects_a_policy_change(
         "spring:retail@example.net!relay.example.com",
     ]
     assert summary["checked"] == 5 and summary["changed"] == 2
-    assert summary["policy_hash"] == Policy.load(policy_b).content_hash
+    assert summary["policy_hash"] == policy_from_file(policy_b).content_hash
     assert summary["per_policy"] == [
         {
             "policy_hash": hash_a,
@@ -310,7 +310,7 @@ async def test_verify_reports_outcome_changes(
     kafka_bootstrap: str, topic_prefix: str, policy_a: Path, tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:  # fmt: skip
-    recorded = await publish_decisions(kafka_bootstrap, topic_prefix, Policy.load(policy_a))
+    recorded = await publish_decisions(kafka_bootstrap, topic_prefix, policy_from_file(policy_a))
     strict = tmp_path / "strict.lua"
     strict.write_text(POLICY_A.replace("user == 'reject'", "user == 'reject' or user == 'bob'"))
     code, out, _ = await audit(

@@ -34,7 +34,7 @@ from relaystream.core.domain.queue_config import QueueConfig, QueueConfigError
 from relaystream.core.events.codec import encode
 from relaystream.core.events.examples import example_records
 from relaystream.core.events.meta import encode_meta
-from relaystream.core.policy import Policy
+from relaystream.core.policy import Policy, policy_from_source
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 
@@ -198,15 +198,15 @@ def recorded(policy: Policy, **inputs: Any) -> dict[str, Any]:
 
 
 def test_same_policy_reproduces_its_decisions() -> None:
-    policy = Policy.from_source(POLICY_TENANT, "tenant.lua")
+    policy = policy_from_source(POLICY_TENANT, "tenant.lua")
     record = recorded(policy, meta={"tenant_hint": "shop"})
     assert record["queue"] == "shop@example.org"
     assert compare(record, recompute(policy, record)) is None
 
 
 def test_a_different_policy_reports_queue_and_meta_changes() -> None:
-    old = Policy.from_source(POLICY_TENANT, "tenant.lua")
-    new = Policy.from_source(POLICY_TENANT.replace("'default'", "'other'"), "tenant2.lua")
+    old = policy_from_source(POLICY_TENANT, "tenant.lua")
+    new = policy_from_source(POLICY_TENANT.replace("'default'", "'other'"), "tenant2.lua")
     record = recorded(old, meta={})
     change = compare(record, recompute(new, record))
     assert change is not None
@@ -217,9 +217,9 @@ def test_a_different_policy_reports_queue_and_meta_changes() -> None:
 
 
 def test_a_rejecting_policy_reports_the_outcome_change() -> None:
-    old = Policy.from_source(POLICY_TENANT, "tenant.lua")
+    old = policy_from_source(POLICY_TENANT, "tenant.lua")
     record = recorded(old, meta={})
-    change = compare(record, recompute(Policy.from_source(POLICY_REJECT, "r.lua"), record))
+    change = compare(record, recompute(policy_from_source(POLICY_REJECT, "r.lua"), record))
     assert change is not None
     assert (change.old_outcome, change.new_outcome) == ("QUEUED", "REJECTED")
     assert change.new_rejection == "550 5.7.1 not today"
@@ -227,7 +227,7 @@ def test_a_rejecting_policy_reports_the_outcome_change() -> None:
 
 
 def test_a_recorded_rejection_matches_the_same_rejection() -> None:
-    policy = Policy.from_source(POLICY_REJECT, "r.lua")
+    policy = policy_from_source(POLICY_REJECT, "r.lua")
     record = {
         **decision(),
         "outcome": "REJECTED",
@@ -238,7 +238,7 @@ def test_a_recorded_rejection_matches_the_same_rejection() -> None:
 
 
 def test_unknown_protocol_is_unverifiable() -> None:
-    policy = Policy.from_source(POLICY_TENANT, "tenant.lua")
+    policy = policy_from_source(POLICY_TENANT, "tenant.lua")
     with pytest.raises(UnverifiableDecision):
         recompute(policy, decision(reception_protocol="UUCP"))
 
@@ -247,8 +247,8 @@ def test_verify_report_totals_per_recorded_policy() -> None:
     report = VerifyReport(policy_hash="a" * 64)
     report.add(decision(policy_hash="a" * 64), None)
     changed = compare(
-        recorded(Policy.from_source(POLICY_TENANT, "t.lua"), meta={}),
-        recompute(Policy.from_source(POLICY_REJECT, "r.lua"), decision()),
+        recorded(policy_from_source(POLICY_TENANT, "t.lua"), meta={}),
+        recompute(policy_from_source(POLICY_REJECT, "r.lua"), decision()),
     )
     report.add(decision(policy_hash="b" * 64), changed)
     report.add_unverifiable(decision(policy_hash="b" * 64))

@@ -14,6 +14,8 @@ from relaystream.core.policy import (
     PolicyLoadError,
     PolicyMessage,
     PolicyRejected,
+    policy_from_file,
+    policy_from_source,
 )
 from relaystream.core.policy.declarative import DeclarativePolicy
 
@@ -22,7 +24,7 @@ POLICY_PATH = Path(__file__).resolve().parents[1] / "policies" / "declarative.ya
 
 @pytest.fixture(scope="module")
 def policy() -> Policy:
-    return Policy.load(POLICY_PATH)
+    return policy_from_file(POLICY_PATH)
 
 
 def receive(policy: Policy, sender: str, recipient: str, **meta: object) -> object:
@@ -122,10 +124,10 @@ def test_returned_config_is_a_copy(policy: Policy) -> None:
 )
 def test_load_errors_name_file_and_line(text: str, error: str) -> None:
     with pytest.raises(PolicyLoadError, match=error):
-        Policy.from_source(text, "p.yaml")
+        policy_from_source(text, "p.yaml")
 
 
 def test_an_empty_file_routes_nothing() -> None:
-    policy = Policy.from_source("", "empty.yml")
+    policy = policy_from_source("", "empty.yml")
     assert receive(policy, "a@b.c", "d@e.f", tenant="t") == PolicyAccepted({"tenant": "t"})
     assert policy.get_queue_config("e.f", None, None, None) is None

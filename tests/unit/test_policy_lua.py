@@ -17,6 +17,8 @@ from relaystream.core.policy import (
     PolicyMessage,
     PolicyRejected,
     PolicyRuntimeError,
+    policy_from_file,
+    policy_from_source,
 )
 
 POLICIES = Path(__file__).resolve().parents[1] / "policies"
@@ -44,7 +46,7 @@ def message(**changes: object) -> PolicyMessage:
 
 def on_smtp(body: str) -> Policy:
     source = f"kumo.on('smtp_server_message_received', function(msg, conn_meta)\n{body}\nend)\n"
-    return Policy.from_source(source, "policy.lua")
+    return policy_from_source(source, "policy.lua")
 
 
 def accepted_meta(policy: Policy, msg: PolicyMessage | None = None) -> dict[str, object]:
@@ -57,13 +59,13 @@ def accepted_meta(policy: Policy, msg: PolicyMessage | None = None) -> dict[str,
 
 
 def test_seed_routing_domain_sets_meta_and_keeps_tenant() -> None:
-    policy = Policy.load(POLICIES / "seed_routing_domain.lua")
+    policy = policy_from_file(POLICIES / "seed_routing_domain.lua")
     assert accepted_meta(policy) == {"tenant": "acme", "routing_domain": "my.smarthost.com"}
     assert policy.get_queue_config("example.com", "acme", None, "my.smarthost.com") is None
 
 
 def test_seed_get_queue_config_gives_mx_list_for_the_smart_hosted_domain() -> None:
-    policy = Policy.load(POLICIES / "seed_mx_list.lua")
+    policy = policy_from_file(POLICIES / "seed_mx_list.lua")
     assert policy.get_queue_config("domain.to.be.smart.hosted", None, None, None) == {
         "protocol": {
             "smtp": {
@@ -77,18 +79,18 @@ def test_seed_get_queue_config_gives_mx_list_for_the_smart_hosted_domain() -> No
 
 
 def test_seed_queue_rewrite() -> None:
-    policy = Policy.load(POLICIES / "seed_queue_rewrite.lua")
+    policy = policy_from_file(POLICIES / "seed_queue_rewrite.lua")
     assert accepted_meta(policy)["queue"] == "my.smarthost.com"
 
 
 def test_seed_queue_rewrite_to_a_literal() -> None:
-    policy = Policy.load(POLICIES / "seed_queue_literal.lua")
+    policy = policy_from_file(POLICIES / "seed_queue_literal.lua")
     assert accepted_meta(policy)["queue"] == "[20.83.209.56]"
 
 
 def test_content_hash_is_sha256_of_the_text_and_name_is_the_file_name() -> None:
     path = POLICIES / "seed_queue_rewrite.lua"
-    policy = Policy.load(path)
+    policy = policy_from_file(path)
     assert policy.content_hash == hashlib.sha256(path.read_bytes()).hexdigest()
     assert policy.name == "seed_queue_rewrite.lua"
 
@@ -224,7 +226,7 @@ COPY_POLICY = on_smtp("msg:set_meta('x_out', msg:get_meta('x_in'))")
 
 
 def test_protocol_picks_the_handler_and_kafka_uses_http_message_generated() -> None:
-    policy = Policy.from_source(
+    policy = policy_from_source(
         "kumo.on('smtp_server_message_received', function(msg) msg:set_meta('x', 'smtp') end)\n"
         "kumo.on('http_message_generated', function(msg) msg:set_meta('x', 'http') end)\n",
         "policy.lua",
@@ -264,7 +266,7 @@ def test_runtime_error_fails_the_message_with_its_line_and_the_policy_stays_usab
 
 
 def test_message_methods_fail_outside_their_handler() -> None:
-    policy = Policy.from_source(
+    policy = policy_from_source(
         "local saved\n"
         "kumo.on('smtp_server_message_received', function(msg) saved = msg end)\n"
         "kumo.on('get_queue_config', function() saved:set_meta('x', 1) end)\n",
@@ -276,7 +278,7 @@ def test_message_methods_fail_outside_their_handler() -> None:
 
 
 def test_get_queue_config_handlers_run_in_order_until_one_returns_a_config() -> None:
-    policy = Policy.from_source(
+    policy = policy_from_source(
         "kumo.on('get_queue_config', function(domain, tenant, campaign, routing_domain)\n"
         "  if tenant == '' and campaign == 'c' and routing_domain == nil then\n"
         "    return kumo.make_queue_config { egress_pool = 'empty-tenant' }\n"
@@ -293,7 +295,7 @@ def test_get_queue_config_handlers_run_in_order_until_one_returns_a_config() -> 
 
 
 def test_get_queue_config_must_return_a_table() -> None:
-    policy = Policy.from_source(
+    policy = policy_from_source(
         "kumo.on('get_queue_config', function() return 'nope' end)", "policy.lua"
     )
     with pytest.raises(PolicyRuntimeError, match=r"policy\.lua:1: get_queue_config returned a"):
@@ -307,17 +309,17 @@ def test_syntax_error_names_file_and_line(tmp_path: Path) -> None:
     path = tmp_path / "policy.lua"
     path.write_text("-- a policy\n\n\n\n\n\nkumo.on('x', function( end)\n")
     with pytest.raises(PolicyLoadError, match=r"^policy.lua:7: .*near 'end'"):
-        Policy.load(path)
+        policy_from_file(path)
 
 
 def test_top_level_runtime_error_names_file_and_line() -> None:
     with pytest.raises(PolicyLoadError, match=r"^policy.lua:2: attempt to call a nil value"):
-        Policy.from_source("local x = 1\nkumo.start_esmtp_listener {}\n", "policy.lua")
+        policy_from_source("local x = 1\nkumo.start_esmtp_listener {}\n", "policy.lua")
 
 
 def test_a_single_event_cannot_have_two_handlers() -> None:
     with pytest.raises(PolicyLoadError, match=r"already has a handler defined at policy\.lua:1"):
-        Policy.from_source(
+        policy_from_source(
             "kumo.on('smtp_server_message_received', function() end)\n"
             "kumo.on('smtp_server_message_received', function() end)\n",
             "policy.lua",
@@ -326,11 +328,11 @@ def test_a_single_event_cannot_have_two_handlers() -> None:
 
 def test_unreadable_policy_file(tmp_path: Path) -> None:
     with pytest.raises(PolicyLoadError, match="cannot read policy"):
-        Policy.load(tmp_path / "absent.lua")
+        policy_from_file(tmp_path / "absent.lua")
 
 
 def test_handlers_for_other_events_are_accepted_and_never_called() -> None:
-    policy = Policy.from_source(
+    policy = policy_from_source(
         "kumo.on('init', function() kumo.start_esmtp_listener {} end)\n"
         "kumo.on('smtp_server_message_received', function(msg) msg:set_meta('x', 1) end)\n",
         "policy.lua",

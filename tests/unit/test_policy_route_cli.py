@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from relaystream.cli.main import main
-from relaystream.core.policy import Policy, PolicyAccepted, PolicyMessage
+from relaystream.core.policy import PolicyAccepted, PolicyMessage, policy_from_file
 from relaystream.devkit.dev import sample_policy_path
 
 POLICIES = Path(__file__).resolve().parents[1] / "policies"
@@ -57,7 +57,10 @@ def test_routing_domain_queue_and_default_config(capsys: pytest.CaptureFixture[s
     assert config["max_age"] == 7 * 24 * 3600
     policy = report["policy"]
     assert isinstance(policy, dict)
-    assert policy["content_hash"] == Policy.load(POLICIES / "seed_routing_domain.lua").content_hash
+    assert (
+        policy["content_hash"]
+        == policy_from_file(POLICIES / "seed_routing_domain.lua").content_hash
+    )
 
 
 def test_mx_list_from_get_queue_config(capsys: pytest.CaptureFixture[str]) -> None:
@@ -143,7 +146,7 @@ def test_text_output_and_bad_input_through_the_installed_command(tmp_path: Path)
 
 
 def test_sample_policy_smarthosts_to_the_sink() -> None:
-    policy = Policy.load(sample_policy_path())
+    policy = policy_from_file(sample_policy_path())
     result = policy.on_message_received(
         "ESMTP", PolicyMessage("m", "a@b.example", "c@d.example", {}, "X-Tenant: t1\r\n")
     )

@@ -11,6 +11,7 @@ from relaystream.core.policy import (
     PolicyLimits,
     PolicyLoadError,
     PolicyMessage,
+    policy_from_source,
 )
 from relaystream.core.policy.lua_policy import new_sandbox_runtime
 
@@ -20,7 +21,7 @@ SMALL = PolicyLimits(instruction_budget=200_000, memory_bytes=16 * 1024 * 1024)
 
 def on_smtp(body: str, limits: PolicyLimits = SMALL) -> Policy:
     source = f"kumo.on('smtp_server_message_received', function(msg)\n{body}\nend)\n"
-    return Policy.from_source(source, "policy.lua", limits)
+    return policy_from_source(source, "policy.lua", limits)
 
 
 def failure(body: str, limits: PolicyLimits = SMALL) -> PolicyFailed:
@@ -119,7 +120,7 @@ def test_a_policy_cannot_catch_its_way_past_the_budget(loop: str) -> None:
 
 
 def test_an_endless_loop_in_get_queue_config_raises() -> None:
-    policy = Policy.from_source(
+    policy = policy_from_source(
         "kumo.on('get_queue_config', function() while true do end end)", "policy.lua", SMALL
     )
     with pytest.raises(Exception, match="instruction budget") as caught:
@@ -129,7 +130,7 @@ def test_an_endless_loop_in_get_queue_config_raises() -> None:
 
 def test_an_endless_loop_at_load_is_a_load_error() -> None:
     with pytest.raises(PolicyLoadError, match=r"policy.lua:1: instruction budget"):
-        Policy.from_source("while true do end", "policy.lua", SMALL)
+        policy_from_source("while true do end", "policy.lua", SMALL)
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ import pytest
 from relaystream.core.events.codec import decode, encode
 from relaystream.core.events.meta import encode_meta
 from relaystream.core.events.records import MessageAccepted
-from relaystream.core.policy import Policy
+from relaystream.core.policy import Policy, policy_from_source
 from relaystream.routing.decision import InvalidAccepted, decide, header_block
 
 RECEIVED = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
@@ -46,7 +46,7 @@ def message(recipient: str) -> MessageAccepted:
 
 @pytest.fixture(scope="module")
 def policy() -> Policy:
-    return Policy.from_source(POLICY, "policy.lua")
+    return policy_from_source(POLICY, "policy.lua")
 
 
 def test_queued_message_keeps_tenant_and_is_due_at_reception(policy: Policy) -> None:

@@ -19,7 +19,7 @@ from relaystream.core.kafka.topics import (
     partition_for_key,
     partition_for_queue,
 )
-from relaystream.core.policy import Policy
+from relaystream.core.policy import policy_from_source
 from relaystream.routing.router import OutputPartitions, Router
 
 RECEIVED = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
@@ -59,7 +59,7 @@ def topics() -> TopicCatalog:
 @pytest.fixture(scope="module")
 def router(topics: TopicCatalog) -> Router:
     return Router(
-        policy=Policy.from_source(POLICY, "policy.lua"),
+        policy=policy_from_source(POLICY, "policy.lua"),
         topics=topics,
         partitions=OutputPartitions(
             queued=QUEUE_PARTITIONS,

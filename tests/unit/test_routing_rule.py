@@ -15,7 +15,7 @@ from relaystream.core.audit.verify import UnverifiableDecision, recompute
 from relaystream.core.domain.queue_name import QueueName
 from relaystream.core.events.meta import decode_meta, encode_meta
 from relaystream.core.events.records import MessageAccepted
-from relaystream.core.policy import JsonValue, Policy, PolicyMessage
+from relaystream.core.policy import JsonValue, Policy, PolicyMessage, policy_from_source
 from relaystream.core.policy.routing_rule import (
     RecipientDomainError,
     RefusedMessage,
@@ -44,7 +44,7 @@ end)
 
 @pytest.fixture(scope="module")
 def policy() -> Policy:
-    return Policy.from_source(POLICY, "rule.lua")
+    return policy_from_source(POLICY, "rule.lua")
 
 
 def policy_message(recipient: str, meta: dict[str, JsonValue] | None = None) -> PolicyMessage:
@@ -111,7 +111,7 @@ def test_a_recipient_without_a_valid_domain_is_refused_before_the_policy_runs(
     recipient: str,
 ) -> None:
     # This policy fails on every message: the domain error comes first.
-    failing = Policy.from_source(
+    failing = policy_from_source(
         "kumo.on('smtp_server_message_received', function(msg) error('ran') end)", "f.lua"
     )
     with pytest.raises(RecipientDomainError):
@@ -130,7 +130,7 @@ def test_recipient_domain_is_after_the_last_at_as_written() -> None:
 def test_the_queue_is_what_queue_name_builds_from_domain_and_meta(
     tenant: str | None, domain: str
 ) -> None:
-    passthrough = Policy.from_source(
+    passthrough = policy_from_source(
         "kumo.on('smtp_server_message_received', function(msg) end)", "p.lua"
     )
     meta: dict[str, JsonValue] = {"tenant": tenant}

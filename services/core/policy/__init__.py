@@ -1,10 +1,12 @@
 """Routing policies: KumoMTA-compatible Lua (sandboxed, lupa/Lua 5.4) and declarative YAML.
 
-`Policy.load(path)` reads either; both return plain data (meta dicts, queue config mappings)
-that the routing service turns into queue names and `QueueConfig`s.
+`policy_from_file(path)` reads either (`policy_from_source` takes the text); both return plain
+data (meta dicts, queue config mappings) that the routing service turns into queue names and
+`QueueConfig`s.
 """
 
 from .base import Policy, content_hash
+from .loader import policy_from_file, policy_from_source
 from .types import (
     HANDLER_FOR_PROTOCOL,
     JsonValue,
@@ -33,4 +35,6 @@ __all__ = [
     "PolicyRuntimeError",
     "ReceptionProtocol",
     "content_hash",
+    "policy_from_file",
+    "policy_from_source",
 ]

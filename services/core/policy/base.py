@@ -1,22 +1,13 @@
-"""The policy interface shared by Lua policies and declarative (YAML) policies."""
+"""The policy interface shared by Lua policies and declarative (YAML) policies (loader.py
+loads either)."""
 
 from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from pathlib import Path
 
-from .types import (
-    JsonValue,
-    PolicyLimits,
-    PolicyLoadError,
-    PolicyMessage,
-    PolicyResult,
-    ReceptionProtocol,
-)
-
-DECLARATIVE_SUFFIXES = (".yaml", ".yml")
+from .types import JsonValue, PolicyMessage, PolicyResult, ReceptionProtocol
 
 
 def content_hash(text: str) -> str:
@@ -29,28 +20,6 @@ class Policy(ABC):
 
     name: str
     content_hash: str
-
-    @staticmethod
-    def load(path: Path, limits: PolicyLimits | None = None) -> Policy:
-        """Loads `path`: `.yaml`/`.yml` as a declarative policy, anything else as Lua."""
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as err:
-            raise PolicyLoadError(f"{path}: cannot read policy: {err}") from err
-        return Policy.from_source(text, path.name, limits)
-
-    @staticmethod
-    def from_source(text: str, name: str, limits: PolicyLimits | None = None) -> Policy:
-        """A policy from its text; `name` (a file name) picks the kind by its extension and
-        is the name errors use (`policy.lua:7: ...`)."""
-        # Imported here: both implementations import this module.
-        if name.lower().endswith(DECLARATIVE_SUFFIXES):
-            from .declarative import DeclarativePolicy
-
-            return DeclarativePolicy(text, name)
-        from .lua_policy import LuaPolicy
-
-        return LuaPolicy(text, name, limits or PolicyLimits())
 
     @abstractmethod
     def on_message_received(

@@ -1,0 +1,30 @@
+"""Loading a policy of either kind: the one module that knows both implementations (they
+import the interface, base.py, so the interface cannot import them)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .base import Policy
+from .declarative import DeclarativePolicy
+from .lua_policy import LuaPolicy
+from .types import PolicyLimits, PolicyLoadError
+
+DECLARATIVE_SUFFIXES = (".yaml", ".yml")
+
+
+def policy_from_file(path: Path, limits: PolicyLimits | None = None) -> Policy:
+    """Loads `path`: `.yaml`/`.yml` as a declarative policy, anything else as Lua."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise PolicyLoadError(f"{path}: cannot read policy: {err}") from err
+    return policy_from_source(text, path.name, limits)
+
+
+def policy_from_source(text: str, name: str, limits: PolicyLimits | None = None) -> Policy:
+    """A policy from its text; `name` (a file name) picks the kind by its extension and is the
+    name errors use (`policy.lua:7: ...`)."""
+    if name.lower().endswith(DECLARATIVE_SUFFIXES):
+        return DeclarativePolicy(text, name)
+    return LuaPolicy(text, name, limits or PolicyLimits())

@@ -1,0 +1,72 @@
+"""What the operator side of scheduling may use of the `Scheduler`, as Protocols it implements.
+
+`OperatorActions` (admin_actions.py) and the admin HTTP API (admin_api.py) depend on these, not
+on the scheduler's class: the scheduler owns them and passes itself, so neither imports
+service.py and no import circle remains. Keep them narrow: what an operator action needs to
+read (clock, index, rules) and the writes it makes, never the loop's Kafka clients.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from ..core.domain.admin_rules import AdminRuleSet
+from ..core.kafka.producer import EventProducer
+from ..core.kafka.topics import TopicCatalog
+from ..core.spool.entry import SpoolEntry
+from ..core.spool.reader import SpoolReader
+from .config_resolver import QueueConfigResolver
+from .state import SchedulerState
+
+
+class OperatorPort(Protocol):
+    """What operator actions read of the scheduler and the writes they make through it."""
+
+    @property
+    def state(self) -> SchedulerState: ...
+
+    @property
+    def rules(self) -> AdminRuleSet: ...
+
+    @property
+    def queued_partitions(self) -> int: ...
+
+    def now_ms(self) -> int: ...
+
+    async def fetch_queued(self, entries: list[SpoolEntry]) -> dict[tuple[int, int], bytes]: ...
+
+    async def decode_queued(self, entry: SpoolEntry, value: bytes) -> dict[str, Any] | None: ...
+
+    async def write_log(self, message_id: str, record: Any) -> None: ...
+
+    async def write_queued(self, message_id: str, value: bytes, partition: int) -> None: ...
+
+    async def write_tombstone(self, entry: SpoolEntry) -> None: ...
+
+    async def retry_or_expire(
+        self, entry: SpoolEntry, value: bytes, outcome: dict[str, Any]
+    ) -> None: ...
+
+
+class AdminApiPort(Protocol):
+    """What the admin HTTP API reads of the scheduler, and where it publishes rules."""
+
+    @property
+    def state(self) -> SchedulerState: ...
+
+    @property
+    def rules(self) -> AdminRuleSet: ...
+
+    @property
+    def configs(self) -> QueueConfigResolver: ...
+
+    @property
+    def topics(self) -> TopicCatalog: ...
+
+    @property
+    def producer(self) -> EventProducer: ...
+
+    @property
+    def spool(self) -> SpoolReader: ...
+
+    def now_ms(self) -> int: ...
