@@ -33,8 +33,8 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Coroutine, Sequence
-from dataclasses import dataclass
+from collections.abc import Coroutine, Mapping, Sequence
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
@@ -47,6 +47,8 @@ DEFAULT_PORT = 9092
 DEFAULT_CONTROLLER_PORT = 9093
 # Sized for a 2-core, 24 GiB development machine that also runs the four services.
 DEFAULT_JVM_HEAP = ("-Xms512m", "-Xmx1g")
+# Each node of a local cluster (services/devkit/cluster.py): three of them share that machine.
+CLUSTER_NODE_JVM_HEAP = ("-Xms256m", "-Xmx512m")
 MINIMUM_JAVA_MAJOR = 17
 
 _INSTALL_JAVA = "apt-get install openjdk-17-jre-headless"
@@ -99,24 +101,59 @@ def new_cluster_id() -> str:
             return encoded
 
 
-def render_server_properties(*, port: int, controller_port: int, data_dir: Path) -> str:
-    """The configuration of a single-node combined broker+controller on loopback."""
+@dataclass(frozen=True)
+class Quorum:
+    """What every node of one KRaft cluster shares: its id, its controller voters and how
+    many replicas the internal topics (offsets, transaction state) get.
+
+    `voters` maps node id to controller port; a node that is a voter runs broker+controller
+    in one JVM, any other node is a broker only. `Quorum.single(...)` is the one-node cluster
+    `LocalKafka` runs by default.
+    """
+
+    voters: Mapping[int, int]
+    cluster_id: str = field(default_factory=lambda: new_cluster_id())
+    replicas: int = 1
+    min_insync: int = 1
+
+    @classmethod
+    def single(cls, node_id: int, controller_port: int) -> Quorum:
+        return cls(voters={node_id: controller_port})
+
+
+def render_server_properties(
+    *,
+    port: int,
+    controller_port: int,
+    data_dir: Path,
+    node_id: int = 1,
+    quorum: Quorum | None = None,
+) -> str:
+    """The configuration of one node on loopback; by default a single combined node."""
+    quorum = quorum or Quorum.single(node_id, controller_port)
+    voter = node_id in quorum.voters
+    listeners = f"PLAINTEXT://{LOOPBACK}:{port}"
+    if voter:
+        listeners += f",CONTROLLER://{LOOPBACK}:{quorum.voters[node_id]}"
+    voters = ",".join(f"{node}@{LOOPBACK}:{cport}" for node, cport in sorted(quorum.voters.items()))
     settings = {
-        "process.roles": "broker,controller",
-        "node.id": "1",
-        "controller.quorum.voters": f"1@{LOOPBACK}:{controller_port}",
-        "listeners": f"PLAINTEXT://{LOOPBACK}:{port},CONTROLLER://{LOOPBACK}:{controller_port}",
+        "process.roles": "broker,controller" if voter else "broker",
+        "node.id": str(node_id),
+        "controller.quorum.voters": voters,
+        "listeners": listeners,
         "advertised.listeners": f"PLAINTEXT://{LOOPBACK}:{port}",
         "controller.listener.names": "CONTROLLER",
         "inter.broker.listener.name": "PLAINTEXT",
         "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
         "log.dirs": str(data_dir),
-        # One node: internal topics cannot have more than one replica.
-        "offsets.topic.replication.factor": "1",
-        "transaction.state.log.replication.factor": "1",
-        "transaction.state.log.min.isr": "1",
-        "share.coordinator.state.topic.replication.factor": "1",
-        "share.coordinator.state.topic.min.isr": "1",
+        # Internal topics get as many replicas as the cluster has to give (one on one node).
+        "offsets.topic.replication.factor": str(quorum.replicas),
+        "transaction.state.log.replication.factor": str(quorum.replicas),
+        "transaction.state.log.min.isr": str(quorum.min_insync),
+        "share.coordinator.state.topic.replication.factor": str(quorum.replicas),
+        "share.coordinator.state.topic.min.isr": str(quorum.min_insync),
+        "default.replication.factor": str(quorum.replicas),
+        "min.insync.replicas": str(quorum.min_insync),
         # Consumers in tests join one at a time; do not wait 3 s for more members.
         "group.initial.rebalance.delay.ms": "0",
         # Topics are declared in core/kafka/topics.py and created by `relaystream topics ensure`;
@@ -158,8 +195,11 @@ def _run_blocking(coroutine: Coroutine[Any, Any, _T]) -> _T:
     return results[0]
 
 
-async def broker_answers_metadata(bootstrap: str, timeout_s: float = 2.0) -> bool:
-    """Whether a broker at `bootstrap` answers a metadata request and lists itself."""
+async def broker_answers_metadata(
+    bootstrap: str, timeout_s: float = 2.0, node_id: int | None = None
+) -> bool:
+    """Whether a broker at `bootstrap` answers a metadata request and lists itself (by
+    `node_id` when given: in a cluster the others may answer for a node not registered yet)."""
     host, _, port = bootstrap.rpartition(":")
     # A plain connect first: aiokafka logs every refused connection as an error.
     try:
@@ -176,7 +216,10 @@ async def broker_answers_metadata(bootstrap: str, timeout_s: float = 2.0) -> boo
         async with asyncio.timeout(timeout_s):
             await admin.start()
             cluster = await admin.describe_cluster()
-        return bool(cluster.get("brokers"))
+        brokers = cluster.get("brokers") or []
+        if node_id is None:
+            return bool(brokers)
+        return any(broker.get("node_id") == node_id for broker in brokers)
     except Exception:  # any failure means "not ready yet"; the caller retries until a deadline
         return False
     finally:
@@ -233,7 +276,11 @@ def _tail(path: Path, lines: int) -> str:
 
 
 class LocalKafka:
-    """One local broker per state directory: fetch its jars, start, stop and inspect it."""
+    """One local broker per state directory: fetch its jars, start, stop and inspect it.
+
+    By default a single combined broker+controller; with `node_id` and a shared `Quorum` it is
+    one node of a cluster (`LocalKafkaCluster` runs several).
+    """
 
     def __init__(
         self,
@@ -241,7 +288,12 @@ class LocalKafka:
         cache_dir: Path | None = None,
         kafka_home: Path | None = None,
         maven_args: Sequence[str] | None = None,
+        *,
+        node_id: int = 1,
+        jvm_heap: Sequence[str] = DEFAULT_JVM_HEAP,
     ) -> None:
+        self.node_id = node_id
+        self.jvm_heap = tuple(jvm_heap)
         self.state_dir = (state_dir or default_state_dir()).resolve()
         self.cache_dir = (cache_dir or default_cache_dir()).resolve()
         home = kafka_home or (
@@ -273,6 +325,10 @@ class LocalKafka:
     @property
     def log_path(self) -> Path:
         return self.log_dir / "server.log"
+
+    @property
+    def _out_path(self) -> Path:
+        return self.log_dir / "kafka.out"
 
     @property
     def default_data_dir(self) -> Path:
@@ -362,18 +418,39 @@ class LocalKafka:
         controller_port: int = DEFAULT_CONTROLLER_PORT,
         data_dir: Path | None = None,
         timeout_s: float = 90.0,
+        quorum: Quorum | None = None,
     ) -> str:
         """Start the broker detached and wait until it answers; returns "127.0.0.1:PORT".
 
         Raises BrokerAlreadyRunning when this state directory's broker still runs, and
         BrokerError when java, the jars or a port is missing or the broker does not come up.
         """
+        bootstrap = self.launch(port, controller_port, data_dir, quorum)
+        self.wait_until_ready(timeout_s)
+        return bootstrap
+
+    def launch(
+        self,
+        port: int = DEFAULT_PORT,
+        controller_port: int = DEFAULT_CONTROLLER_PORT,
+        data_dir: Path | None = None,
+        quorum: Quorum | None = None,
+    ) -> str:
+        """Start the JVM detached without waiting for it to answer; returns its bootstrap.
+
+        The nodes of a cluster are launched first and waited for afterwards: a node only
+        answers once a majority of the controller voters runs.
+        """
         current = self.status()
         if current.running:
             raise BrokerAlreadyRunning(current)
+        quorum = quorum or Quorum.single(self.node_id, controller_port)
         java = self._java()
         libs = self.ensure_jars()
-        for name, value in (("--port", port), ("--controller-port", controller_port)):
+        ports = [("--port", port)]
+        if self.node_id in quorum.voters:
+            ports.append(("--controller-port", quorum.voters[self.node_id]))
+        for name, value in ports:
             if not _port_is_free(value):
                 raise BrokerError(
                     f"port {value} on {LOOPBACK} is in use: choose another with {name}"
@@ -383,16 +460,21 @@ class LocalKafka:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         properties = self._kafka_state / "server.properties"
         properties.write_text(
-            render_server_properties(port=port, controller_port=controller_port, data_dir=data_dir)
+            render_server_properties(
+                port=port,
+                controller_port=controller_port,
+                data_dir=data_dir,
+                node_id=self.node_id,
+                quorum=quorum,
+            )
         )
         classpath = f"{libs}/*"
         if not (data_dir / "meta.properties").exists():
-            self._format_storage(java, classpath, properties)
+            self._format_storage(java, classpath, properties, quorum.cluster_id)
         bootstrap = f"{LOOPBACK}:{port}"
-        out_path = self.log_dir / "kafka.out"
         command = [
             java,
-            *DEFAULT_JVM_HEAP,
+            *self.jvm_heap,
             "-XX:+UseG1GC",
             # C1 only: this broker lives for a dev session, a test run or a benchmark on a
             # small machine, where C2 compilation cost more CPU (35 s in its first two
@@ -407,7 +489,7 @@ class LocalKafka:
             "kafka.Kafka",
             str(properties),
         ]
-        with out_path.open("wb") as out:
+        with self._out_path.open("wb") as out:
             # A new session: Ctrl-C in the starting terminal must not kill the detached broker.
             self._process = subprocess.Popen(
                 command,
@@ -420,13 +502,24 @@ class LocalKafka:
         self._write_recorded(
             {
                 "bootstrap": bootstrap,
+                "node_id": self.node_id,
                 "port": port,
                 "controller_port": controller_port,
                 "data_dir": str(data_dir),
             }
         )
-        self._wait_until_ready(bootstrap, out_path, timeout_s)
         return bootstrap
+
+    def kill(self) -> None:
+        """SIGKILL, as when a machine dies: no controlled shutdown, no leadership handover."""
+        pid = self._read_pid()
+        if pid is None or not _pid_is_kafka(pid):
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        self._wait_for_exit(pid, 30.0)
+        self.pid_file.unlink(missing_ok=True)
+        self._process = None
 
     def stop(self, timeout_s: float = 30.0) -> str:
         """Stop the broker with SIGTERM (SIGKILL after `timeout_s`); returns what happened."""
@@ -469,7 +562,7 @@ class LocalKafka:
                 )
         return java
 
-    def _format_storage(self, java: str, classpath: str, properties: Path) -> None:
+    def _format_storage(self, java: str, classpath: str, properties: Path, cluster_id: str) -> None:
         # controller.quorum.voters is set, so the node is formatted as a static voter
         # (no --standalone).
         command = [
@@ -481,7 +574,7 @@ class LocalKafka:
             "kafka.tools.StorageTool",
             "format",
             "-t",
-            new_cluster_id(),
+            cluster_id,
             "-c",
             str(properties),
         ]
@@ -492,7 +585,11 @@ class LocalKafka:
                 f"{completed.stdout}{completed.stderr}"
             )
 
-    def _wait_until_ready(self, bootstrap: str, out_path: Path, timeout_s: float) -> None:
+    def wait_until_ready(self, timeout_s: float = 90.0) -> None:
+        """Wait until the launched node answers metadata and lists itself; BrokerError (and
+        stopped) when it exits or does not answer in time."""
+        bootstrap = str(self._read_recorded()["bootstrap"])
+        out_path = self._out_path
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self._process is not None and self._process.poll() is not None:
@@ -501,7 +598,7 @@ class LocalKafka:
                     f"Kafka exited with code {self._process.returncode} while starting; "
                     f"log: {self.log_path}\n{_tail(out_path, 20)}\n{_tail(self.log_path, 20)}"
                 )
-            if _run_blocking(broker_answers_metadata(bootstrap)):
+            if _run_blocking(broker_answers_metadata(bootstrap, node_id=self.node_id)):
                 return
             time.sleep(0.3)
         self.stop()
