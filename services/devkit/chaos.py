@@ -1,12 +1,14 @@
 """`relaystream chaos`: a repeatable fault run that counts every accepted message at the sink.
 
-Several instances of every service run on one broker (a `Fleet`). A bounded SMTP load goes to
+Several instances of every service run on a local cluster of brokers (a `Fleet` on a
+`LocalKafkaCluster`; or on one broker given by address). A bounded SMTP load goes to
 the ingest instances, each message carrying its id in an `X-Chaos-Id` header; every id
 answered 250 is appended to `accepted.txt` at once. Under load one instance at a time is
-SIGKILLed and restarted (the kill plan), then the run waits until every accepted id reached
-the sink, which writes each delivered message as a file under `sink/`. The report counts from
-those two files: lost (accepted, never delivered) must be 0; duplicates should stay within the
-messages that were in flight at the kills.
+SIGKILLed and restarted (the kill plan; a `broker` entry kills -9 the broker that leads
+the most partitions among those whose loss keeps a controller majority), then the run waits
+until every accepted id reached the sink, which writes each delivered message as a file
+under `sink/`. The report counts from those two files: lost (accepted, never delivered) must
+be 0; duplicates should stay within the messages that were in flight at the kills.
 
 The clients: a session whose ingest instance died (or answered 4xx) sends its message again
 to the next instance. A message whose connection broke after DATA may have been accepted
@@ -30,6 +32,7 @@ import aiosmtplib
 
 from ..core.kafka.consumer import SESSION_TIMEOUT_MS
 from .broker import free_loopback_ports
+from .cluster import LocalKafkaCluster
 from .fleet import SERVICE_NAMES, Fleet, render_sink_policy
 from .sink import MailSink
 
@@ -40,6 +43,15 @@ _CHAOS_ID = re.compile(rb"^X-Chaos-Id: *(\S+)\r?$", re.MULTILINE | re.IGNORECASE
 PAST_SESSION_TIMEOUT_S = SESSION_TIMEOUT_MS / 1000 + 4.0
 # Destination domains: each is a queue of its own, spread over the partitions.
 DOMAINS = 24
+BROKER = "broker"
+
+
+def default_kills(brokers: int) -> tuple[str, ...]:
+    """Each service once; with a cluster, one broker in the middle of them."""
+    if brokers < 2:
+        return SERVICE_NAMES
+    half = len(SERVICE_NAMES) // 2
+    return (*SERVICE_NAMES[:half], BROKER, *SERVICE_NAMES[half:])
 
 
 @dataclass(frozen=True)
@@ -55,16 +67,24 @@ class ChaosPlan:
     # under its static id (no rebalance); one past the consumers' session timeout makes the
     # group rebalance when the session expires and again when it comes back.
     restart_after_s: tuple[float, ...] = (2.0, PAST_SESSION_TIMEOUT_S)
+    # How long a killed broker stays down before its restart.
+    broker_down_s: float = 5.0
     settle_timeout_s: float = 300.0
     partitions: int = 6
 
 
 @dataclass
 class Kill:
+    """One kill -9; times in seconds, `at_s` from the start of the load, the others from the
+    kill. A service is ready again when /readyz answers 200; a broker when it answers metadata
+    listing itself, and in sync again when it is back in the ISR of every partition it
+    replicates (all topics, the internal offsets and transaction state included)."""
+
     target: str
     at_s: float
     in_flight: int
     ready_again_s: float | None = None
+    in_sync_again_s: float | None = None
 
 
 @dataclass
@@ -90,12 +110,14 @@ class ChaosReport:
 
 
 class SinkCounter:
-    """Delivered ids, read from the sink's files (each file read once)."""
+    """Delivered ids, read from the sink's files (each file read once), and when each id first
+    arrived (the file's modification time, wall clock)."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self._seen: set[str] = set()
         self.delivered: Counter[str] = Counter()
+        self.arrivals: dict[str, float] = {}
 
     def refresh(self) -> Counter[str]:
         for path in sorted(self.directory.glob("*.eml")):
@@ -104,8 +126,15 @@ class SinkCounter:
             self._seen.add(path.name)
             found = _CHAOS_ID.search(path.read_bytes())
             if found is not None:
-                self.delivered[found.group(1).decode()] += 1
+                message_id = found.group(1).decode()
+                self.delivered[message_id] += 1
+                self.arrivals.setdefault(message_id, path.stat().st_mtime)
         return self.delivered
+
+
+def recipient_domain(message_id: int) -> str:
+    """Messages spread over `DOMAINS` destination domains, each a queue of its own."""
+    return f"d{message_id % DOMAINS}.chaos.test"
 
 
 def chaos_message(message_id: str, recipient: str) -> bytes:
@@ -120,12 +149,16 @@ class Load:
     """`plan.messages` messages at `plan.rate`, over `plan.sessions` SMTP sessions."""
 
     def __init__(
-        self, plan: ChaosPlan, addresses: Sequence[tuple[str, int]], accepted_path: Path
+        self,
+        plan: ChaosPlan,
+        addresses: Sequence[tuple[str, int]],
+        accepted_path: Path,
+        first_id: int = 0,
     ) -> None:
         self._plan = plan
         self._addresses = list(addresses)
         self._accepted = accepted_path.open("a", encoding="utf-8")
-        self._ids = iter(range(plan.messages))
+        self._ids = iter(range(first_id, first_id + plan.messages))
         self._retry: list[int] = []
         self._next_send = time.monotonic()
         self.accepted = 0
@@ -154,7 +187,7 @@ class Load:
         client: aiosmtplib.SMTP | None = None
         while (index := self._take()) is not None:
             await self._pace()
-            recipient = f"c{index}@d{index % DOMAINS}.chaos.test"
+            recipient = f"c{index}@{recipient_domain(index)}"
             try:
                 if client is None:
                     host, port = next(targets)
@@ -190,12 +223,16 @@ async def run_chaos(
     bootstrap: str,
     state_dir: Path,
     prefix: str,
+    cluster: LocalKafkaCluster | None = None,
     preexec_fn: Callable[[], Any] | None = None,
     say: Callable[[str], None] = print,
 ) -> ChaosReport:
-    """One fault run on the broker at `bootstrap`; see the module doc."""
+    """One fault run on the brokers at `bootstrap` (the `cluster`'s, which broker kills
+    need); see the module doc."""
+    if BROKER in plan.kills and cluster is None:
+        raise ValueError("a broker kill needs the cluster to kill")
     (sink_port,) = free_loopback_ports(1)
-    accepted_path, policy = _prepare(state_dir, sink_port)
+    accepted_path, policy = prepare_run(state_dir, sink_port)
     sink = MailSink(port=sink_port, directory=state_dir / "sink", quiet=True)
     fleet = Fleet(
         bootstrap,
@@ -204,19 +241,21 @@ async def run_chaos(
         policy,
         instances=plan.instances,
         partitions=plan.partitions,
+        brokers=len(cluster.nodes) if cluster is not None else 1,
         preexec_fn=preexec_fn,
     )
     sink.start()
     try:
         say(f"chaos: starting {plan.instances} instances of each service ...")
         await fleet.start()
-        return await _under_load(plan, fleet, accepted_path, SinkCounter(state_dir / "sink"), say)
+        sink_counter = SinkCounter(state_dir / "sink")
+        return await _under_load(plan, fleet, cluster, accepted_path, sink_counter, say)
     finally:
         fleet.stop()
         sink.stop()
 
 
-def _prepare(state_dir: Path, sink_port: int) -> tuple[Path, Path]:
+def prepare_run(state_dir: Path, sink_port: int) -> tuple[Path, Path]:
     """An empty accepted.txt and the policy that sends everything to the sink."""
     state_dir.mkdir(parents=True, exist_ok=True)
     accepted_path = state_dir / "accepted.txt"
@@ -229,6 +268,7 @@ def _prepare(state_dir: Path, sink_port: int) -> tuple[Path, Path]:
 async def _under_load(
     plan: ChaosPlan,
     fleet: Fleet,
+    cluster: LocalKafkaCluster | None,
     accepted_path: Path,
     sink: SinkCounter,
     say: Callable[[str], None],
@@ -245,18 +285,28 @@ async def _under_load(
         # Kill k at (k + 1) / (kills + 1) of the load's expected length.
         due = started + expected_s * (number + 1) / (len(plan.kills) + 1)
         await asyncio.sleep(max(0.0, due - time.monotonic()))
-        # The first kill of a service takes instance 0, its next one instance 1, ...
-        target = f"{service}-{kills_of[service] % plan.instances}"
-        kills_of[service] += 1
-        if fleet.processes[target].poll() is not None:
-            continue  # still down from an earlier kill
-        in_flight = load.accepted - len(sink.refresh())
-        fleet.kill(target)
-        kill = Kill(target, round(time.monotonic() - started, 1), max(0, in_flight))
+        in_flight = max(0, load.accepted - len(sink.refresh()))
+        at_s = round(time.monotonic() - started, 1)
+        if service == BROKER:
+            assert cluster is not None  # run_chaos checked
+            node_id = await _busiest_killable_broker(cluster, fleet)
+            await asyncio.to_thread(cluster.kill_node, node_id)
+            kill = Kill(f"broker-{node_id}", at_s, in_flight)
+            down_s = plan.broker_down_s
+            restart = _restart_broker(cluster, node_id, kill, down_s, say)
+        else:
+            # The first kill of a service takes instance 0, its next one instance 1, ...
+            target = f"{service}-{kills_of[service] % plan.instances}"
+            kills_of[service] += 1
+            if fleet.processes[target].poll() is not None:
+                continue  # still down from an earlier kill
+            fleet.kill(target)
+            kill = Kill(target, at_s, in_flight)
+            down_s = plan.restart_after_s[number % len(plan.restart_after_s)]
+            restart = _restart(fleet, kill, down_s, say)
         report.kills.append(kill)
-        down_s = plan.restart_after_s[number % len(plan.restart_after_s)]
-        say(f"chaos: killed {target} at {kill.at_s}s ({kill.in_flight} in flight), down {down_s}s")
-        restarts.append(asyncio.ensure_future(_restart(fleet, kill, down_s, say)))
+        say(f"chaos: killed {kill.target} at {at_s}s ({in_flight} in flight), down {down_s}s")
+        restarts.append(asyncio.ensure_future(restart))
     await asyncio.gather(*restarts)
     await loading
     report.load_seconds = round(time.monotonic() - started, 1)
@@ -290,6 +340,30 @@ async def _restart(fleet: Fleet, kill: Kill, down_s: float, say: Callable[[str],
     say(f"chaos: {kill.target} ready again {kill.ready_again_s}s after the kill")
 
 
+async def _busiest_killable_broker(cluster: LocalKafkaCluster, fleet: Fleet) -> int:
+    """The node leading most partitions of the fleet's topics (its loss moves most leaders)."""
+    leaders = await cluster.leader_counts(spec.name for spec in fleet.topics)
+    return max(cluster.killable_nodes(), key=lambda node_id: (leaders[node_id], -node_id))
+
+
+async def _restart_broker(
+    cluster: LocalKafkaCluster,
+    node_id: int,
+    kill: Kill,
+    down_s: float,
+    say: Callable[[str], None],
+) -> None:
+    await asyncio.sleep(down_s)
+    restarted = time.monotonic()
+    await asyncio.to_thread(cluster.start_node, node_id)
+    kill.ready_again_s = round(down_s + time.monotonic() - restarted, 1)
+    say(f"chaos: {kill.target} answers again {kill.ready_again_s}s after the kill")
+    kill.in_sync_again_s = round(
+        down_s + time.monotonic() - restarted + await cluster.wait_in_sync(node_id), 1
+    )
+    say(f"chaos: {kill.target} back in every ISR {kill.in_sync_again_s}s after the kill")
+
+
 def format_report(report: ChaosReport) -> str:
     lines = [
         f"accepted {report.accepted} ({report.accepted_per_second}/s over {report.load_seconds}s)"
@@ -298,9 +372,12 @@ def format_report(report: ChaosReport) -> str:
         f"(in flight at the kills: {report.in_flight_at_kills})",
     ]
     for kill in report.kills:
-        lines.append(
+        line = (
             f"  kill -9 {kill.target} at {kill.at_s}s: {kill.in_flight} in flight, "
             f"ready again after {kill.ready_again_s}s"
         )
+        if kill.in_sync_again_s is not None:
+            line += f", back in every ISR after {kill.in_sync_again_s}s"
+        lines.append(line)
     lines.append("OK: nothing lost" if report.ok else "FAILED")
     return "\n".join(lines)

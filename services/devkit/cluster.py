@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import dataclasses
 import time
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -193,3 +194,16 @@ class LocalKafkaCluster:
                 raise BrokerError(f"broker-{node_id} not back in sync within {within_s:.0f}s")
             await asyncio.sleep(0.5)
         return time.monotonic() - started
+
+    async def leader_counts(self, topics: Iterable[str]) -> Counter[int]:
+        """How many partitions of `topics` each node leads now."""
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=5000)
+        try:
+            await admin.start()
+            described = await admin.describe_topics(list(topics))
+        finally:
+            with contextlib.suppress(Exception):
+                await admin.close()
+        return Counter(
+            partition["leader"] for topic in described for partition in topic["partitions"]
+        )

@@ -28,6 +28,7 @@ import yaml
 from ..core.kafka.admin import ensure_topics
 from ..core.kafka.topics import TopicCatalog, TopicSettings, declare_topics
 from .broker import free_loopback_ports
+from .cluster import topic_settings_for
 
 SERVICE_NAMES = ("ingest", "routing", "scheduling", "delivery")
 
@@ -77,7 +78,7 @@ class Instance:
 
 @dataclass
 class Fleet:
-    """Instances of the four services on one broker; see the module doc."""
+    """Instances of the four services on one broker or cluster; see the module doc."""
 
     bootstrap: str
     prefix: str
@@ -85,6 +86,8 @@ class Fleet:
     policy: Path
     instances: int = 1
     partitions: int = 6
+    # Brokers behind `bootstrap`: the topics get the replication that many can give.
+    brokers: int = 1
     # Run in each child before exec (tests make children die with the test run).
     preexec_fn: Callable[[], Any] | None = None
     extra_settings: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -92,8 +95,11 @@ class Fleet:
 
     def __post_init__(self) -> None:
         self.topics: TopicCatalog = declare_topics(
-            TopicSettings(
-                prefix=self.prefix, partitions=self.partitions, queue_partitions=self.partitions
+            topic_settings_for(
+                self.brokers,
+                TopicSettings(
+                    prefix=self.prefix, partitions=self.partitions, queue_partitions=self.partitions
+                ),
             )
         )
         self.logs_dir = self.state_dir / "logs"
@@ -112,20 +118,35 @@ class Fleet:
     def of(self, service: str) -> list[Instance]:
         return [m for m in self.members.values() if m.service == service]
 
-    def smtp_addresses(self) -> list[tuple[str, int]]:
-        return [("127.0.0.1", m.smtp_port) for m in self.of("ingest") if m.smtp_port]
+    def smtp_addresses(self, running: bool = False) -> list[tuple[str, int]]:
+        """Every ingest instance's SMTP address (`running`: of those started and not exited)."""
+        return [
+            ("127.0.0.1", m.smtp_port)
+            for m in self.of("ingest")
+            if m.smtp_port and (not running or self._runs(m.name))
+        ]
+
+    def _runs(self, name: str) -> bool:
+        process = self.processes.get(name)
+        return process is not None and process.poll() is None
+
+    def group_of(self, service: str) -> str:
+        """The consumer group of scheduling or delivery (named so in their service modules)."""
+        return f"{self.prefix}{service}"
 
     # -- lifecycle ------------------------------------------------------------------------
 
-    async def start(self, within_s: float = 180.0) -> None:
+    async def start(self, within_s: float = 180.0, names: list[str] | None = None) -> None:
+        """Ensure the topics, start every instance (or those `names`), wait until ready."""
         self.logs_dir.mkdir(parents=True, exist_ok=True)
         self._write_settings()
         report = await ensure_topics(self.bootstrap, self.topics)
         if not report.ok:
             raise RuntimeError(f"topics: {report.drifts}")
-        for name in self.members:
+        chosen = list(self.members) if names is None else names
+        for name in chosen:
             self.start_instance(name)
-        await asyncio.gather(*(self.wait_ready(name, within_s) for name in self.members))
+        await asyncio.gather(*(self.wait_ready(name, within_s) for name in chosen))
 
     def _write_settings(self) -> None:
         settings: dict[str, dict[str, Any] | str] = {
