@@ -85,6 +85,9 @@ class Kill:
     in_flight: int
     ready_again_s: float | None = None
     in_sync_again_s: float | None = None
+    # Whether the controller had taken the dead broker out of some ISR by its restart (else
+    # `in_sync_again_s` says little: it never left).
+    left_isr: bool | None = None
 
 
 @dataclass
@@ -354,6 +357,7 @@ async def _restart_broker(
     say: Callable[[str], None],
 ) -> None:
     await asyncio.sleep(down_s)
+    kill.left_isr = not await cluster.in_sync_everywhere(node_id)
     restarted = time.monotonic()
     await asyncio.to_thread(cluster.start_node, node_id)
     kill.ready_again_s = round(down_s + time.monotonic() - restarted, 1)
@@ -378,6 +382,8 @@ def format_report(report: ChaosReport) -> str:
         )
         if kill.in_sync_again_s is not None:
             line += f", back in every ISR after {kill.in_sync_again_s}s"
+        if kill.left_isr is not None:
+            line += " (it had left the ISR)" if kill.left_isr else " (it never left the ISR)"
         lines.append(line)
     lines.append("OK: nothing lost" if report.ok else "FAILED")
     return "\n".join(lines)
