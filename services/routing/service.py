@@ -15,7 +15,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from ..core.kafka.consumer import HEARTBEAT_INTERVAL_MS, SESSION_TIMEOUT_MS
 from ..core.kafka.producer import MAX_BATCH_SIZE, MAX_REQUEST_SIZE, best_compression
 from ..core.kafka.topics import TopicCatalog, TopicRole
-from ..core.policy import Policy, policy_from_file, policy_from_source
+from ..core.policy import Policy, PolicyLimits, policy_from_file, policy_from_source
 from ..core.runtime.service import ServiceRuntime, ServiceSpec
 from ..core.runtime.settings import Settings
 from .batch_loop import BatchLoop
@@ -36,7 +36,9 @@ def load_policy(settings: Settings) -> Policy:
     path = settings.routing.policy_path
     if path is None:
         return policy_from_source(DEFAULT_POLICY_SOURCE, DEFAULT_POLICY_NAME)
-    return policy_from_file(path)
+    return policy_from_file(
+        path, PolicyLimits(deadline_seconds=settings.routing.policy_deadline_seconds)
+    )
 
 
 def transactional_id(settings: Settings, topics: TopicCatalog) -> str:

@@ -11,7 +11,7 @@ import logging
 
 from ..core.domain.queue_config import QueueConfig
 from ..core.domain.queue_name import QueueName
-from ..core.policy import policy_from_file
+from ..core.policy import PolicyLimits, policy_from_file
 from ..core.runtime.settings import Settings
 from .config_resolver import PolicyQueueConfig, default_queue_config
 
@@ -22,7 +22,9 @@ def policy_queue_config(settings: Settings) -> PolicyQueueConfig:
     path = settings.scheduling.policy_path or settings.routing.policy_path
     if path is None:
         return default_queue_config
-    policy = policy_from_file(path)
+    # One deadline setting for every policy call, as one policy file serves both services.
+    limits = PolicyLimits(deadline_seconds=settings.routing.policy_deadline_seconds)
+    policy = policy_from_file(path, limits)
 
     def queue_config(name: QueueName) -> QueueConfig:
         try:

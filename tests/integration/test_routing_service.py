@@ -392,3 +392,41 @@ async def set_max_message_bytes(bootstrap: str, topic: TopicSpec, size: int) -> 
             f"{topic.name}: max.message.bytes still {applied}, not {size}, after 30 s"
         )
         await asyncio.sleep(0.1)
+
+
+# Slow only for a sender-controlled Subject: the fault run's header parse (cubic in C).
+SLOW_FOR_ONE_SUBJECT = """\
+kumo.on('smtp_server_message_received', function(msg)
+  local subject = msg:get_first_named_header_value('Subject') or ''
+  local a, b, c = subject:match('^(.-):(.-):(.-);$')
+  msg:set_meta('tenant', a or 'acme')
+end)
+"""
+
+
+async def test_a_policy_past_its_deadline_fails_that_message_and_routes_the_others(
+    kafka_bootstrap: str,
+    topic_prefix: str,
+    topics: TopicCatalog,
+    policy_file: Callable[[str], Path],
+) -> None:
+    slow = accepted("slow@example.com", subject=":" * 3000)
+    fine = [accepted(f"user{i}@example.com") for i in range(3)]
+    await produce_accepted(kafka_bootstrap, topics, [fine[0], slow, *fine[1:]])
+
+    async with routing_service(kafka_bootstrap, topic_prefix, policy_file(SLOW_FOR_ONE_SUBJECT)):
+        decisions = by_id(await read_topic(kafka_bootstrap, topics.decisions, count=4))
+        dead = await read_topic(kafka_bootstrap, topics.dead_letter, count=1, idle_seconds=1.0)
+        queued = await read_topic(kafka_bootstrap, topics.queued, count=3, idle_seconds=1.0)
+
+    assert sorted(q.value["id"] for q in queued) == sorted(m["id"] for m in fine)
+    assert all(q.value["queue"] == "acme@example.com" for q in queued)
+    failed = decisions[slow["id"]].value
+    assert failed["outcome"] == "REJECTED"
+    assert failed["rejection"]["code"] == 451
+    assert [d.value["key"] for d in dead] == [slow["id"].encode()]
+    assert dead[0].value["error_type"] == "policy"
+    # The reason names the deadline, the policy file and line (default deadline: 1 s).
+    assert dead[0].value["reason"] == (
+        "policy timeout: policy.lua:3: policy call exceeded its deadline of 1 s"
+    )

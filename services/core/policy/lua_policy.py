@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Mapping
 from importlib import resources
 from typing import Any
@@ -27,6 +28,7 @@ from .types import (
 )
 
 SANDBOX_SOURCE = resources.files(__package__).joinpath("sandbox.lua").read_text(encoding="utf-8")
+GUARDS_SOURCE = resources.files(__package__).joinpath("guards.lua").read_text(encoding="utf-8")
 # Tags of the set_meta triples sandbox.lua returns (TAG_SCALAR, TAG_JSON, TAG_NULL there).
 _TAG_JSON = 2
 _TAG_NULL = 3
@@ -60,6 +62,7 @@ class LuaPolicy(Policy):
     def __init__(self, source: str, name: str, limits: PolicyLimits) -> None:
         self.name = name
         self.content_hash = content_hash(source)
+        self._deadline_seconds = limits.deadline_seconds
         self._current: PolicyMessage | None = None
         self._current_headers: dict[str, list[str]] | None = None
         self._runtime = new_sandbox_runtime(limits)
@@ -73,8 +76,11 @@ class LuaPolicy(Policy):
             self._first_header,
             self._all_headers,
             self._print,
+            time.monotonic,
+            GUARDS_SOURCE,
             limits.instruction_step,
             max(1, limits.instruction_budget // limits.instruction_step),
+            limits.deadline_seconds,
         )
         self._run_message = engine.run_message
         self._run_queue_config = engine.run_queue_config
@@ -87,7 +93,7 @@ class LuaPolicy(Policy):
 
     def _call_engine_at_load(self, load_policy: Any, source: str, name: str) -> tuple[Any, ...]:
         try:
-            return _as_tuple(load_policy(source, name))
+            return _as_tuple(load_policy(self._deadline(), source, name))
         except (lua54.LuaError, lua54.LuaMemoryError, UnicodeError) as err:
             raise PolicyLoadError(f"{name}: {err}") from err
 
@@ -100,7 +106,9 @@ class LuaPolicy(Policy):
         self._current = message
         self._current_headers = None
         try:
-            out = self._run_message(event, message.id, message.sender, message.recipient)
+            out = self._run_message(
+                self._deadline(), event, message.id, message.sender, message.recipient
+            )
         except (lua54.LuaError, lua54.LuaMemoryError, UnicodeError, OverflowError) as err:
             # Only the engine's own bookkeeping can get here (e.g. memory exhausted while
             # returning the results); the message fails, the service carries on.
@@ -135,7 +143,9 @@ class LuaPolicy(Policy):
         routing_domain: str | None,
     ) -> Mapping[str, JsonValue] | None:
         try:
-            out = _as_tuple(self._run_queue_config(domain, tenant, campaign, routing_domain))
+            out = _as_tuple(
+                self._run_queue_config(self._deadline(), domain, tenant, campaign, routing_domain)
+            )
         except (lua54.LuaError, lua54.LuaMemoryError, UnicodeError) as err:
             raise PolicyRuntimeError(str(err)) from err
         status = out[0]
@@ -149,6 +159,10 @@ class LuaPolicy(Policy):
                 )
             return config
         raise PolicyRuntimeError(str(out[1]), status, str(out[2]) if len(out) > 2 else "")
+
+    def _deadline(self) -> float:
+        """The time.monotonic() value past which the call about to start is stopped."""
+        return time.monotonic() + self._deadline_seconds
 
     # Callbacks from sandbox.lua, reached only through Lua closures.
 

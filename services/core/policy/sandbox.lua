@@ -5,9 +5,11 @@
 -- policy could use to escape or to tamper with the engine, builds the policy's global
 -- environment, and returns the engine's entry points to Python. Policy code never sees a
 -- Python object: the Python callbacks below are upvalues of Lua closures only.
-local py_meta, py_first_header, py_all_headers, py_print, budget_step, budget_ticks = ...
+local py_meta, py_first_header, py_all_headers, py_print, py_monotonic, guards_source,
+  budget_step, budget_ticks, deadline_seconds = ...
 
 local SANDBOX_SOURCE = "=relaystream-sandbox"
+local GUARDS_SOURCE = "=relaystream-guards" -- guards.lua: policy work, interruptible
 local SMTP_EVENT = "smtp_server_message_received"
 local HTTP_EVENT = "http_message_generated"
 local QUEUE_CONFIG_EVENT = "get_queue_config"
@@ -24,10 +26,6 @@ local utf8_len = utf8.len
 local coroutine_create, coroutine_resume = coroutine.create, coroutine.resume
 local collectgarbage = collectgarbage
 
--- Strings share one metatable whose __index is the real string library: remove dump (it
--- would hand out bytecode) and hide the metatable so a policy cannot replace string methods.
-string.dump = nil
-debug_getmetatable("").__metatable = false
 -- lupa's bridge table: policies get their own environment, but leave nothing behind.
 python = nil
 package.loaded.python = nil
@@ -40,49 +38,129 @@ local function as_text(s)
   return s
 end
 
+-- A copy of a standard library with the `guarded` versions of its functions (guards.lua),
+-- so that a policy changing `string.format` changes only its own view.
+local function copy_library(library, guarded)
+  local copy = {}
+  for k, v in next, library do
+    copy[k] = guarded and guarded[k] or v
+  end
+  return copy
+end
+
+
 ---------------------------------------------------------------------------------------------
--- Instruction budget. A count hook fires every `budget_step` VM instructions; after
--- `budget_ticks` firings the running policy code gets an error. From then on the hook fires
--- on every instruction and raises again, so a policy that catches the error with pcall
--- cannot keep running: each level of its own code fails in turn until control is back here.
+-- Instruction budget and deadline. A count hook fires every `budget_step` VM instructions;
+-- after `budget_ticks` firings, or once the monotonic clock passes the call's deadline, the
+-- running policy code gets an error. From then on the hook fires on every instruction and
+-- raises again, so a policy that catches the error with pcall cannot keep running: each
+-- level of its own code fails in turn until control is back here. C functions do not fire
+-- hooks: guards.lua keeps the long-running ones out of C, and `charge` looks at the clock
+-- after every C_WORK_LIMIT of C work it let through, so that many short C calls between two
+-- firings cannot add up either.
 ---------------------------------------------------------------------------------------------
 local ticks = 0
-local exhausted = false
-local budget_message = nil
+local exhausted = false -- the budget or the deadline stopped the running call
+local stop_reason, stop_message = nil, nil
 local budget_instructions = budget_step * budget_ticks
+local deadline = math_huge -- py_monotonic() value after which the running call stops
+local c_work = 0 -- C work let through since the clock was last read
+local c_work_limit = math_huge -- guards.C_WORK_LIMIT, once guards.lua is loaded
+local matching = false -- guards.lua's Lua matcher is running: no budget, only the deadline
+local stop_hook
 
-local function budget_hook()
-  ticks = ticks + 1
-  if ticks <= budget_ticks then
-    return
+-- The innermost policy frame at or above `level`, as "file:line: " (or "" if none).
+local function policy_location(level)
+  while true do
+    local info = debug_getinfo(level, "Sl")
+    if info == nil then
+      return ""
+    end
+    if info.what ~= "C" and info.source ~= SANDBOX_SOURCE and info.source ~= GUARDS_SOURCE
+      and info.currentline > 0 then
+      return as_text(info.short_src) .. ":" .. info.currentline .. ": "
+    end
+    level = level + 1
   end
-  local info = debug_getinfo(2, "Sl")
+end
+
+local function stop(reason)
+  if not exhausted then
+    exhausted = true
+    stop_reason = reason
+    local location = policy_location(2)
+    if reason == "timeout" then
+      stop_message = string_format("%spolicy call exceeded its deadline of %s s", location,
+        string_format("%g", deadline_seconds))
+    else
+      stop_message = string_format("%sinstruction budget of %d exceeded (endless loop?)",
+        location, budget_instructions)
+    end
+    debug_sethook(stop_hook, "", 1)
+  end
+  error(stop_message, 0)
+end
+
+stop_hook = function()
+  if not exhausted then
+    if not matching then
+      ticks = ticks + 1
+    end
+    if ticks <= budget_ticks and py_monotonic() <= deadline then
+      return
+    end
+  end
+  local info = debug_getinfo(2, "S")
   if info == nil or info.source == SANDBOX_SOURCE then
     return -- the engine's own code finishes its bookkeeping
   end
-  if not exhausted then
-    exhausted = true
-    budget_message = string_format(
-      "%s:%d: instruction budget of %d exceeded (endless loop?)",
-      as_text(info.short_src), info.currentline, budget_instructions)
-    debug_sethook(budget_hook, "", 1)
+  stop(exhausted and stop_reason or (ticks > budget_ticks and "budget" or "timeout"))
+end
+
+local function charge(work)
+  c_work = c_work + work
+  if c_work >= c_work_limit then
+    c_work = 0
+    if py_monotonic() > deadline then
+      stop("timeout")
+    end
   end
-  error(budget_message, 0)
 end
 
 -- The hook is on only while policy code runs: with any hook set, Lua 5.4 takes its slow
 -- path on every instruction, and the engine's own bookkeeping needs no budget.
-local function start_budget()
+local function start_budget(deadline_at)
   ticks = 0
+  c_work = 0
+  matching = false
   exhausted = false
-  budget_message = nil
-  debug_sethook(budget_hook, "", budget_step)
+  stop_reason, stop_message = nil, nil
+  deadline = deadline_at
+  debug_sethook(stop_hook, "", budget_step)
 end
 
 local function stop_budget()
   debug_sethook()
+  deadline = math_huge
 end
 
+local function set_matching(flag)
+  local was = matching
+  matching = flag
+  return was
+end
+
+local guards = load(guards_source, GUARDS_SOURCE, "t")(charge, set_matching)
+c_work_limit = guards.C_WORK_LIMIT
+local policy_string = copy_library(string, guards.string)
+
+-- Strings share one metatable whose __index is the string library: give it the guarded
+-- functions, remove dump (it would hand out bytecode) and hide the metatable so a policy
+-- cannot replace string methods.
+string.dump = nil
+policy_string.dump = nil
+debug_getmetatable("").__index = copy_library(policy_string)
+debug_getmetatable("").__metatable = false
 ---------------------------------------------------------------------------------------------
 -- JSON: meta values and queue configs cross to Python as JSON text (tables) or as plain
 -- scalars, so only JSON-compatible values leave the sandbox. A table whose keys are exactly
@@ -229,20 +307,6 @@ local Rejection = {
 }
 local Failure = { __metatable = false, __tostring = function(f) return f.message end }
 
--- The innermost policy frame at or above `level`, as "file:line: " (or "" if none).
-local function policy_location(level)
-  while true do
-    local info = debug_getinfo(level, "Sl")
-    if info == nil then
-      return ""
-    end
-    if info.what ~= "C" and info.source ~= SANDBOX_SOURCE and info.currentline > 0 then
-      return as_text(info.short_src) .. ":" .. info.currentline .. ": "
-    end
-    level = level + 1
-  end
-end
-
 local function on_error(err)
   if exhausted or debug_getmetatable(err) == Rejection then
     return err
@@ -261,7 +325,7 @@ end
 -- What Python receives when a handler did not return normally.
 local function outcome(err)
   if exhausted then
-    return "budget", budget_message
+    return stop_reason, stop_message
   end
   local mt = debug_getmetatable(err)
   if mt == Rejection then
@@ -514,25 +578,15 @@ function kumo.json_encode(value)
   return text
 end
 
----------------------------------------------------------------------------------------------
--- The policy's global environment: the safe part of the standard library, copied so that a
--- policy changing `string.format` changes only its own view.
----------------------------------------------------------------------------------------------
-local function copy_library(library, omit)
-  local copy = {}
-  for k, v in next, library do
-    if not (omit and omit[k]) then
-      copy[k] = v
-    end
-  end
-  return copy
-end
 
+---------------------------------------------------------------------------------------------
+-- The policy's global environment: the safe part of the standard library.
+---------------------------------------------------------------------------------------------
 local policy_coroutine = copy_library(coroutine)
 -- Hooks are per coroutine in Lua: give each new coroutine the budget hook.
 function policy_coroutine.create(fn)
   local co = coroutine_create(fn)
-  debug_sethook(co, budget_hook, "", budget_step)
+  debug_sethook(co, stop_hook, "", budget_step)
   return co
 end
 function policy_coroutine.wrap(fn)
@@ -611,8 +665,8 @@ local env = {
   collectgarbage = policy_collectgarbage,
   coroutine = policy_coroutine,
   math = copy_library(math),
-  string = copy_library(string),
-  table = copy_library(table),
+  string = copy_library(policy_string),
+  table = copy_library(table, guards.table),
   utf8 = copy_library(utf8),
   kumo = kumo,
 }
@@ -624,13 +678,13 @@ env._G = env
 local engine = {}
 
 -- Compiles and runs the policy's top level. Returns "ok", or a status and message.
-function engine.load_policy(source, chunkname)
+function engine.load_policy(deadline_at, source, chunkname)
   local chunk, err = load(source, "@" .. chunkname, "t", env)
   if chunk == nil then
     return "syntax", as_text(err)
   end
   loading = true
-  start_budget()
+  start_budget(deadline_at)
   local ok, result = xpcall(chunk, on_error)
   stop_budget()
   loading = false
@@ -646,7 +700,7 @@ end
 
 -- Runs a message handler. Returns "none" (no handler), "ok" followed by the set_meta
 -- key/tag/value triples, or the outcome of a failure.
-function engine.run_message(event, id, sender, recipient)
+function engine.run_message(deadline_at, event, id, sender, recipient)
   local handler = single_handlers[event]
   if handler == nil then
     return "none"
@@ -655,7 +709,7 @@ function engine.run_message(event, id, sender, recipient)
   current, cur_id, cur_sender, cur_recipient = msg, id, sender, recipient
   cur_sender_address, cur_recipient_address = nil, nil
   log_n, overrides, table_values = 0, nil, nil
-  start_budget()
+  start_budget(deadline_at)
   local ok, err = xpcall(handler, on_error, msg, event == SMTP_EVENT and conn_meta or nil)
   stop_budget()
   current = nil
@@ -676,13 +730,13 @@ end
 -- Runs the get_queue_config handlers in registration order until one returns a config.
 -- Returns "none" (no handler, or every handler returned nil), "ok" and the config as JSON
 -- text, or the outcome of a failure.
-function engine.run_queue_config(domain, tenant, campaign, routing_domain)
+function engine.run_queue_config(deadline_at, domain, tenant, campaign, routing_domain)
   local handlers = multi_handlers[QUEUE_CONFIG_EVENT]
   if handlers == nil then
     return "none"
   end
   for i = 1, #handlers do
-    start_budget()
+    start_budget(deadline_at)
     local ok, result = xpcall(handlers[i], on_error, domain, tenant, campaign, routing_domain)
     stop_budget()
     if not ok then

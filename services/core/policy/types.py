@@ -27,7 +27,8 @@ class PolicyLoadError(Exception):
 
 class PolicyRuntimeError(Exception):
     """A handler failed outside a message (get_queue_config). `reason` is "error",
-    "budget" (instruction budget exhausted) or "memory" (memory limit exceeded)."""
+    "budget" (instruction budget exhausted), "timeout" (deadline passed) or "memory"
+    (memory limit exceeded)."""
 
     def __init__(self, message: str, reason: str = "error", traceback: str = "") -> None:
         super().__init__(message)
@@ -38,11 +39,15 @@ class PolicyRuntimeError(Exception):
 @dataclass(frozen=True, slots=True)
 class PolicyLimits:
     """What one handler call may consume. The instruction budget is counted in steps of
-    `instruction_step` Lua VM instructions; the memory limit covers the whole Lua state."""
+    `instruction_step` Lua VM instructions; the memory limit covers the whole Lua state; a
+    call still running `deadline_seconds` (wall clock) after it started is stopped, whatever
+    it is doing (see guards.lua for the C functions this covers)."""
 
     instruction_budget: int = 10_000_000
     instruction_step: int = 1_000
     memory_bytes: int = 64 * 1024 * 1024
+    # The default of the routing.policy_deadline_seconds setting.
+    deadline_seconds: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,8 +91,8 @@ POLICY_FAILURE_TEXT = "4.3.0 technical difficulties"
 
 @dataclass(frozen=True, slots=True)
 class PolicyFailed:
-    """The handler raised an error, ran out of its instruction budget or of memory.
-    `reason` is "error", "budget" or "memory"; `message` names file and line."""
+    """The handler raised an error, ran out of its instruction budget, its time or memory.
+    `reason` is "error", "budget", "timeout" or "memory"; `message` names file and line."""
 
     reason: str
     message: str

@@ -110,6 +110,13 @@ def _seconds(value: object) -> float:
     return number
 
 
+def _positive_seconds(value: object) -> float:
+    number = _seconds(value)
+    if number == 0:
+        raise _Invalid("a number of seconds > 0")
+    return number
+
+
 def _boolean(value: object) -> bool:
     if isinstance(value, bool):
         return value
@@ -381,6 +388,16 @@ class RoutingSettings:
     policy_path: Path | None = field(
         default=None,
         metadata=_about(_optional_path, "routing policy (.lua or declarative .yaml/.toml)"),
+    )
+    # The same default as core/policy/types.py PolicyLimits.deadline_seconds (runtime may not
+    # import policy; a unit test holds them equal).
+    policy_deadline_seconds: float = field(
+        default=1.0,
+        metadata=_about(
+            _positive_seconds,
+            "wall-clock limit of one Lua policy call (a message's reception handler, "
+            "get_queue_config in scheduling too): past it the call fails as a policy error",
+        ),
     )
     transactional_id: str | None = field(
         default=None,
