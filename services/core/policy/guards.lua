@@ -24,10 +24,11 @@
 -- accounts C work the guards let through (in units of about a nanosecond) so the sandbox can
 -- look at its clock between calls too, not only every N VM instructions. The Lua matcher
 -- stands in for C work, so its instructions do not count against the instruction budget:
--- `set_matching(flag)` says when it runs (and returns the previous flag), and the deadline
+-- `set_matching(flag)` says when it runs (and returns the previous flag), `c_allowance()` what
+-- C work the call's deadline still allows, and the deadline
 -- alone bounds it. The same policy on the same input then fails or not whichever
 -- implementation ran.
-local charge, set_matching = ...
+local charge, set_matching, c_allowance = ...
 
 local byte, sub, char = string.byte, string.sub, string.char
 local string_find, string_match, string_gmatch, string_gsub = string.find, string.match, string.gmatch, string.gsub
@@ -707,6 +708,12 @@ local function as_integer(v, default)
   return math_tointeger(v)
 end
 
+-- C when the call's worst case is small, or fits in what is left of the call's deadline (the
+-- clock is read only then): the deadline holds either way, as the bound is an upper bound.
+local function fits_in_c(work)
+  return work <= C_WORK_LIMIT or work <= c_allowance()
+end
+
 local function is_anchored(p)
   return byte(p, 1) == CARET
 end
@@ -724,7 +731,7 @@ function guarded.find(s, p, init, plain)
   else
     work = pattern_work(#subject, pattern, not is_anchored(pattern))
   end
-  if work <= C_WORK_LIMIT then
+  if fits_in_c(work) then
     charge(work)
     return call_c(string_find, s, p, init, plain)
   end
@@ -737,7 +744,7 @@ function guarded.match(s, p, init)
     return call_c(string_match, s, p, init)
   end
   local work = pattern_work(#subject, pattern, not is_anchored(pattern))
-  if work <= C_WORK_LIMIT then
+  if fits_in_c(work) then
     charge(work)
     return call_c(string_match, s, p, init)
   end
@@ -752,7 +759,7 @@ function guarded.gmatch(s, p, init)
     return call_c(string_gmatch, s, p, init)
   end
   local work = pattern_work(#subject, pattern, true)
-  if work <= C_WORK_LIMIT then
+  if fits_in_c(work) then
     charge(work)
     return call_c(string_gmatch, s, p, init)
   end
@@ -767,7 +774,7 @@ function guarded.gsub(s, p, repl, max_n)
     return call_c(string_gsub, s, p, repl, max_n)
   end
   local work = pattern_work(#subject, pattern, not is_anchored(pattern)) + #subject
-  if work <= C_WORK_LIMIT then
+  if fits_in_c(work) then
     charge(work)
     return call_c(string_gsub, s, p, repl, max_n)
   end
