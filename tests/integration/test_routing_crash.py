@@ -23,7 +23,6 @@ from routing_support import (
 from service_process import ServiceProcess
 
 from relaystream.core.kafka.topics import TopicSpec, partition_for_queue
-from relaystream.routing.service import group_id
 
 MESSAGES = 3000
 KILL_AFTER = 300
@@ -71,7 +70,9 @@ async def test_sigkill_mid_stream_routes_every_message_exactly_once(
         await service.wait_ready()
         await wait_for_ids(kafka_bootstrap, topics.queued, {m["id"] for m in messages})
         assert service.terminate() == 0
-        committed = await committed_offsets(kafka_bootstrap, group_id(topics), topics.accepted.name)
+        committed = await committed_offsets(
+            kafka_bootstrap, topics.group_id("routing"), topics.accepted.name
+        )
         assert committed == await end_offsets(kafka_bootstrap, topics.accepted)
         queued = await read_topic(kafka_bootstrap, topics.queued)  # everything, after the stop
     finally:
