@@ -28,8 +28,10 @@ SERVICE_NAME = "routing"
 DEFAULT_POLICY_NAME = "default.lua"
 DEFAULT_POLICY_SOURCE = "-- relaystream default: no reception handler, meta unchanged\n"
 # The broker aborts a transaction left open this long (an instance that vanished and did not
-# come back under its transactional id); read_committed readers wait for it until then.
-TRANSACTION_TIMEOUT_MS = 30_000
+# come back under its transactional id); read_committed readers wait for it until then. It must
+# end before the group can give a silent instance's partitions away: see core/kafka/fencing.py
+# (transaction timeout + broker abort check + heartbeat interval < session timeout).
+TRANSACTION_TIMEOUT_MS = 15_000
 
 
 def load_policy(settings: Settings) -> Policy:
