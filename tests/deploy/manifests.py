@@ -27,6 +27,8 @@ OVERLAYS = ("dev", "prod", "strimzi")
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 CONTAINERFILE = REPO_ROOT / "Containerfile"
 STRIMZI_KINDS = ("Kafka", "KafkaNodePool", "KafkaTopic")
+# The broker setting routing's fencing of a silent instance counts on (core/kafka/fencing.py).
+ABORT_CHECK_INTERVAL = "transaction.abort.timed.out.transaction.cleanup.interval.ms"
 
 Resource = dict[str, Any]
 

@@ -19,6 +19,7 @@ import jsonschema
 import pytest
 
 from relaystream.cli.main import build_parser
+from relaystream.core.kafka.fencing import BROKER_ABORT_CHECK_INTERVAL_MS
 from relaystream.core.runtime.settings import (
     CONFIG_FILE_VARIABLE,
     Settings,
@@ -26,7 +27,7 @@ from relaystream.core.runtime.settings import (
     load_settings,
 )
 
-from .manifests import REPO_ROOT, compose, compose_service
+from .manifests import ABORT_CHECK_INTERVAL, REPO_ROOT, compose, compose_service
 
 SERVICES = ("ingest", "routing", "scheduling", "delivery")
 KAFKA_IMAGE = "apache/kafka:4.1.1"
@@ -86,6 +87,13 @@ def test_kafka_is_a_single_kraft_node_of_the_tested_version() -> None:
     assert "PLAINTEXT://kafka:9092" in env["KAFKA_ADVERTISED_LISTENERS"].split(",")
     assert env["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
     assert "kafka-broker-api-versions.sh" in " ".join(kafka["healthcheck"]["test"])
+
+
+def test_kafka_aborts_timed_out_transactions_as_often_as_routing_assumes() -> None:
+    # The apache/kafka image turns KAFKA_A_B_C into the broker setting a.b.c.
+    variable = "KAFKA_" + ABORT_CHECK_INTERVAL.upper().replace(".", "_")
+    env = compose_service("kafka")["environment"]
+    assert int(env[variable]) <= BROKER_ABORT_CHECK_INTERVAL_MS
 
 
 def test_topic_job_runs_the_cli_against_the_configured_kafka() -> None:

@@ -9,6 +9,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 
+from relaystream.core.kafka.fencing import BROKER_ABORT_CHECK_INTERVAL_MS
 from relaystream.core.runtime.settings import (
     CONFIG_FILE_VARIABLE,
     Settings,
@@ -18,6 +19,7 @@ from relaystream.core.runtime.settings import (
 )
 
 from .manifests import (
+    ABORT_CHECK_INTERVAL,
     OVERLAYS,
     REPO_ROOT,
     Resource,
@@ -403,3 +405,12 @@ def test_prod_exposes_smtp_keeping_client_addresses() -> None:
     assert smtp["spec"]["externalTrafficPolicy"] == "Local"
     labels = named(render_overlay("prod"), "Namespace", NAMESPACE)["metadata"]["labels"]
     assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
+
+
+@pytest.mark.parametrize("overlay_with_kafka", ["dev", "strimzi"])
+def test_kafka_aborts_timed_out_transactions_as_often_as_routing_assumes(
+    overlay_with_kafka: str,
+) -> None:
+    (kafka,) = of_kind(render_overlay(overlay_with_kafka), "Kafka")
+    config = kafka["spec"]["kafka"]["config"]
+    assert int(config[ABORT_CHECK_INTERVAL]) <= BROKER_ABORT_CHECK_INTERVAL_MS
