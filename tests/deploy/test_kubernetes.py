@@ -17,6 +17,9 @@ from relaystream.core.runtime.settings import (
     load_settings,
     settings_table,
 )
+from relaystream.ingest.service import transactional_id as ingest_transactional_id
+from relaystream.routing.service import topic_catalog as routing_topics
+from relaystream.routing.service import transactional_id as routing_transactional_id
 
 from .manifests import (
     ABORT_CHECK_INTERVAL,
@@ -45,8 +48,12 @@ GROUP_INSTANCE_ID = next(
 )
 
 
-def deployment(resources: tuple[Resource, ...], service: str) -> Resource:
-    return named(resources, "Deployment", f"relaystream-{service}")
+# Every service runs as a StatefulSet: its pod names, and so its Kafka identities, outlive pods.
+WORKLOAD = "StatefulSet"
+
+
+def service_workload(resources: tuple[Resource, ...], service: str) -> Resource:
+    return named(resources, WORKLOAD, f"relaystream-{service}")
 
 
 def container(workload: Resource) -> Resource:
@@ -55,22 +62,30 @@ def container(workload: Resource) -> Resource:
     return result
 
 
-def container_environment(resources: tuple[Resource, ...], workload: Resource) -> dict[str, str]:
-    """The environment the container starts with: envFrom ConfigMaps, then env values."""
+def container_environment(
+    resources: tuple[Resource, ...], workload: Resource, pod_name: str = "<pod name>"
+) -> dict[str, str]:
+    """The environment the container starts with: envFrom ConfigMaps, then env values (the
+    pod's name where the downward API gives it)."""
     env: dict[str, str] = {}
     for source in container(workload).get("envFrom", []):
         config_map = named(resources, "ConfigMap", source["configMapRef"]["name"])
         env.update(config_map["data"])
     for variable in container(workload).get("env", []):
-        env[variable["name"]] = variable.get("value", "<from valueFrom>")
+        if variable.get("valueFrom") == {"fieldRef": {"fieldPath": "metadata.name"}}:
+            env[variable["name"]] = pod_name
+        else:
+            env[variable["name"]] = variable.get("value", "<from valueFrom>")
     return env
 
 
-def rendered_settings(resources: tuple[Resource, ...], service: str, tmp: Path) -> Settings:
+def rendered_settings(
+    resources: tuple[Resource, ...], service: str, tmp: Path, pod_name: str = "<pod name>"
+) -> Settings:
     """What the service's settings module reads inside the pod: the mounted config file and
     the container's environment."""
-    workload = deployment(resources, service)
-    env = container_environment(resources, workload)
+    workload = service_workload(resources, service)
+    env = container_environment(resources, workload, pod_name)
     config = config_map_by_prefix(resources, "relaystream-config")
     path = tmp / "config.yaml"
     path.write_text(config["data"]["config.yaml"], encoding="utf-8")
@@ -103,16 +118,57 @@ def test_every_overlay_renders_the_same_application(resources: tuple[Resource, .
     assert {
         "Namespace",
         "ConfigMap",
-        "Deployment",
+        WORKLOAD,
         "Service",
         "HorizontalPodAutoscaler",
         "PodDisruptionBudget",
         "NetworkPolicy",
         "KafkaTopic",
     } <= kinds
-    assert sorted(d["metadata"]["name"] for d in of_kind(resources, "Deployment")) == sorted(
+    assert sorted(d["metadata"]["name"] for d in of_kind(resources, WORKLOAD)) == sorted(
         f"relaystream-{s}" for s in SERVICES
     )
+    assert of_kind(resources, "Deployment") == []
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_each_service_is_a_parallel_stateful_set_without_volumes(
+    resources: tuple[Resource, ...], service: str
+) -> None:
+    spec = service_workload(resources, service)["spec"]
+    # Pods start and stop together; no ordered start behind a slow ordinal.
+    assert spec["podManagementPolicy"] == "Parallel"
+    # Its governing Service is headless and selects exactly its pods.
+    governing = named(resources, "Service", spec["serviceName"])
+    assert governing["spec"]["clusterIP"] == "None"
+    assert governing["spec"]["selector"] == spec["selector"]["matchLabels"]
+    # Kafka is the state: no persistent volume to provision, keep or move.
+    assert "volumeClaimTemplates" not in spec
+    for volume in spec["template"]["spec"]["volumes"]:
+        assert set(volume) & {"configMap", "secret", "emptyDir"}, volume
+        assert "persistentVolumeClaim" not in volume
+
+
+@pytest.mark.parametrize("service", ["routing", "ingest"])
+def test_transactional_ids_are_the_pod_names_of_a_stateful_set(
+    resources: tuple[Resource, ...], service: str, tmp_path: Path
+) -> None:
+    # A replacement pod has its predecessor's name (relaystream-routing-1 again), so it also
+    # has its transactional id and fences it: the broker aborts what it left open at once.
+    transactional_ids = {
+        "routing": lambda settings: routing_transactional_id(settings, routing_topics(settings)),
+        "ingest": lambda settings: ingest_transactional_id(settings, topic_prefix(resources)),
+    }[service]
+    ids = set()
+    for ordinal in (0, 1):
+        pod = f"relaystream-{service}-{ordinal}"
+        settings = rendered_settings(resources, service, tmp_path, pod_name=pod)
+        assert settings.runtime.kafka_group_instance_id == pod
+        assert getattr(settings, service).transactional_id is None  # derived, not overridden
+        transactional_id = transactional_ids(settings)
+        assert transactional_id == f"{topic_prefix(resources)}{service}-{pod}"
+        ids.add(transactional_id)
+    assert len(ids) == 2
 
 
 def test_builtin_objects_are_valid_in_strict_mode(resources: tuple[Resource, ...]) -> None:
@@ -133,7 +189,7 @@ def test_builtin_objects_are_valid_in_strict_mode(resources: tuple[Resource, ...
 
 def test_strict_validation_rejects_an_unknown_field() -> None:
     # The check above can fail: a misspelt field is an error, not silently dropped.
-    workload = copy.deepcopy(deployment(render_overlay("dev"), "routing"))
+    workload = copy.deepcopy(service_workload(render_overlay("dev"), "routing"))
     container(workload)["imagePullPolice"] = "Always"
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(workload, KUBERNETES_VERSIONS[-1], strict=True)
@@ -166,7 +222,7 @@ def test_objects_live_in_the_relaystream_namespace(resources: tuple[Resource, ..
 
 @pytest.mark.parametrize("service", SERVICES)
 def test_pods_are_locked_down(resources: tuple[Resource, ...], service: str) -> None:
-    workload = deployment(resources, service)
+    workload = service_workload(resources, service)
     pod = pod_spec(workload)
     assert pod["automountServiceAccountToken"] is False
     assert pod["enableServiceLinks"] is False
@@ -191,7 +247,7 @@ def test_pods_are_locked_down(resources: tuple[Resource, ...], service: str) -> 
 def test_each_service_runs_its_entrypoint_and_probes_its_health_port(
     resources: tuple[Resource, ...], service: str, tmp_path: Path
 ) -> None:
-    workload = deployment(resources, service)
+    workload = service_workload(resources, service)
     main = container(workload)
     assert "command" not in main  # the image's ENTRYPOINT, relaystream
     assert main["args"] == ["run", service]
@@ -216,7 +272,7 @@ def test_termination_grace_exceeds_the_shutdown_grace(
     resources: tuple[Resource, ...], service: str, tmp_path: Path
 ) -> None:
     settings = rendered_settings(resources, service, tmp_path)
-    grace = pod_spec(deployment(resources, service))["terminationGracePeriodSeconds"]
+    grace = pod_spec(service_workload(resources, service))["terminationGracePeriodSeconds"]
     # A few seconds more, so that the cancellation after the grace still commits offsets.
     assert grace >= settings.runtime.shutdown_grace_seconds + 5
 
@@ -225,10 +281,13 @@ def test_termination_grace_exceeds_the_shutdown_grace(
 def test_every_consumer_is_a_static_group_member_named_after_its_pod(
     resources: tuple[Resource, ...], service: str
 ) -> None:
-    # Each service's process is one consumer-group member (ingest: of the `submit` group). The
-    # pod name survives a container restart and differs between replicas: a killed container
-    # comes back as the same member, without a rebalance, and no two pods share an id.
-    variables = {v["name"]: v for v in container(deployment(resources, service)).get("env", [])}
+    # Each service's process is one consumer-group member (ingest: of the `submit` group). A
+    # StatefulSet's pod name survives a container restart and the pod's replacement, and
+    # differs between replicas: a killed container or a replaced pod comes back as the same
+    # member, without a rebalance, and no two pods share an id.
+    workload = service_workload(resources, service)
+    assert workload["kind"] == "StatefulSet"
+    variables = {v["name"]: v for v in container(workload).get("env", [])}
     assert GROUP_INSTANCE_ID in variables, f"{service} has no static group membership"
     assert variables[GROUP_INSTANCE_ID] == {
         "name": GROUP_INSTANCE_ID,
@@ -239,7 +298,7 @@ def test_every_consumer_is_a_static_group_member_named_after_its_pod(
 def test_environment_names_are_settings(resources: tuple[Resource, ...]) -> None:
     known = known_environment_variables()
     used = set()
-    for workload in of_kind(resources, "Deployment"):
+    for workload in of_kind(resources, WORKLOAD):
         used |= set(container_environment(resources, workload))
     assert used, "no environment found"
     assert sorted(used - known) == []
@@ -253,13 +312,12 @@ def test_config_files_mounted_where_the_settings_point(
     settings = rendered_settings(resources, "routing", tmp_path)
     for service in ("routing", "scheduling"):
         policy_path = getattr(settings, service).policy_path
-        mounts = {
-            m["mountPath"]: m for m in container(deployment(resources, service))["volumeMounts"]
-        }
+        workload = service_workload(resources, service)
+        mounts = {m["mountPath"]: m for m in container(workload)["volumeMounts"]}
         assert mounts[str(policy_path)]["subPath"] == "policy.lua"
     ingest = rendered_settings(resources, "ingest", tmp_path).ingest
-    ingest_mounts = container(deployment(resources, "ingest"))["volumeMounts"]
-    volumes = {v["name"]: v for v in pod_spec(deployment(resources, "ingest"))["volumes"]}
+    ingest_mounts = container(service_workload(resources, "ingest"))["volumeMounts"]
+    volumes = {v["name"]: v for v in pod_spec(service_workload(resources, "ingest"))["volumes"]}
     by_secret = {
         volumes[m["name"]]["secret"]["secretName"]: m["mountPath"]
         for m in ingest_mounts
@@ -275,7 +333,7 @@ def test_config_files_mounted_where_the_settings_point(
 def test_references_resolve(resources: tuple[Resource, ...]) -> None:
     config_maps = {c["metadata"]["name"] for c in of_kind(resources, "ConfigMap")}
     secrets = set()
-    for workload in of_kind(resources, "Deployment"):
+    for workload in of_kind(resources, WORKLOAD):
         pod = pod_spec(workload)
         for volume in pod["volumes"]:
             if "configMap" in volume:
@@ -298,7 +356,7 @@ def test_services_reach_named_container_ports(resources: tuple[Resource, ...]) -
     for service in of_kind(resources, "Service"):
         selected = [
             d
-            for d in of_kind(resources, "Deployment")
+            for d in of_kind(resources, WORKLOAD)
             if selects(service["spec"]["selector"], d["spec"]["template"]["metadata"]["labels"])
         ]
         assert len(selected) == 1, service["metadata"]["name"]
@@ -317,7 +375,10 @@ def test_autoscalers_stay_within_partitions(resources: tuple[Resource, ...]) -> 
     autoscalers = of_kind(resources, "HorizontalPodAutoscaler")
     assert sorted(h["spec"]["scaleTargetRef"]["name"] for h in autoscalers) == sorted(consumed)
     for hpa in autoscalers:
-        target = named(resources, "Deployment", hpa["spec"]["scaleTargetRef"]["name"])
+        reference = hpa["spec"]["scaleTargetRef"]
+        # The kind too: an autoscaler naming a Deployment that no longer exists scales nothing.
+        assert (reference["apiVersion"], reference["kind"]) == ("apps/v1", WORKLOAD)
+        target = named(resources, WORKLOAD, reference["name"])
         # A replica count in the manifest would reset the autoscaler on every apply.
         assert "replicas" not in target["spec"]
         partitions = topics[prefix + consumed[target["metadata"]["name"]]]["spec"]["partitions"]
@@ -327,13 +388,13 @@ def test_autoscalers_stay_within_partitions(resources: tuple[Resource, ...]) -> 
 def test_scheduling_replicas_within_queue_partitions(resources: tuple[Resource, ...]) -> None:
     prefix = topic_prefix(resources)
     topics = {t["spec"]["topicName"]: t["spec"] for t in of_kind(resources, "KafkaTopic")}
-    replicas = deployment(resources, "scheduling")["spec"]["replicas"]
+    replicas = service_workload(resources, "scheduling")["spec"]["replicas"]
     assert 1 <= replicas <= topics[prefix + "queued"]["partitions"]
 
 
-def test_every_deployment_has_one_disruption_budget(resources: tuple[Resource, ...]) -> None:
+def test_every_workload_has_one_disruption_budget(resources: tuple[Resource, ...]) -> None:
     budgets = of_kind(resources, "PodDisruptionBudget")
-    for workload in of_kind(resources, "Deployment"):
+    for workload in of_kind(resources, WORKLOAD):
         labels = workload["spec"]["template"]["metadata"]["labels"]
         matching = [b for b in budgets if selects(b["spec"]["selector"]["matchLabels"], labels)]
         assert len(matching) == 1, workload["metadata"]["name"]
@@ -345,7 +406,7 @@ def test_network_policies_open_what_the_services_use(resources: tuple[Resource, 
     policies = of_kind(resources, "NetworkPolicy")
     workloads = {
         d["metadata"]["name"]: d["spec"]["template"]["metadata"]["labels"]
-        for d in of_kind(resources, "Deployment")
+        for d in of_kind(resources, WORKLOAD)
     }
 
     def rules_for(workload: str, direction: str) -> list[dict[str, Any]]:
@@ -380,7 +441,7 @@ def test_network_policies_open_what_the_services_use(resources: tuple[Resource, 
                 for port in rule.get("ports", []):
                     if isinstance(port["port"], str):
                         selected = [
-                            deployment(resources, n.removeprefix("relaystream-"))
+                            service_workload(resources, n.removeprefix("relaystream-"))
                             for n, labels in workloads.items()
                             if selects(policy["spec"]["podSelector"]["matchLabels"], labels)
                         ]
@@ -390,7 +451,7 @@ def test_network_policies_open_what_the_services_use(resources: tuple[Resource, 
 
 def test_images_are_set_per_overlay() -> None:
     images = {
-        overlay: {container(d)["image"] for d in of_kind(render_overlay(overlay), "Deployment")}
+        overlay: {container(d)["image"] for d in of_kind(render_overlay(overlay), WORKLOAD)}
         for overlay in OVERLAYS
     }
     assert images["dev"] == {"relaystream:dev"}
