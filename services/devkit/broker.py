@@ -41,6 +41,8 @@ from typing import Any, TypeVar
 
 from aiokafka.admin import AIOKafkaAdminClient
 
+from ..core.kafka.fencing import BROKER_ABORT_CHECK_INTERVAL_MS
+
 KAFKA_VERSION = "4.1.1"
 LOOPBACK = "127.0.0.1"
 DEFAULT_PORT = 9092
@@ -156,6 +158,10 @@ def render_server_properties(
         "min.insync.replicas": str(quorum.min_insync),
         # Consumers in tests join one at a time; do not wait 3 s for more members.
         "group.initial.rebalance.delay.ms": "0",
+        # Routing's fencing rests on how often the broker aborts timed-out transactions.
+        "transaction.abort.timed.out.transaction.cleanup.interval.ms": str(
+            BROKER_ABORT_CHECK_INTERVAL_MS
+        ),
         # Topics are declared in core/kafka/topics.py and created by `relaystream topics ensure`;
         # a typo in a topic name must fail instead of creating a stray topic.
         "auto.create.topics.enable": "false",
