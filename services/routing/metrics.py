@@ -9,8 +9,3 @@ DECISIONS = Counter(
     "Routing decisions committed, by outcome: QUEUED, REJECTED, DISCARDED",
     ["outcome"],
 )
-TRANSACTIONS = Counter(
-    "relaystream_routing_transactions",
-    "Kafka transactions of routed batches by result: committed or aborted",
-    ["result"],
-)

@@ -2,7 +2,7 @@
 
 No I/O: `Router.route(record)` decodes the record, runs the decision (the policy, CPU only)
 and returns the outgoing records with their topics, keys and partitions. The batch loop
-(batch_loop.py) sends them inside the batch's Kafka transaction.
+(core/kafka/transactional_loop.py) sends them inside the batch's Kafka transaction.
 
 - A decided message: a RoutingDecision on `decisions`, a LogRecord on `log` and, when QUEUED,
   a QueuedMessage on `queued` on its queue's partition; all keyed by the message id.
@@ -24,13 +24,8 @@ from typing import Protocol, cast
 from ..core.events.codec import DecodeError, decode, encode
 from ..core.events.records import MessageAccepted, RoutingOutcome
 from ..core.kafka.batches import Outgoing
-from ..core.kafka.dead_letter import (
-    DEAD_LETTER_SCHEMA,
-    PoisonRecord,
-    RecordRejected,
-    dead_letter_event,
-)
-from ..core.kafka.topics import TopicCatalog, key_hash, partition_for_key, partition_for_queue
+from ..core.kafka.dead_letter import RecordRejected, dead_letter_record, poison_of
+from ..core.kafka.topics import TopicCatalog, key_hash, partition_for_queue
 from ..core.policy import Policy
 from .decision import InvalidAccepted, RoutingResult, decide
 
@@ -156,24 +151,12 @@ class Router:
         return Routed((self._dead_letter(record, rejection),), None, (rejection,))
 
     def _dead_letter(self, record: SourceRecord, rejection: RecordRejected) -> Outgoing:
-        poison = PoisonRecord(
-            topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-            key=record.key,
-            value=record.value,
-        )
-        event = dead_letter_event(
-            poison,
-            reason=rejection.reason,
-            error_type=rejection.error_type,
+        return dead_letter_record(
+            poison_of(record),
+            rejection,
+            topic=self._topics.dead_letter.name,
+            partitions=self._partitions.dead_letter,
             service=self._service,
             failed_at_ms=self._clock_ms(),
-        )
-        # Keyed by its stable id (dead_letter.py), on the partition the default partitioner
-        # picks for that key, as every other writer of dead letters does.
-        key = poison.dead_letter_id.encode("utf-8")
-        partition = partition_for_key(key, self._partitions.dead_letter)
-        return Outgoing(
-            self._topics.dead_letter.name, partition, key, encode(DEAD_LETTER_SCHEMA, event)
+            encode=encode,
         )

@@ -1,25 +1,25 @@
 """The routing service: its declaration (`SERVICE`) and main; the runtime runs it.
 
 See the package docstring for what the service does and its exactly-once guarantee, and
-batch_loop.py for the transaction of one batch.
+core/kafka/transactional_loop.py for the transaction of one batch. A failed transaction ends
+the process (TransactionFailed); the restarted one routes the batch again.
 """
 
 from __future__ import annotations
 
 import logging
 import socket
+from collections.abc import Sequence
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-
-from ..core.kafka.consumer import HEARTBEAT_INTERVAL_MS, SESSION_TIMEOUT_MS
-from ..core.kafka.producer import MAX_BATCH_SIZE, MAX_REQUEST_SIZE, best_compression
+from ..core.kafka import transactional_loop
 from ..core.kafka.topics import TopicCatalog, TopicRole
+from ..core.kafka.transactional_loop import BATCH_LINGER_SECONDS, TransactionalLoop
 from ..core.policy import Policy, PolicyLimits, policy_from_file, policy_from_source
 from ..core.runtime.service import ServiceRuntime, ServiceSpec
 from ..core.runtime.settings import Settings
-from .batch_loop import BatchLoop
-from .router import OutputPartitions, Router
+from . import metrics
+from .router import OutputPartitions, Routed, Router
 
 log = logging.getLogger(__name__)
 
@@ -53,35 +53,49 @@ def transactional_id(settings: Settings, topics: TopicCatalog) -> str:
 
 
 def accepted_consumer(settings: Settings, topics: TopicCatalog, client_id: str) -> Any:
-    return AIOKafkaConsumer(
-        bootstrap_servers=settings.runtime.kafka_bootstrap,
-        client_id=client_id,
+    # read_committed (ingest writes receptions in transactions): never route an aborted one.
+    return transactional_loop.transactional_consumer(
+        bootstrap=settings.runtime.kafka_bootstrap,
         group_id=topics.group_id(SERVICE_NAME),
         group_instance_id=settings.runtime.kafka_group_instance_id,
-        session_timeout_ms=SESSION_TIMEOUT_MS,
-        heartbeat_interval_ms=HEARTBEAT_INTERVAL_MS,
-        # ingest commits each reception's records in one transaction: never route an aborted one.
-        isolation_level="read_committed",
-        # Offsets are committed only inside our transactions.
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
+        client_id=client_id,
     )
 
 
 def transactional_producer(settings: Settings, topics: TopicCatalog, client_id: str) -> Any:
-    return AIOKafkaProducer(
-        bootstrap_servers=settings.runtime.kafka_bootstrap,
-        client_id=client_id,
+    return transactional_loop.transactional_producer(
+        bootstrap=settings.runtime.kafka_bootstrap,
         transactional_id=transactional_id(settings, topics),
-        enable_idempotence=True,
-        acks="all",
-        compression_type=best_compression(),
-        # The batches are whole when handed over (send_in_batches) and their acknowledgements
-        # are awaited before the commit: a linger would only delay every transaction.
-        linger_ms=0,
-        max_batch_size=MAX_BATCH_SIZE,
-        max_request_size=MAX_REQUEST_SIZE,
+        client_id=client_id,
         transaction_timeout_ms=TRANSACTION_TIMEOUT_MS,
+    )
+
+
+def count_decisions(records: Sequence[Any], routed: Sequence[Routed]) -> None:
+    """After a commit: the decisions it made, by outcome."""
+    for result in routed:
+        if result.outcome is not None:
+            metrics.DECISIONS.labels(result.outcome).inc()
+
+
+def routing_loop(
+    *,
+    consumer: Any,
+    producer: Any,
+    router: Router,
+    group: str,
+    max_records: int,
+    linger: float = BATCH_LINGER_SECONDS,
+) -> TransactionalLoop[Routed]:
+    """The exactly-once loop routing runs: each batch routed in one transaction."""
+    return TransactionalLoop(
+        consumer=consumer,
+        producer=producer,
+        transform=router.route,
+        group=group,
+        max_records=max_records,
+        committed=count_decisions,
+        linger=linger,
     )
 
 
@@ -113,7 +127,7 @@ async def main(runtime: ServiceRuntime) -> None:
             service=SERVICE_NAME,
         )
         consumer = accepted_consumer(settings, topics, runtime.client_id)
-        loop = BatchLoop(
+        loop = routing_loop(
             consumer=consumer,
             producer=producer,
             router=router,

@@ -20,13 +20,14 @@ from prometheus_client import REGISTRY
 from routing_support import accepted_message, create_topics, produce_accepted, read_topic
 
 from relaystream.core.kafka.topics import TopicCatalog
+from relaystream.core.kafka.transactional_loop import TransactionalLoop
 from relaystream.core.runtime.settings import HostPort, RoutingSettings, RuntimeSettings, Settings
-from relaystream.routing.batch_loop import BatchLoop
-from relaystream.routing.router import Router
+from relaystream.routing.router import Routed, Router
 from relaystream.routing.service import (
     accepted_consumer,
     load_policy,
     output_partitions,
+    routing_loop,
     transactional_producer,
 )
 
@@ -38,7 +39,7 @@ LONG_LINGER_SECONDS = 8.0
 @asynccontextmanager
 async def routing_instance(
     bootstrap: str, prefix: str, topics: TopicCatalog, name: str, linger: float
-) -> AsyncIterator[BatchLoop]:
+) -> AsyncIterator[TransactionalLoop[Routed]]:
     settings = Settings(
         runtime=RuntimeSettings(
             kafka_bootstrap=bootstrap, topic_prefix=prefix, http_bind=HostPort("127.0.0.1", 0)
@@ -54,7 +55,7 @@ async def routing_instance(
         partitions=await output_partitions(producer, topics),
         service="routing",
     )
-    loop = BatchLoop(
+    loop = routing_loop(
         consumer=consumer,
         producer=producer,
         router=router,

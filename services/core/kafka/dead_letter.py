@@ -20,7 +20,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import metrics
+from .batches import Outgoing
 from .producer import EventProducer
+from .topics import partition_for_key
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +87,32 @@ def dead_letter_event(
         "service": service,
         "failed_at": failed_at_ms,
     }
+
+
+def dead_letter_record(
+    record: PoisonRecord,
+    rejection: RecordRejected,
+    *,
+    topic: str,
+    partitions: int,
+    service: str,
+    failed_at_ms: int,
+    encode: Encode,
+) -> Outgoing:
+    """The dead letter of `record` as a record to produce (in a transaction, say): keyed by
+    its stable id, on the partition the default partitioner picks for that key, as every
+    other writer of dead letters does."""
+    event = dead_letter_event(
+        record,
+        reason=rejection.reason,
+        error_type=rejection.error_type,
+        service=service,
+        failed_at_ms=failed_at_ms,
+    )
+    key = record.dead_letter_id.encode("utf-8")
+    return Outgoing(
+        topic, partition_for_key(key, partitions), key, encode(DEAD_LETTER_SCHEMA, event)
+    )
 
 
 class DeadLetters:

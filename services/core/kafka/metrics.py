@@ -44,6 +44,13 @@ RECORDS_IN_FLIGHT = Gauge(
 )
 REWOUND_BATCHES = Counter(
     "relaystream_kafka_rewound_batches",
-    "Batches fetched across a rebalance, dropped unprocessed and rewound to be fetched again",
+    "Batches dropped unprocessed (fetched across a rebalance, or their transaction failed) "
+    "and rewound to be fetched again",
     ["group"],
+)
+TRANSACTIONS = Counter(
+    "relaystream_kafka_transactions",
+    "Kafka transactions of consumed batches (consume-transform-produce), by result: "
+    "committed or aborted",
+    ["group", "result"],
 )
