@@ -2,12 +2,13 @@
 
 Ready (/readyz) once SMTP and HTTP listen and the producer is connected; the `submit` consumer's
 group membership is shown by /readyz as detail ("waiting") and does not hold readiness back.
-All three split mail per recipient and write the MessageAccepted events of each reception
-atomically (acceptor.py: one record batch, or a Kafka transaction for a reception too large for
-one) before answering 250/200; readers of `accepted` must use read_committed. On SIGTERM: the
-submit consumer stops taking records and commits, the SMTP listener stops accepting connections
-and lets transactions in DATA finish, the HTTP listener finishes its requests, then the queued
-writes complete and the producers close.
+All three split mail per recipient. SMTP and HTTP write the MessageAccepted events of each
+reception atomically (acceptor.py: one record batch, or a Kafka transaction for a reception too
+large for one) before answering 250/200; the submit consumer writes them in a Kafka transaction
+with the consumed offsets (submit_loop.py), exactly once. Readers of `accepted` must use
+read_committed. On SIGTERM: the submit consumer commits the batch in progress and stops, the
+SMTP listener stops accepting connections and lets transactions in DATA finish, the HTTP
+listener finishes its requests, then the queued writes complete and the producers close.
 """
 
 from __future__ import annotations
@@ -18,11 +19,6 @@ import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..core.events.codec import DecodeError, encode
-from ..core.events.records import MessageSubmitted
-from ..core.kafka.consumer import EventConsumer
-from ..core.kafka.dead_letter import DeadLetters
-from ..core.kafka.producer import EventProducer
 from ..core.kafka.topics import TopicCatalog, TopicRole
 from ..core.runtime.service import ServiceMain, ServiceRuntime, ServiceSpec
 from ..core.runtime.settings import IngestSettings, Settings, SettingsError
@@ -30,12 +26,15 @@ from .acceptor import AtomicAcceptor
 from .inject_api import InjectApi, InjectApiConfig, InjectListener, TokensRequired, require_tokens
 from .smtp_server import SmtpListener, SmtpPolicy
 from .smtp_users import SmtpUsers, UsersFileError
-from .submissions import SubmissionHandler, decode_submission
+from .submissions import AcceptedPartitions, SubmissionConverter
+from .submit_loop import SubmitLoop
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = "ingest"
 SUBMIT_GROUP = "ingest-submit"
+# The submit loop's producer: the instance's transactional id and this (submit_transactional_id).
+SUBMIT_TRANSACTIONAL_SUFFIX = "-submit"
 # Share of the shutdown grace period SMTP transactions in DATA get to finish.
 _SMTP_DRAIN_SHARE = 0.6
 
@@ -83,6 +82,12 @@ def transactional_id(settings: Settings, topics: TopicCatalog) -> str:
     return topics.transactional_id(SERVICE_NAME, instance)
 
 
+def submit_transactional_id(settings: Settings, topics: TopicCatalog) -> str:
+    """The submit loop's: stable per instance like `transactional_id`, and distinct from it, so
+    that neither of the instance's two transactional producers fences the other."""
+    return transactional_id(settings, topics) + SUBMIT_TRANSACTIONAL_SUFFIX
+
+
 def ingest_main(*, started: Callable[[IngestEndpoints], None] | None = None) -> ServiceMain:
     """The service's main; `started` learns the bound ports (tests)."""
 
@@ -126,50 +131,47 @@ def ingest_main(*, started: Callable[[IngestEndpoints], None] | None = None) -> 
         )
         await acceptor.start()
         try:
-            async with EventProducer(bootstrap, client_id=client_id) as producer:
-                dead_letters = DeadLetters(
-                    producer, topic=topics.dead_letter.name, service=SERVICE_NAME, encode=encode
-                )
-                smtp = SmtpListener(policy, acceptor)
-                http = InjectListener(InjectApi(api_config, acceptor))
-                try:
-                    await smtp.start(ingest.smtp_bind, ingest.smtp_port)
-                    await http.start(ingest.http_bind, ingest.http_port)
-                    consumer: EventConsumer[MessageSubmitted] = EventConsumer(
-                        bootstrap,
-                        group_id=runtime.group_id(SUBMIT_GROUP),
-                        topics=[topics.submit.name],
-                        decode=decode_submission,
-                        reject_on=(DecodeError,),
-                        dead_letters=dead_letters,
-                        client_id=client_id,
-                        group_instance_id=settings.runtime.kafka_group_instance_id,
-                    )
-                    handler = SubmissionHandler(
-                        acceptor,
+            smtp = SmtpListener(policy, acceptor)
+            http = InjectListener(InjectApi(api_config, acceptor))
+            try:
+                await smtp.start(ingest.smtp_bind, ingest.smtp_port)
+                await http.start(ingest.http_bind, ingest.http_port)
+
+                def converter_for(partitions: AcceptedPartitions) -> SubmissionConverter:
+                    return SubmissionConverter(
+                        topics=topics,
+                        partitions=partitions,
                         max_recipients=ingest.max_recipients,
                         max_message_size=ingest.max_message_size,
                         hostname=hostname,
-                        stopping=runtime.shutdown_requested,
+                        service=SERVICE_NAME,
                     )
-                    # Ready once SMTP and HTTP accept mail with the producer connected: that is
-                    # the traffic the probe routes. The submit consumer may wait for its group
-                    # (up to a session timeout after a kill -9 without static membership); its
-                    # records wait in Kafka meanwhile, so /readyz lists it without failing.
-                    runtime.health.add_detail_check("submit-consumer", lambda: consumer.joined)
-                    runtime.health.set_ready(True)
-                    if started is not None:
-                        started(IngestEndpoints(smtp.port, http.port))
-                    async with consumer:
-                        await consumer.run(
-                            handler,
-                            concurrency=ingest.submit_concurrency,
-                            stop=runtime.shutdown_requested,
-                        )
-                finally:
-                    grace = settings.runtime.shutdown_grace_seconds * _SMTP_DRAIN_SHARE
-                    await smtp.stop(grace)
-                    await http.stop()
+
+                submit = SubmitLoop(
+                    bootstrap=bootstrap,
+                    topics=topics,
+                    group=runtime.group_id(SUBMIT_GROUP),
+                    group_instance_id=settings.runtime.kafka_group_instance_id,
+                    transactional_id=submit_transactional_id(settings, topics),
+                    client_id=client_id,
+                    max_records=ingest.submit_max_batch_records,
+                    converter_for=converter_for,
+                    stop=runtime.shutdown_requested,
+                )
+                # Ready once SMTP and HTTP accept mail with the producer connected: that is
+                # the traffic the probe routes. The submit consumer may wait for its group
+                # (up to a session timeout after a kill -9 without static membership) or be
+                # restarting after a failed transaction; its records wait in Kafka meanwhile,
+                # so /readyz lists it without failing.
+                runtime.health.add_detail_check("submit-consumer", submit.ready)
+                runtime.health.set_ready(True)
+                if started is not None:
+                    started(IngestEndpoints(smtp.port, http.port))
+                await submit.run()
+            finally:
+                grace = settings.runtime.shutdown_grace_seconds * _SMTP_DRAIN_SHARE
+                await smtp.stop(grace)
+                await http.stop()
         finally:
             await acceptor.stop()
 

@@ -1,37 +1,58 @@
 """The `submit` topic: MessageSubmitted events from upstream applications become accepted mail.
 
 Each submission becomes one MessageAccepted per recipient with ids derived from the submission
-id and the recipient's index (message_ids.submission_message_id), written in one atomic write
-(acceptor.py), so a submission redelivered after a crash yields the same ids again. An event that
-cannot be decoded or is invalid (bad address, no or too many recipients, too big, meta that is
-not JSON) goes to dead-letter with the reason; retrying cannot fix it.
+id and the recipient's index (message_ids.submission_message_id). The submit loop
+(submit_loop.py) produces them in a Kafka transaction together with the consumed offsets, so a
+submission is on `accepted` exactly once, whatever crashes. An event that cannot be decoded or
+is invalid (bad address, no or too many recipients, too big, meta that is not JSON) becomes a
+dead letter with the reason, in the same transaction; retrying cannot fix it.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from ..core.domain.envelope import EnvelopeAddress, EnvelopeAddressError
-from ..core.events.codec import decode
+from ..core.events.codec import DecodeError, decode, encode
 from ..core.events.meta import MetaError, decode_meta
 from ..core.events.records import MessageSubmitted
-from ..core.kafka.consumer import ConsumedRecord
-from ..core.kafka.dead_letter import RecordRejected
+from ..core.kafka.batches import Outgoing
+from ..core.kafka.dead_letter import RecordRejected, dead_letter_record, poison_of
+from ..core.kafka.topics import TopicCatalog, partition_for_key
 from . import metrics
 from .accepted_messages import Reception, accepted_messages
-from .acceptor import AcceptanceFailed, AtomicAcceptor
 from .message_ids import submission_message_id
 
 log = logging.getLogger(__name__)
 
 PROTOCOL = "Kafka"
-# Backoff while Kafka does not take the accepted messages (the record stays unfinished, so
-# its offset is not committed and a restart redelivers it).
-_RETRY_FIRST_SECONDS = 0.5
-_RETRY_MAX_SECONDS = 30.0
+
+
+class SourceRecord(Protocol):
+    """What the converter reads of a consumed record (aiokafka's ConsumerRecord, narrowed)."""
+
+    @property
+    def topic(self) -> str: ...
+
+    @property
+    def partition(self) -> int: ...
+
+    @property
+    def offset(self) -> int: ...
+
+    @property
+    def timestamp(self) -> int: ...
+
+    @property
+    def key(self) -> bytes | None: ...
+
+    @property
+    def value(self) -> bytes | None: ...
 
 
 def decode_submission(data: bytes) -> MessageSubmitted:
@@ -41,7 +62,6 @@ def decode_submission(data: bytes) -> MessageSubmitted:
 
 
 def _reject(reason: str) -> RecordRejected:
-    metrics.MESSAGES_REJECTED.labels(PROTOCOL, "invalid_event").inc()
     return RecordRejected(reason, "validation")
 
 
@@ -79,28 +99,67 @@ def validated_recipients(
     return sender, normalized, meta
 
 
-class SubmissionHandler:
-    """Handles one consumed MessageSubmitted (the kit consumer calls it)."""
+@dataclass(frozen=True)
+class AcceptedPartitions:
+    """The partition counts of the topics the submit loop writes (read from the broker)."""
+
+    accepted: int
+    dead_letter: int
+
+
+@dataclass(frozen=True)
+class Converted:
+    """What one `submit` record became: its MessageAccepted records (`accepted` of them), or
+    its dead letter with the reason."""
+
+    outgoing: tuple[Outgoing, ...] = ()
+    rejections: tuple[RecordRejected, ...] = ()
+    accepted: int = 0
+
+
+class SubmissionConverter:
+    """Turns a `submit` record into the records to produce in the submit loop's transaction.
+
+    No I/O. Every record of one submission goes to one partition of `accepted`, picked from the
+    submission id as Kafka's default partitioner picks it for that key: the same partition
+    when the submission is converted again, and one submission's records stay together.
+    """
 
     def __init__(
         self,
-        acceptor: AtomicAcceptor,
         *,
+        topics: TopicCatalog,
+        partitions: AcceptedPartitions,
         max_recipients: int,
         max_message_size: int,
         hostname: str,
-        stopping: asyncio.Event,
+        service: str,
+        clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
     ) -> None:
-        self._acceptor = acceptor
+        self._topics = topics
+        self._partitions = partitions
         self._max_recipients = max_recipients
         self._max_message_size = max_message_size
         self._hostname = hostname
-        self._stopping = stopping
+        self._service = service
+        self._clock_ms = clock_ms
 
-    async def __call__(self, record: ConsumedRecord[MessageSubmitted]) -> None:
-        submission = record.value
-        if submission is None:
-            raise _reject("tombstone on the submit topic")
+    def __call__(self, record: SourceRecord) -> Converted:
+        try:
+            return self._converted(record)
+        except RecordRejected as rejection:
+            return self._dead_lettered(record, rejection)
+        except Exception as error:  # a bug must not wedge the partition: keep the record
+            log.exception("submission conversion failed", extra={"offset": record.offset})
+            return self._dead_lettered(record, RecordRejected(repr(error), "conversion"))
+
+    def _converted(self, record: SourceRecord) -> Converted:
+        if record.value is None:
+            raise RecordRejected("tombstone on the submit topic")
+        try:
+            submission = decode_submission(record.value)
+        except DecodeError as error:
+            raise RecordRejected(error.reason, "decode") from None
         sender, recipients, meta = validated_recipients(
             submission,
             max_recipients=self._max_recipients,
@@ -111,8 +170,8 @@ class SubmissionHandler:
             protocol=PROTOCOL,
             sender=sender,
             content=submission["content"],
-            # The record's time, not the clock: a redelivery then yields identical events.
-            received_at=datetime.fromtimestamp(record.timestamp_ms / 1000, UTC),
+            # The record's time, not the clock: converted again, it yields identical events.
+            received_at=datetime.fromtimestamp(record.timestamp / 1000, UTC),
             transaction_id=submission_id,
             meta={
                 **meta,
@@ -123,22 +182,34 @@ class SubmissionHandler:
         )
         ids = [submission_message_id(submission_id, index) for index in range(len(recipients))]
         events = accepted_messages(reception, recipients, ids)
-        await self._accept_until_stored(events, submission_id)
-        metrics.MESSAGES_ACCEPTED.labels(PROTOCOL).inc(len(events))
+        partition = partition_for_key(submission_id.encode("utf-8"), self._partitions.accepted)
+        outgoing = tuple(
+            Outgoing(
+                self._topics.accepted.name,
+                partition,
+                event["id"].encode("utf-8"),
+                encode("MessageAccepted", event),
+            )
+            for event in events
+        )
+        return Converted(outgoing=outgoing, accepted=len(events))
 
-    async def _accept_until_stored(self, events: list[Any], submission_id: str) -> None:
-        delay = _RETRY_FIRST_SECONDS
-        while True:
-            try:
-                await self._acceptor.accept(events)
-                return
-            except AcceptanceFailed as error:
-                if self._stopping.is_set():
-                    # Unfinished: not committed, redelivered after the restart.
-                    raise
-                log.warning(
-                    "submission not accepted yet: retrying",
-                    extra={"submission_id": submission_id, "error": str(error), "delay": delay},
-                )
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, _RETRY_MAX_SECONDS)
+    def _dead_lettered(self, record: SourceRecord, rejection: RecordRejected) -> Converted:
+        dead_letter = dead_letter_record(
+            poison_of(record),
+            rejection,
+            topic=self._topics.dead_letter.name,
+            partitions=self._partitions.dead_letter,
+            service=self._service,
+            failed_at_ms=self._clock_ms(),
+            encode=encode,
+        )
+        return Converted(outgoing=(dead_letter,), rejections=(rejection,))
+
+
+def count_committed(records: Sequence[Any], converted: Sequence[Converted]) -> None:
+    """After a commit: the messages it accepted and the submissions it refused."""
+    metrics.MESSAGES_ACCEPTED.labels(PROTOCOL).inc(sum(result.accepted for result in converted))
+    refused = sum(1 for result in converted if result.rejections)
+    if refused:
+        metrics.MESSAGES_REJECTED.labels(PROTOCOL, "invalid_event").inc(refused)

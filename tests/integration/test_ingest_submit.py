@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections import Counter
 
+import aiosmtplib
 import pytest
+from aiokafka import AIOKafkaProducer
 from ingest_harness import ingest_settings, read_events, running_ingest
+from prometheus_client import REGISTRY
 
 from relaystream.core.events.codec import encode
 from relaystream.core.kafka.admin import ensure_topics
@@ -13,6 +18,7 @@ from relaystream.core.kafka.producer import EventProducer
 from relaystream.core.kafka.submission import publish_submission, submission_event
 from relaystream.core.kafka.topics import TopicCatalog, TopicSettings, declare_topics
 from relaystream.ingest.message_ids import submission_message_id
+from relaystream.ingest.service import SUBMIT_GROUP, submit_transactional_id
 
 CONTENT = b"Subject: from an app\r\n\r\nhello\r\n"
 
@@ -87,3 +93,64 @@ async def test_invalid_submissions_go_to_dead_letter_with_the_reason(
     assert all(event["service"] == "ingest" for _, event in dead)
     # Nothing of the invalid submission was accepted, the valid one was.
     assert [event["recipient"] for _, event in accepted] == ["fine@example.org"]
+
+
+async def test_a_fenced_submit_transaction_restarts_the_submit_loop_alone(
+    kafka_bootstrap: str, topic_prefix: str, topics: TopicCatalog
+) -> None:
+    """Another producer takes the submit loop's transactional id: the loop's next transaction
+    fails (fenced). SMTP goes on answering 250, the loop restarts with a new producer (which
+    fences the intruder back) and every submission lands exactly once."""
+    settings = ingest_settings(kafka_bootstrap, topic_prefix)
+    group = topics.group_id(SUBMIT_GROUP)
+    aborted_before = aborted_transactions(group)
+    async with (
+        running_ingest(settings) as ingest,
+        EventProducer(kafka_bootstrap, client_id="app") as producer,
+    ):
+        await publish_submission(
+            producer, "", ["first@example.org"], CONTENT, submission_id="before-fence",
+            topic=topics.submit.name,
+        )  # fmt: skip
+        await read_events(kafka_bootstrap, topics.accepted.name, 1, schema="MessageAccepted")
+        intruder = AIOKafkaProducer(
+            bootstrap_servers=kafka_bootstrap,
+            transactional_id=submit_transactional_id(settings, topics),
+        )
+        await intruder.start()  # init_transactions: the loop's producer is fenced from now on
+        try:
+            await publish_submission(
+                producer, "", ["a@example.org", "b@example.org"], CONTENT,
+                submission_id="after-fence", topic=topics.submit.name,
+            )  # fmt: skip
+            for _ in range(300):
+                if aborted_transactions(group) > aborted_before:
+                    break
+                await asyncio.sleep(0.1)
+            else:
+                raise AssertionError("the fenced submit transaction did not fail")
+            # The loop failed; SMTP did not go down with it.
+            smtp = aiosmtplib.SMTP(hostname="127.0.0.1", port=ingest.endpoints.smtp_port)
+            await smtp.connect()
+            refused, _ = await smtp.sendmail(  # raises unless the DATA reply is 250
+                "me@example.com", ["smtp@example.org"], b"Subject: s\r\n\r\nbody\r\n"
+            )
+            await smtp.quit()
+            assert refused == {}
+        finally:
+            await intruder.stop()
+        events = await read_events(
+            kafka_bootstrap, topics.accepted.name, 4, schema="MessageAccepted", settle_seconds=3.0
+        )
+    ids = Counter(str(event["id"]) for _, event in events)
+    assert {i for i in ids if ids[i] > 1} == set()
+    assert {submission_message_id("after-fence", i) for i in range(2)} <= set(ids)
+    assert submission_message_id("before-fence", 0) in ids
+    assert [event["recipient"] for _, event in events].count("smtp@example.org") == 1
+
+
+def aborted_transactions(group: str) -> float:
+    value = REGISTRY.get_sample_value(
+        "relaystream_kafka_transactions_total", {"group": group, "result": "aborted"}
+    )
+    return value or 0.0

@@ -370,8 +370,13 @@ class IngestSettings:
             "the group instance id or host name",
         ),
     )
-    submit_concurrency: int = field(
-        default=16, metadata=_about(_integer(1, 10_000), "submit events handled at once")
+    # A batch's MessageAccepted records are held in memory until its transaction commits:
+    # up to this many submissions, each times its recipients.
+    submit_max_batch_records: int = field(
+        default=200,
+        metadata=_about(
+            _integer(1, 100_000), "submit events converted in one Kafka transaction at most"
+        ),
     )
 
     def validate(self) -> None:
