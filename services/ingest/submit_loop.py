@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ..core.kafka.fencing import LOOP_TRANSACTION_TIMEOUT_MS
 from ..core.kafka.topics import TopicCatalog
 from ..core.kafka.transactional_loop import (
     TransactionalLoop,
@@ -32,9 +33,6 @@ from .submissions import AcceptedPartitions, Converted, SubmissionConverter, cou
 
 log = logging.getLogger(__name__)
 
-# The broker aborts a transaction left open this long by an instance that vanished and did not
-# come back under its transactional id; read_committed readers of `accepted` wait until then.
-TRANSACTION_TIMEOUT_MS = 30_000
 # Back-off between restarts of the loop: doubling from the first to the most, back to the
 # first once the loop ran this long without failing.
 RESTART_FIRST_SECONDS = 1.0
@@ -149,7 +147,7 @@ class SubmitLoop:
                 bootstrap=self._bootstrap,
                 transactional_id=self._transactional_id,
                 client_id=self._client_id,
-                transaction_timeout_ms=TRANSACTION_TIMEOUT_MS,
+                transaction_timeout_ms=LOOP_TRANSACTION_TIMEOUT_MS,
             )
             try:
                 await asyncio.wait_for(producer.start(), _STARTUP_SECONDS)

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..core.kafka import transactional_loop
+from ..core.kafka.fencing import LOOP_TRANSACTION_TIMEOUT_MS
 from ..core.kafka.topics import TopicCatalog, TopicRole
 from ..core.kafka.transactional_loop import BATCH_LINGER_SECONDS, TransactionalLoop
 from ..core.policy import Policy, PolicyLimits, policy_from_file, policy_from_source
@@ -27,11 +28,6 @@ SERVICE_NAME = "routing"
 # Without a policy file every message keeps its meta: queue = the recipient's domain.
 DEFAULT_POLICY_NAME = "default.lua"
 DEFAULT_POLICY_SOURCE = "-- relaystream default: no reception handler, meta unchanged\n"
-# The broker aborts a transaction left open this long (an instance that vanished and did not
-# come back under its transactional id); read_committed readers wait for it until then. It must
-# end before the group can give a silent instance's partitions away: see core/kafka/fencing.py
-# (transaction timeout + broker abort check + heartbeat interval < session timeout).
-TRANSACTION_TIMEOUT_MS = 15_000
 
 
 def load_policy(settings: Settings) -> Policy:
@@ -67,7 +63,7 @@ def transactional_producer(settings: Settings, topics: TopicCatalog, client_id: 
         bootstrap=settings.runtime.kafka_bootstrap,
         transactional_id=transactional_id(settings, topics),
         client_id=client_id,
-        transaction_timeout_ms=TRANSACTION_TIMEOUT_MS,
+        transaction_timeout_ms=LOOP_TRANSACTION_TIMEOUT_MS,
     )
 
 

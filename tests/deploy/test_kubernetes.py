@@ -10,6 +10,7 @@ import kubernetes_validate
 import pytest
 
 from relaystream.core.kafka.fencing import BROKER_ABORT_CHECK_INTERVAL_MS
+from relaystream.core.kafka.topics import deployment_topics
 from relaystream.core.runtime.settings import (
     CONFIG_FILE_VARIABLE,
     Settings,
@@ -18,7 +19,6 @@ from relaystream.core.runtime.settings import (
     settings_table,
 )
 from relaystream.ingest.service import transactional_id as ingest_transactional_id
-from relaystream.routing.service import topic_catalog as routing_topics
 from relaystream.routing.service import transactional_id as routing_transactional_id
 
 from .manifests import (
@@ -156,8 +156,8 @@ def test_transactional_ids_are_the_pod_names_of_a_stateful_set(
     # A replacement pod has its predecessor's name (relaystream-routing-1 again), so it also
     # has its transactional id and fences it: the broker aborts what it left open at once.
     transactional_ids = {
-        "routing": lambda settings: routing_transactional_id(settings, routing_topics(settings)),
-        "ingest": lambda settings: ingest_transactional_id(settings, topic_prefix(resources)),
+        "routing": routing_transactional_id,
+        "ingest": ingest_transactional_id,
     }[service]
     ids = set()
     for ordinal in (0, 1):
@@ -165,7 +165,9 @@ def test_transactional_ids_are_the_pod_names_of_a_stateful_set(
         settings = rendered_settings(resources, service, tmp_path, pod_name=pod)
         assert settings.runtime.kafka_group_instance_id == pod
         assert getattr(settings, service).transactional_id is None  # derived, not overridden
-        transactional_id = transactional_ids(settings)
+        transactional_id = transactional_ids(
+            settings, deployment_topics(settings.runtime.topic_prefix)
+        )
         assert transactional_id == f"{topic_prefix(resources)}{service}-{pod}"
         ids.add(transactional_id)
     assert len(ids) == 2

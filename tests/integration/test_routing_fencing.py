@@ -12,7 +12,9 @@ offsets, and then its event loop stalls: no heartbeats, nothing. Instance B join
 and is given the partition once A's session expired. Then A wakes up at once and commits (the
 earliest moment its commit could route a record twice): the commit must be refused, A's output
 must never be visible to a read_committed reader, and its offsets must not be committed.
-The same with A stalling before its transaction began is the rule's known gap (xfail).
+The same with A stalling before its transaction began, while it transformed the batch: then
+the broker has nothing to abort, and what refuses A is the membership check the transaction
+loop makes before it commits (`transact` in core/kafka/transactional_loop.py).
 """
 
 from __future__ import annotations
@@ -30,7 +32,9 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata
 from routing_support import committed_offsets
 
+from relaystream.core.kafka.batches import Outgoing
 from relaystream.core.kafka.fencing import BROKER_ABORT_CHECK_INTERVAL_MS, zombie_is_fenced
+from relaystream.core.kafka.transactional_loop import transact
 
 TRANSACTION_TIMEOUT_MS = 2_000
 HEARTBEAT_INTERVAL_MS = 1_000
@@ -95,12 +99,19 @@ async def run_zombie(bootstrap: str, source: str, out: str, group: str, zombie: 
         ((tp, records),) = batch.items()
         if zombie.stall_before_transaction:
             stall()
+            try:
+                await transact(
+                    producer, member, group, batch, [Outgoing(out, 0, None, ZOMBIE_VALUE)]
+                )
+                zombie.committed = True
+            except KafkaError as error:
+                zombie.commit_error = error
+            return
         await producer.begin_transaction()
         await (await producer.send(out, ZOMBIE_VALUE, partition=0))
         last = records[-1].offset  # type: ignore[attr-defined]
         await producer.send_offsets_to_transaction({tp: OffsetAndMetadata(last + 1, "")}, group)
-        if not zombie.stall_before_transaction:
-            stall()
+        stall()
         try:
             await producer.commit_transaction()
             zombie.committed = True
@@ -141,20 +152,9 @@ async def committed_values(bootstrap: str, topic: str) -> list[bytes]:
     "stall_before_transaction",
     [
         pytest.param(False, id="stall-in-the-transaction"),
-        # The rule assumes the transaction began (at the broker: its first record or offsets)
-        # within a heartbeat interval of A's last heartbeat. A stall before that, while the
-        # batch is being routed, leaves nothing for the broker to abort: A's transaction then
-        # begins after the partition moved and commits (seen on Kafka 4.1.1). Closing this
-        # needs a generation-checked step before the commit; see docs/deployment.md.
-        pytest.param(
-            True,
-            id="stall-before-the-transaction",
-            marks=pytest.mark.xfail(
-                raises=AssertionError,
-                strict=True,
-                reason="known gap: a stall before the transaction begins",
-            ),
-        ),
+        # A stall before the transaction began at the broker (while the batch is being
+        # transformed) leaves nothing for the broker to abort; the membership check refuses it.
+        pytest.param(True, id="stall-before-the-transaction"),
     ],
 )
 async def test_a_stalled_instance_cannot_commit_after_its_partition_moved(

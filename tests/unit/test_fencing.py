@@ -5,13 +5,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from relaystream.core.kafka.consumer import HEARTBEAT_INTERVAL_MS, SESSION_TIMEOUT_MS
-from relaystream.core.kafka.fencing import BROKER_ABORT_CHECK_INTERVAL_MS, zombie_is_fenced
-from relaystream.routing.service import TRANSACTION_TIMEOUT_MS
+from relaystream.core.kafka.fencing import (
+    BROKER_ABORT_CHECK_INTERVAL_MS,
+    LOOP_TRANSACTION_TIMEOUT_MS,
+    zombie_is_fenced,
+)
 
 
 def test_routing_settings_fence_a_silent_instance() -> None:
     assert zombie_is_fenced(
-        transaction_timeout_ms=TRANSACTION_TIMEOUT_MS,
+        transaction_timeout_ms=LOOP_TRANSACTION_TIMEOUT_MS,
         session_timeout_ms=SESSION_TIMEOUT_MS,
         heartbeat_interval_ms=HEARTBEAT_INTERVAL_MS,
         broker_abort_check_interval_ms=BROKER_ABORT_CHECK_INTERVAL_MS,

@@ -5,7 +5,7 @@ generation or member id (KIP-447's fencing is not available): the group coordina
 transactional offset commit from a member it has expelled. A routing instance gives its
 partitions up in one of two ways, and each is safe for its own reason:
 
-- It takes part in the rebalance: its `on_partitions_revoked` (routing/batch_loop.py) waits for
+- It takes part in the rebalance: its `on_partitions_revoked` (transactional_loop.py) waits for
   the open transaction to end, so the next owner reads offsets that include it.
 - It is expelled because it went silent (its event loop stalled, or it was cut off): its last
   heartbeat was at most `heartbeat_interval` before its open transaction began, so the group
@@ -18,11 +18,11 @@ Hence `zombie_is_fenced`: transaction timeout + broker abort check + heartbeat i
 session timeout. tests/unit/test_fencing.py asserts it over the real constants, and
 tests/integration/test_routing_fencing.py shows the broker refusing the zombie's commit.
 
-Not covered: the transaction begins at the broker with its first record or offsets. An
-instance that stalls before that (while routing a batch), or that keeps reaching the brokers
-but not its group coordinator, begins its transaction after its last heartbeat by more than
-the rule allows: nothing is open to abort, and its commit succeeds (the integration test's
-xfail case). Closing that needs a generation-checked step before each commit.
+The rule alone does not cover an instance that stalls before its transaction began at the
+broker (while it transforms a batch), or that keeps reaching the brokers but not its group
+coordinator: nothing would be open to abort. `transact` (transactional_loop.py) closes it with
+a generation-checked offset commit before each transaction commit; the integration test runs
+both cases.
 """
 
 from __future__ import annotations
@@ -31,6 +31,10 @@ from __future__ import annotations
 # configure sets it (Kafka's default, made explicit in the k8s Kafka resources and compose; the
 # tests check that). A broker checking less often breaks the invariant above.
 BROKER_ABORT_CHECK_INTERVAL_MS = 10_000
+# The transaction timeout of every consume-transform-produce loop (routing, ingest's submit
+# loop): the broker aborts a transaction left open this long. Readers (read_committed) of the
+# loop's outputs wait for such a transaction until then.
+LOOP_TRANSACTION_TIMEOUT_MS = 15_000
 
 
 def zombie_is_fenced(

@@ -245,18 +245,16 @@ class TransactionalLoop(Generic[T]):
     async def _commit_batch(self, batch: Batch) -> None:
         sources = [record for records in batch.values() for record in records]
         results = [self._transform(record) for record in sources]
-        offsets = {
-            tp: OffsetAndMetadata(records[-1].offset + 1, "") for tp, records in batch.items()
-        }
-        producer = self._producer
-        await producer.begin_transaction()
         try:
-            await self._send_all([out for result in results for out in result.outgoing])
-            await producer.send_offsets_to_transaction(offsets, self._group)
-            await producer.commit_transaction()
+            await transact(
+                self._producer,
+                self._consumer,
+                self._group,
+                batch,
+                [out for result in results for out in result.outgoing],
+            )
         except Exception as error:
             metrics.TRANSACTIONS.labels(self._group, "aborted").inc()
-            await self._abort()
             raise TransactionFailed(
                 f"transaction of {len(sources)} records of group {self._group} failed: "
                 f"{error!r}; they will be consumed again"
@@ -265,24 +263,6 @@ class TransactionalLoop(Generic[T]):
         self._count_rejections(sources, results)
         if self._committed is not None:
             self._committed(sources, results)
-
-    async def _send_all(self, records: list[Outgoing]) -> None:
-        # Handing a batch over only enqueues it; its future resolves on the acknowledgement.
-        acknowledgements = await send_in_batches(self._producer, records)
-        results = await asyncio.gather(*acknowledgements, return_exceptions=True)
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
-
-    async def _abort(self) -> None:
-        """Best effort: readers of the outputs need not wait for the broker's timeout."""
-        try:
-            await asyncio.wait_for(self._producer.abort_transaction(), ABORT_TIMEOUT_SECONDS)
-        except Exception as error:  # a committing or fenced transaction cannot be aborted
-            log.warning(
-                "aborting the transaction failed",
-                extra={"group": self._group, "error": repr(error)},
-            )
 
     def _count_rejections(self, sources: Sequence[Any], results: Sequence[T]) -> None:
         for record, result in zip(sources, results, strict=True):
@@ -298,3 +278,53 @@ class TransactionalLoop(Generic[T]):
                         "reason": rejection.reason,
                     },
                 )
+
+
+async def transact(
+    producer: Any, consumer: Any, group: str, batch: Batch, outgoing: Sequence[Outgoing]
+) -> None:
+    """`outgoing` and the batch's next offsets in one transaction of `producer`, committed only
+    while `consumer` is still the group's member for the batch's partitions. Raises on any
+    failure, after a best-effort abort.
+
+    Why the membership check: aiokafka's TxnOffsetCommit (v0) carries no group generation, so
+    the group coordinator takes the offsets of a member it expelled. Once the transaction's
+    records are on the broker, the broker's transaction timeout fences a member that then goes
+    silent (core/kafka/fencing.py). A member that went silent before, while it transformed the
+    batch, would begin its transaction after its partitions moved, and nothing would stop it:
+    so, with the records sent, the batch's first offsets are committed once more through the
+    consumer, whose OffsetCommit carries the generation and is refused from an expelled member.
+    Nothing is skipped by it: below a batch's first offset stand only records a read_committed
+    consumer never sees (transaction markers, aborted records).
+    """
+    await producer.begin_transaction()
+    try:
+        await _send_all(producer, outgoing)
+        await consumer.commit(
+            {tp: OffsetAndMetadata(records[0].offset, "") for tp, records in batch.items()}
+        )
+        await producer.send_offsets_to_transaction(
+            {tp: OffsetAndMetadata(records[-1].offset + 1, "") for tp, records in batch.items()},
+            group,
+        )
+        await producer.commit_transaction()
+    except Exception:
+        await _abort(producer, group)
+        raise
+
+
+async def _send_all(producer: Any, records: Sequence[Outgoing]) -> None:
+    # Handing a batch over only enqueues it; its future resolves on the acknowledgement.
+    acknowledgements = await send_in_batches(producer, records)
+    results = await asyncio.gather(*acknowledgements, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+
+
+async def _abort(producer: Any, group: str) -> None:
+    """Best effort: readers of the outputs need not wait for the broker's timeout."""
+    try:
+        await asyncio.wait_for(producer.abort_transaction(), ABORT_TIMEOUT_SECONDS)
+    except Exception as error:  # a committing or fenced transaction cannot be aborted
+        log.warning("aborting the transaction failed", extra={"group": group, "error": repr(error)})
