@@ -45,7 +45,7 @@ from ..core.kafka.topics import partition_for_queue
 from ..core.spool.entry import SpoolEntry
 from . import metrics
 from .log_records import message_log_record
-from .ports import OperatorPort
+from .ports import MessageIndex, OperatorPort
 
 log = logging.getLogger(__name__)
 
@@ -81,37 +81,39 @@ class OperatorActions:
             return
         ids, self._to_bounce = self._to_bounce, set()
         now = self._scheduler.now_ms()
-        claimed = self._scheduler.state.claim_waiting(ids, now)
+        claimed = self._scheduler.messages.claim_waiting(ids, now)
         by_rule: dict[str, tuple[AdminRule, list[SpoolEntry]]] = {}
         for entry in claimed:
             rule = self._rules.matching(AdminAction.BOUNCE, entry.queue, now)
             if rule is None:
-                self._scheduler.state.release_failed(entry.id, entry.attempts)
+                self._scheduler.messages.release_failed(entry)
                 continue
             by_rule.setdefault(rule.id, (rule, []))[1].append(entry)
         for rule, entries in by_rule.values():
             await self.bounce(entries, rule)
 
-    async def apply_rules(self, rules: Iterable[AdminRule]) -> None:
-        """Applies new (or, after a rebuild, all) active bounce and rebind rules to the
-        waiting messages."""
-        state = self._scheduler.state
+    async def apply_rules(
+        self, rules: Iterable[AdminRule], within: MessageIndex | None = None
+    ) -> None:
+        """Applies new active bounce and rebind rules to the waiting messages (or, after a
+        partition was built, all active ones to its messages: `within`)."""
+        messages = self._scheduler.messages if within is None else within
         for rule in rules:
             now = self._scheduler.now_ms()
             if not rule.is_active(now) or rule.action is AdminAction.SUSPEND:
                 continue
-            queues = {q for q in state.queue_names() if rule.matches(q)}
+            queues = {q for q in messages.queue_names() if rule.matches(q)}
             if not queues:
                 continue
             ids = [
                 e.id
-                for e in state.entries()
+                for e in messages.entries()
                 if e.queue in queues
                 and (
                     rule.action is AdminAction.BOUNCE or rule_applies_to_rebind(rule, e.created_at)
                 )
             ]
-            claimed = state.claim_waiting(ids, now)
+            claimed = messages.claim_waiting(ids, now)
             log.info(
                 "applying admin rule",
                 extra={"id": rule.id, "action": rule.action.value, "messages": len(claimed)},
@@ -131,7 +133,7 @@ class OperatorActions:
         for entry in entries:
             value = values.get((entry.partition, entry.offset))
             if value is None:
-                self._scheduler.state.release_failed(entry.id, entry.attempts)
+                self._scheduler.messages.release_failed(entry)
                 continue
             message = await self._scheduler.decode_queued(entry, value)
             if message is not None:
@@ -146,7 +148,7 @@ class OperatorActions:
             try:
                 await action(entry, messages[entry.id])
             except Exception:
-                self._scheduler.state.release_failed(entry.id, entry.attempts)
+                self._scheduler.messages.release_failed(entry)
                 raise
 
         results = await asyncio.gather(
@@ -171,7 +173,7 @@ class OperatorActions:
             )
             await self._scheduler.write_log(entry.id, record)
             await self._scheduler.write_tombstone(entry)
-            self._scheduler.state.forget(entry.id)
+            self._scheduler.messages.forget(entry)
             metrics.ADMIN_ACTIONS.labels("bounce").inc()
 
         await self._each(entries, bounce_one)
@@ -194,23 +196,23 @@ class OperatorActions:
             await self._scheduler.write_log(entry.id, record)
             await self._scheduler.retry_or_expire(entry, value, {"response": response.to_dict()})
         except Exception:
-            self._scheduler.state.release_failed(entry.id, entry.attempts)
+            self._scheduler.messages.release_failed(entry)
             raise
         metrics.ADMIN_ACTIONS.labels("suspend").inc()
 
     async def rebind(self, entries: list[SpoolEntry], rule: AdminRule) -> None:
         async def rebind_one(entry: SpoolEntry, message: dict[str, Any]) -> None:
-            state = self._scheduler.state
+            messages = self._scheduler.messages
             meta = rebound_meta(message["meta"], rule)
             if meta is None:
-                state.release_failed(entry.id, entry.attempts)  # already rebound: unchanged
+                messages.release_failed(entry)  # already rebound: unchanged
                 return
             try:
                 domain = str(message["recipient"]).rpartition("@")[2]
                 queue = QueueName.for_message(domain, decode_meta(meta))
             except (QueueNameError, MetaError) as error:
                 log.warning("rebind skipped", extra={"id": entry.id, "error": str(error)})
-                state.release_failed(entry.id, entry.attempts)
+                messages.release_failed(entry)
                 return
             now = self._scheduler.now_ms()
             moved = queue != entry.queue
@@ -226,7 +228,7 @@ class OperatorActions:
             )
             if not moved:
                 # Same queue (and partition): the new record replaces the old one in place.
-                state.release_failed(entry.id, entry.attempts)
+                messages.release_failed(entry)
                 return
             record = message_log_record(
                 "AdminRebind",
@@ -237,7 +239,7 @@ class OperatorActions:
                 num_attempts=entry.attempts,
             )
             await self._scheduler.write_log(entry.id, record)
-            state.forget(entry.id)
+            messages.forget(entry)
             await self._scheduler.write_tombstone(entry)
             metrics.ADMIN_ACTIONS.labels("rebind").inc()
 

@@ -204,7 +204,7 @@ class AdminApi:
 
     async def _message_json(self, message_id: str, want_body: bool) -> dict[str, Any] | None:
         scheduler = self._scheduler
-        entry = scheduler.state.entry(message_id)
+        entry = scheduler.messages.entry(message_id)
         if entry is None:
             return None
         records = await scheduler.spool.fetch([(entry.partition, entry.offset)])
@@ -221,7 +221,7 @@ class AdminApi:
             "num_attempts": entry.attempts,
             "queue": entry.queue,
             "created": _iso(entry.created_at),
-            "in_flight": scheduler.state.in_flight(message_id) is not None,
+            "in_flight": scheduler.messages.in_flight(message_id) is not None,
             "last_response": None if last is None else dict(last),
             "scheduling": {},
         }
@@ -249,7 +249,7 @@ class AdminApi:
             raise _bad_request("limit: expected an integer") from None
         scheduler = self._scheduler
         now = scheduler.now_ms()
-        entries = scheduler.state.entries_of(queue)
+        entries = scheduler.messages.entries_of(queue)
         messages = []
         want_messages = _flag(request, "want_messages", default=True)
         if want_messages:

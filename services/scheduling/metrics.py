@@ -24,11 +24,27 @@ COMPLETIONS = Counter(
     "relaystream_scheduling_completions", "messages removed after delivery or bounce", ["kind"]
 )
 REBUILD_SECONDS = Gauge(
-    "relaystream_scheduling_rebuild_seconds", "duration of the last rebuild on assignment"
+    "relaystream_scheduling_rebuild_seconds",
+    "from an assignment to every newly assigned partition built (0: none was new)",
 )
-READY = Gauge("relaystream_scheduling_ready", "1 once the owned partitions are rebuilt")
+PARTITION_BUILDS = Counter(
+    "relaystream_scheduling_partition_builds",
+    "queued partitions built from the spool (a kept partition is not built again)",
+    ["partition"],
+)
+PARTITION_BUILD_SECONDS = Gauge(
+    "relaystream_scheduling_partition_build_seconds",
+    "duration of the partition's last build (spool and recent attempts read)",
+    ["partition"],
+)
+READY = Gauge("relaystream_scheduling_ready", "1 once every assigned partition is built")
 ADMIN_ACTIONS = Counter(
     "relaystream_scheduling_admin_actions",
     "messages suspended (per due attempt), bounced or rebound by operator rules",
     ["action"],
 )
+
+
+def note_partition_built(partition: int, seconds: float) -> None:
+    PARTITION_BUILDS.labels(str(partition)).inc()
+    PARTITION_BUILD_SECONDS.labels(str(partition)).set(seconds)

@@ -2,12 +2,14 @@
 
 `OperatorActions` (admin_actions.py) and the admin HTTP API (admin_api.py) depend on these, not
 on the scheduler's class: the scheduler owns them and passes itself, so neither imports
-service.py and no import circle remains. Keep them narrow: what an operator action needs to
-read (clock, index, rules) and the writes it makes, never the loop's Kafka clients.
+scheduler.py and no import circle remains. Keep them narrow: what an operator action needs to
+read (clock, the held messages across the owned partitions, rules) and the writes it makes,
+never the loop's Kafka clients nor one partition's internals.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, Protocol
 
 from ..core.domain.admin_rules import AdminRuleSet
@@ -16,14 +18,43 @@ from ..core.kafka.topics import TopicCatalog
 from ..core.spool.entry import SpoolEntry
 from ..core.spool.reader import SpoolReader
 from .config_resolver import QueueConfigResolver
-from .state import SchedulerState
+from .state import InFlight
+
+
+class MessageIndex(Protocol):
+    """The messages held by the owned partitions, across them (`owned.OwnedPartitions`)."""
+
+    def entry(self, message_id: str) -> SpoolEntry | None: ...
+
+    def in_flight(self, message_id: str) -> InFlight | None: ...
+
+    def entries(self) -> list[SpoolEntry]: ...
+
+    def entries_of(self, queue: str) -> list[SpoolEntry]: ...
+
+    def queue_names(self) -> list[str]: ...
+
+    def claim_waiting(self, message_ids: Iterable[str], now_ms: int) -> list[SpoolEntry]:
+        """The waiting ones of `message_ids`, now in flight (an action is under way)."""
+        ...
+
+    def release_failed(self, entry: SpoolEntry) -> None:
+        """The claimed `entry` waits again."""
+        ...
+
+    def forget(self, entry: SpoolEntry) -> None:
+        """`entry` left its partition (bounced, moved): never released from it again."""
+        ...
+
+    @property
+    def message_count(self) -> int: ...
 
 
 class OperatorPort(Protocol):
     """What operator actions read of the scheduler and the writes they make through it."""
 
     @property
-    def state(self) -> SchedulerState: ...
+    def messages(self) -> MessageIndex: ...
 
     @property
     def rules(self) -> AdminRuleSet: ...
@@ -52,7 +83,7 @@ class AdminApiPort(Protocol):
     """What the admin HTTP API reads of the scheduler, and where it publishes rules."""
 
     @property
-    def state(self) -> SchedulerState: ...
+    def messages(self) -> MessageIndex: ...
 
     @property
     def rules(self) -> AdminRuleSet: ...

@@ -1,8 +1,8 @@
-"""Rebuilding the scheduler's state from Kafka when partitions are assigned.
+"""Building one partition's scheduler from Kafka when the partition is newly assigned.
 
-1. `core.spool.snapshot.read_spool`: the owned `queued` partitions, as an index (no content).
-2. `read_recent_attempts`: the owned `attempts` partitions from `now - lease` (by timestamp) to
-   their end: a request whose attempt is still the message's current one is in flight until its
+1. `core.spool.snapshot.read_spool`: the `queued` partition, as an index (no content).
+2. `read_recent_attempts`: the `attempts` partition from `now - lease` (by timestamp) to its
+   end: a request whose attempt is still the message's current one is in flight until its
    lease runs out (a restart must not release it again meanwhile).
 
 Both use a dedicated consumer with manual assignment (no group, nothing committed) and large
@@ -12,12 +12,18 @@ offsets after the rebuild, and applying an outcome is idempotent per (message id
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from ..core.events.codec import DecodeError, decode
+from ..core.kafka.dead_letter import PoisonRecord, RecordRejected
 from ..core.kafka.partition_reader import read_since
+from ..core.kafka.topics import TopicCatalog
+from ..core.spool.snapshot import read_spool
+from .partition import PartitionScheduler
+from .state import SchedulerState
 
 
 @dataclass(frozen=True)
@@ -52,3 +58,46 @@ async def read_recent_attempts(
         bootstrap, topic, partitions, since_ms=since_ms, on_record=apply, client_id=client_id
     )
     return found
+
+
+@dataclass
+class BuiltPartition:
+    """A partition's scheduler as read from Kafka, and the poison records its spool holds
+    (still the latest of their keys: to dead-letter)."""
+
+    scheduler: PartitionScheduler
+    poison: list[tuple[PoisonRecord, RecordRejected]]
+    records_read: int
+
+
+async def build_partition(
+    partition: int,
+    *,
+    bootstrap: str,
+    topics: TopicCatalog,
+    lease_ms: int,
+    now_ms: int,
+    client_id: str,
+) -> BuiltPartition:
+    """Reads `queued` partition `partition` and the recent releases of its `attempts`
+    partition (see the module doc) into a new `PartitionScheduler`."""
+    started = time.monotonic()
+    snapshot = await read_spool(bootstrap, topics.queued.name, [partition], client_id=client_id)
+    state = SchedulerState(lease_ms)
+    state.load_bulk(snapshot.entries)
+    recent = await read_recent_attempts(
+        bootstrap,
+        topics.attempts.name,
+        [partition],
+        since_ms=now_ms - lease_ms,
+        client_id=client_id,
+    )
+    for attempt in recent:
+        state.note_attempt(attempt.message_id, attempt.attempt, attempt.released_at)
+    scheduler = PartitionScheduler(
+        partition,
+        state,
+        snapshot.end_offsets.get(partition, 0),
+        build_seconds=time.monotonic() - started,
+    )
+    return BuiltPartition(scheduler, snapshot.poison, snapshot.records_read)

@@ -1,4 +1,4 @@
-"""The scheduler's state for the `queued` partitions it owns: pure, no I/O, clock injected.
+"""The scheduler's state for one `queued` partition: pure, no I/O, clock injected.
 
 For every waiting message it keeps a `SpoolEntry`: where the message's latest `queued` record
 is (partition, offset) and the few fields scheduling needs (queue, due time, attempts,
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import heapq
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, KeysView
 from dataclasses import dataclass
 
 from ..core.spool.entry import SpoolEntry
@@ -48,7 +48,8 @@ RateLookup = Callable[[str], MessageRate | None]
 
 
 class SchedulerState:
-    """Waiting and in-flight messages of the owned partitions."""
+    """Waiting and in-flight messages of a partition (`partition.PartitionScheduler` holds one
+    per owned `queued` partition)."""
 
     def __init__(self, lease_ms: int) -> None:
         if lease_ms < 1:
@@ -107,13 +108,6 @@ class SchedulerState:
             return
         del self._entries[message_id]
         self._in_flight.pop(message_id, None)
-
-    def forget_partitions(self, partitions: set[int]) -> None:
-        """Drop everything of partitions no longer owned (revoked)."""
-        for message_id in [m for m, e in self._entries.items() if e.partition in partitions]:
-            del self._entries[message_id]
-            self._in_flight.pop(message_id, None)
-        self._compact()
 
     def note_attempt(self, message_id: str, attempt: int, released_at: int) -> None:
         """A `DeliveryRequest` seen on `attempts` while rebuilding: in flight until its lease
@@ -279,6 +273,10 @@ class SchedulerState:
 
     def queue_names(self) -> list[str]:
         return list({e.queue for e in self._entries.values()})
+
+    def message_ids(self) -> KeysView[str]:
+        """The ids of the messages held (a live view: do not change the state while using it)."""
+        return self._entries.keys()
 
     def entries(self) -> list[SpoolEntry]:
         """Every message held (waiting or in flight); a copy of the list, not of the entries."""

@@ -29,7 +29,7 @@ from relaystream.core.kafka.topics import TopicCatalog
 from relaystream.core.runtime.settings import RuntimeSettings, SchedulingSettings, Settings
 from relaystream.scheduling.admin_api import start_admin_api
 from relaystream.scheduling.config_resolver import default_queue_config
-from relaystream.scheduling.service import Scheduler
+from relaystream.scheduling.scheduler import Scheduler
 
 TOKEN = "s3cret-admin-token"
 
@@ -165,7 +165,7 @@ async def test_bounce_removes_queued_messages_and_arrivals(running: Running) -> 
     await queue_message(
         running.producer, running.topics, "keep", queue="kept.example", due_at=later
     )
-    await eventually(lambda: running.scheduler.state.message_count == 3)
+    await eventually(lambda: running.scheduler.messages.message_count == 3)
     created = await running.call(
         "POST", "/api/admin/bounce/v1", {"domain": queue, "reason": "bad list"}
     )
@@ -188,7 +188,7 @@ async def test_bounce_removes_queued_messages_and_arrivals(running: Running) -> 
         lambda: sorted(r.key for r in running.queued.records if r.value is None)
     )
     assert tombstones == ["b1", "b2", "b3"]
-    assert running.scheduler.state.entry("keep") is not None
+    assert running.scheduler.messages.entry("keep") is not None
     listed = await running.call("GET", "/api/admin/bounce/v1")
     assert [r["id"] for r in listed] == [created["id"]]
     assert running.attempts.records == []
@@ -198,7 +198,7 @@ async def test_rebind_moves_messages_to_the_new_queue_due_now(running: Running) 
     queue = "old.example"
     later = now_ms() + 3_600_000
     await queue_message(running.producer, running.topics, "r1", queue=queue, due_at=later)
-    await eventually(lambda: running.scheduler.state.entry("r1") is not None)
+    await eventually(lambda: running.scheduler.messages.entry("r1") is not None)
     await running.call(
         "POST",
         "/api/admin/rebind/v1",
@@ -244,7 +244,7 @@ async def test_inspect_queue_and_message(running: Running) -> None:
     queue = "look.example"
     later = now_ms() + 3_600_000
     await queue_message(running.producer, running.topics, "i1", queue=queue, due_at=later)
-    await eventually(lambda: running.scheduler.state.entry("i1") is not None)
+    await eventually(lambda: running.scheduler.messages.entry("i1") is not None)
     answer = await running.call(
         "GET", f"/api/admin/inspect-sched-q/v1?queue_name={queue}&want_body=true"
     )
@@ -275,7 +275,7 @@ async def test_queues_command_reads_the_topics(running: Running, kafka_bootstrap
     await queue_message(running.producer, running.topics, "q3", queue="b.example", due_at=later + 5)
     await set_override(running.producer, running.topics, "b.example", {"retry_interval": "1m"})
     await running.call("POST", "/api/admin/suspend/v1", {"domain": "a.example", "reason": "hold"})
-    await eventually(lambda: running.scheduler.state.message_count == 3)
+    await eventually(lambda: running.scheduler.messages.message_count == 3)
     target = ("--bootstrap", kafka_bootstrap, "--prefix", prefix)
 
     rows = await asyncio.to_thread(relaystream, "queues", "--json", *target)

@@ -23,7 +23,7 @@ from relaystream.core.kafka.topics import TopicCatalog
 from relaystream.core.runtime.settings import RuntimeSettings, SchedulingSettings, Settings
 from relaystream.scheduling import metrics
 from relaystream.scheduling.config_resolver import default_queue_config
-from relaystream.scheduling.service import Scheduler
+from relaystream.scheduling.scheduler import Scheduler
 
 # Slack for the scheduler's loop and Kafka round trips when asserting "released at its time".
 LATE_MS = 3_000
@@ -160,7 +160,7 @@ async def test_transient_failure_requeues_with_backoff_then_delivery_tombstones(
         await queued.stop()
     await asyncio.sleep(3.0)
     assert len(attempts.records) == 2
-    assert scheduler.state.message_count == 0
+    assert scheduler.messages.message_count == 0
     # The applied outcomes are committed within a second or so, also once no more arrive.
     written = {p: end for p, end in (await end_offsets(kafka_bootstrap, topics.outcomes)).items()}
     group = f"{topic_prefix}scheduling"
@@ -201,10 +201,10 @@ async def test_expiry_after_max_age_logs_expiration(
     assert "max_age" in expiration["response"]["content"]
     assert expiration["num_attempts"] == 1
     for _ in range(50):
-        if scheduler.state.message_count == 0:
+        if scheduler.messages.message_count == 0:
             break
         await asyncio.sleep(0.1)
-    assert scheduler.state.message_count == 0
+    assert scheduler.messages.message_count == 0
     assert len(attempts.records) == 1
 
 

@@ -6,6 +6,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from relaystream.core.spool.entry import SpoolEntry
+from relaystream.scheduling.owned import OwnedPartitions
+from relaystream.scheduling.partition import PartitionScheduler
 from relaystream.scheduling.state import SchedulerState
 from relaystream.scheduling.throttle import MessageRate, TokenBucket
 
@@ -142,12 +144,25 @@ def test_a_stale_record_of_an_earlier_attempt_does_not_release_that_attempt_agai
     assert [(e.attempts, e.offset) for e in released] == [(1, 3)]
 
 
-def test_forget_partitions_drops_their_messages() -> None:
+def partition_scheduler(partition: int, *entries: SpoolEntry) -> PartitionScheduler:
     state = SchedulerState(LEASE)
-    state.apply_queued(entry("a", 0, offset=1, partition=0))
-    state.apply_queued(entry("b", 0, offset=1, partition=1, queue="b.example"))
-    state.forget_partitions({0})
-    assert ids(state.take_due(0, 10, no_rate)) == ["b"]
+    for one in entries:
+        state.apply_queued(one)
+    return PartitionScheduler(partition, state, 0, build_seconds=0.0)
+
+
+def test_a_dropped_partition_releases_nothing_the_others_keep_their_state() -> None:
+    owned = OwnedPartitions(
+        [
+            partition_scheduler(0, entry("a", 0, offset=1, partition=0)),
+            partition_scheduler(1, entry("b", 0, offset=1, partition=1, queue="b.example")),
+        ]
+    )
+    kept = owned.get(1)
+    owned.drop(0)
+    assert ids(owned.take_due(0, 10, no_rate)) == ["b"]
+    assert owned.get(1) is kept and owned.in_flight("b") is not None
+    assert owned.entry("a") is None
 
 
 def test_token_bucket_next_token_time_is_exact_enough() -> None:

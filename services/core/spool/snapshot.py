@@ -133,17 +133,27 @@ async def resolve_moves(snapshot: SpoolSnapshot, records: RecordFetcher) -> list
     and returns the stale copies (to tombstone: finishing the interrupted move)."""
     if not snapshot.conflicts:
         return []
-    copies = [e for entries in snapshot.conflicts.values() for e in entries]
-    fetched = await records((e.partition, e.offset) for e in copies)
-    stale: list[SpoolEntry] = []
-    for message_id, entries in snapshot.conflicts.items():
-
-        def stamp(entry: SpoolEntry) -> tuple[int, int]:
-            record = fetched.get((entry.partition, entry.offset))
-            return (record.timestamp if record is not None else -1, entry.offset)
-
-        ordered = sorted(entries, key=stamp)
-        snapshot.entries[message_id] = ordered[-1]
-        stale.extend(ordered[:-1])
+    newest, stale = await newest_copies(snapshot.conflicts, records)
+    snapshot.entries.update(newest)
     snapshot.conflicts = {}
     return stale
+
+
+async def newest_copies(
+    copies: dict[str, list[SpoolEntry]], records: RecordFetcher
+) -> tuple[dict[str, SpoolEntry], list[SpoolEntry]]:
+    """Of each message's copies (live in several partitions), the newest by record timestamp
+    (then offset), and the stale ones."""
+    fetched = await records((e.partition, e.offset) for entries in copies.values() for e in entries)
+
+    def stamp(entry: SpoolEntry) -> tuple[int, int]:
+        record = fetched.get((entry.partition, entry.offset))
+        return (record.timestamp if record is not None else -1, entry.offset)
+
+    newest: dict[str, SpoolEntry] = {}
+    stale: list[SpoolEntry] = []
+    for message_id, entries in copies.items():
+        ordered = sorted(entries, key=stamp)
+        newest[message_id] = ordered[-1]
+        stale.extend(ordered[:-1])
+    return newest, stale
