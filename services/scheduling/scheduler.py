@@ -2,8 +2,10 @@
 
 The member reads `queued` and `outcomes` (co-partitioned: the range assignor hands out equal
 partition numbers of both topics together). Each owned `queued` partition is one
-`PartitionScheduler` (partition.py), built from the spool when the partition is assigned
-(rebuild.py). Everything runs in one loop, so the state needs no locks:
+`PartitionScheduler` (partition.py), built from the spool in the background when the partition
+is newly assigned (rebuild.py) and kept across rebalances that leave it here (rebalance.py).
+Everything runs in one loop, so the state needs no locks (the pass lock only lets a revocation
+wait for the pass under way):
 
 - `queued` records update their partition's index (this includes our own writes read back);
 - `outcomes` records are applied to their partition once per (message id, attempt), their
@@ -24,7 +26,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 
 from ..core.domain.admin_rules import AdminRuleSet
 from ..core.domain.retry import RandomSource
@@ -43,7 +46,8 @@ from .outcomes import OutcomeApplier
 from .overrides import QueueConfigOverridesReader
 from .owned import OwnedPartitions
 from .partition import Indexed
-from .rebuild import build_partition
+from .rebalance import PartitionAssignment
+from .rebuild import BuiltPartition, build_partition
 from .releasing import Releaser
 from .writes import SchedulingWrites
 
@@ -54,18 +58,6 @@ OUTCOME_COMMIT_INTERVAL_SECONDS = 1.0
 DUE_METRIC_INTERVAL_SECONDS = 10.0
 
 Clock = Callable[[], float]
-
-
-class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
-    def __init__(self, scheduler: Scheduler) -> None:
-        self._scheduler = scheduler
-
-    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        await self._scheduler.commit_outcomes()
-        self._scheduler.on_revoked()
-
-    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        self._scheduler.on_assigned(set(assigned))
 
 
 class Scheduler:
@@ -97,6 +89,11 @@ class Scheduler:
             group_instance_id=runtime.kafka_group_instance_id,
             session_timeout_ms=SESSION_TIMEOUT_MS,
             heartbeat_interval_ms=HEARTBEAT_INTERVAL_MS,
+            # The range assignor gives each member the same partition numbers of `queued` and
+            # `outcomes` (equal counts); aiokafka's default, round robin, deals both topics'
+            # partitions out in turn, so a member would get outcomes of partitions it does
+            # not own.
+            partition_assignment_strategy=(RangePartitionAssignor,),
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             # `queued` is written in routing's transactions: skip aborted batches.
@@ -154,10 +151,21 @@ class Scheduler:
         # Partitions built since the active rules were last applied to them.
         self._rules_pending: set[int] = set()
         self.queued_partitions = self._topics.queued.partitions
-        self._pending_assignment: set[TopicPartition] | None = None
-        self.ready = False
         # Set when something may be releasable before the current wait would end.
         self._wake = asyncio.Event()
+        # Held by each loop pass: a revocation waits for the pass to end.
+        self._pass_lock = asyncio.Lock()
+        self._assignment = PartitionAssignment(
+            self._consumer,
+            self._topics,
+            served=self.partitions.numbers,
+            seek_kept=self._next_offset,
+            drop=self.partitions.drop,
+            build=self._build,
+            commit_outcomes=self.commit_outcomes,
+            pass_lock=self._pass_lock,
+            wake=self._wake,
+        )
 
     # --- ports.OperatorPort / AdminApiPort ------------------------------------------------
 
@@ -200,63 +208,52 @@ class Scheduler:
     ) -> None:
         await self._outcomes.retry_or_expire(entry, value, outcome)
 
-    # --- rebalance ---------------------------------------------------------------------
+    # --- partitions ------------------------------------------------------------------
 
-    def on_revoked(self) -> None:
-        self.ready = False
-        metrics.READY.set(0)
+    @property
+    def ready(self) -> bool:
+        """Every assigned partition is built (and the group is not rebalancing)."""
+        return self._assignment.ready
 
-    def on_assigned(self, assigned: set[TopicPartition]) -> None:
-        # Nothing is fetched until the rebuild is done and seeks into place.
-        self._consumer.pause(*assigned)
-        self._pending_assignment = assigned
-        self._wake.set()
-
-    async def _rebuild(self, assigned: set[TopicPartition]) -> None:
-        started = time.monotonic()
-        queued = self._topics.queued.name
-        numbers = sorted(tp.partition for tp in assigned if tp.topic == queued)
-        built = await asyncio.gather(
-            *(
-                build_partition(
-                    n,
-                    bootstrap=self._bootstrap,
-                    topics=self._topics,
-                    lease_ms=self._lease_ms,
-                    now_ms=self.now_ms(),
-                    client_id=f"{self._client_id}-rebuild",
-                )
-                for n in numbers
-            )
+    async def _build(self, partition: int) -> BuiltPartition:
+        return await build_partition(
+            partition,
+            bootstrap=self._bootstrap,
+            topics=self._topics,
+            lease_ms=self._lease_ms,
+            now_ms=self.now_ms(),
+            client_id=f"{self._client_id}-rebuild",
         )
-        if self._pending_assignment is not None:
-            return  # assigned again meanwhile: start over with the new assignment
-        for number in self.partitions.numbers():
-            self.partitions.drop(number)
-        for one in built:
-            for poison, rejection in one.poison:
+
+    def _next_offset(self, partition: int) -> int:
+        held = self.partitions.get(partition)
+        assert held is not None, f"partition {partition} kept but not served"
+        return held.next_offset
+
+    async def _install_built(self) -> None:
+        for built in self._assignment.take_built():
+            part = built.scheduler
+            for poison, rejection in built.poison:
                 await self._writes.dead_letter(poison, rejection)
             # Old copies of messages moved by an interrupted rebind: finish the move.
-            stale = await self.partitions.install(one.scheduler, self._spool.fetch)
+            stale = await self.partitions.install(part, self._spool.fetch)
             await asyncio.gather(*(self._writes.tombstone(entry) for entry in stale))
-            built_tp = TopicPartition(queued, one.scheduler.partition)
-            self._consumer.seek(built_tp, one.scheduler.next_offset)
-            metrics.note_partition_built(one.scheduler.partition, one.scheduler.build_seconds)
-        self._rules_pending |= set(numbers)
-        self._consumer.resume(*assigned)
-        self.ready = True
-        seconds = time.monotonic() - started
-        metrics.READY.set(1)
-        metrics.REBUILD_SECONDS.set(seconds)
-        log.info(
-            "rebuilt: releasing",
-            extra={
-                "partitions": numbers,
-                "messages": self.partitions.message_count,
-                "in_flight": self.partitions.in_flight_count,
-                "seconds": round(seconds, 3),
-            },
-        )
+            self._consumer.seek(
+                TopicPartition(self._topics.queued.name, part.partition), part.next_offset
+            )
+            self._rules_pending.add(part.partition)
+            metrics.note_partition_built(part.partition, part.build_seconds)
+            log.info(
+                "partition built",
+                extra={
+                    "partition": part.partition,
+                    "messages": part.state.message_count,
+                    "in_flight": part.state.in_flight_count,
+                    "records": built.records_read,
+                    "seconds": round(part.build_seconds, 3),
+                },
+            )
+            self._assignment.resume(part.partition)
 
     # --- the loop ----------------------------------------------------------------------
 
@@ -267,7 +264,7 @@ class Scheduler:
         await self._admin.start()
         self.queued_partitions = await self._producer.partitions_for(self._topics.queued.name)
         self._consumer.subscribe(
-            [self._topics.queued.name, self._topics.outcomes.name], listener=_Listener(self)
+            [self._topics.queued.name, self._topics.outcomes.name], listener=self._assignment
         )
         await self._consumer.start()
         last_due_metric = 0.0
@@ -275,18 +272,16 @@ class Scheduler:
             await self._overrides.caught_up.wait()
             await self._admin.caught_up.wait()
             while not stop.is_set():
-                if self._pending_assignment is not None:
-                    assigned, self._pending_assignment = self._pending_assignment, None
-                    await self._rebuild(assigned)
-                    continue
                 batch = await self._poll(self._wait_ms())
-                try:
-                    await self._handle(batch)
-                    if self.ready:
-                        await self._apply_admin_rules()
-                        await self._releaser.release_due()
-                finally:
-                    self._releaser.end_of_pass()
+                async with self._pass_lock:
+                    try:
+                        await self._install_built()
+                        await self._handle(batch)
+                        if self._assignment.serving:
+                            await self._apply_admin_rules()
+                            await self._releaser.release_due()
+                    finally:
+                        self._releaser.end_of_pass()
                 # Every pass, so the last outcomes get committed too when no more arrive.
                 if time.monotonic() - self._last_commit >= OUTCOME_COMMIT_INTERVAL_SECONDS:
                     await self.commit_outcomes()
@@ -296,7 +291,7 @@ class Scheduler:
                 metrics.QUEUED_MESSAGES.set(self.partitions.message_count)
                 metrics.IN_FLIGHT_MESSAGES.set(self.partitions.in_flight_count)
         finally:
-            self.ready = False
+            await self._assignment.stop()
             await self.commit_outcomes()
             await self._consumer.stop()
             await self._admin.stop()
@@ -334,7 +329,7 @@ class Scheduler:
 
     def _wait_ms(self) -> int:
         """How long to wait for records: until the next thing falls due, at most a tick."""
-        if not self.ready:
+        if not self._assignment.serving:
             return 200
         now = self.now_ms()
         wakeup = self.partitions.next_wakeup(now)
@@ -347,9 +342,13 @@ class Scheduler:
         for tp, records in batch.items():
             partition = self.partitions.get(tp.partition)
             if partition is None:
-                # Not served (being built): read again once it is, from where this began.
-                log.warning("records of a partition not served", extra={"topic": tp.topic})
+                # Not served (not built yet): read again once it is, from where this began.
+                log.warning(
+                    "records of a partition not served",
+                    extra={"topic": tp.topic, "partition": tp.partition},
+                )
                 self._consumer.seek(tp, records[0].offset)
+                self._consumer.pause(tp)
                 continue
             if tp.topic == self._topics.queued.name:
                 for record in records:
@@ -362,7 +361,7 @@ class Scheduler:
             await self._writes.dead_letter_record(record, indexed.rejected)
             return
         entry = indexed.entry
-        if entry is None or not self.ready:
+        if entry is None or not self._assignment.serving:
             return
         now = self.now_ms()
         self.actions.note_arrival(entry, now)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,6 +21,7 @@ from relaystream.core.kafka.topics import (
     declare_topics,
     partition_for_queue,
 )
+from relaystream.core.runtime.settings import RuntimeSettings, SchedulingSettings, Settings
 
 PARTITIONS = 3
 
@@ -33,6 +34,15 @@ async def create_topics(bootstrap: str, prefix: str) -> TopicCatalog:
     topics = catalog(prefix)
     await ensure_topics(bootstrap, topics)
     return topics
+
+
+def settings_for(bootstrap: str, prefix: str, lease_seconds: float = 900.0) -> Settings:
+    return Settings(
+        runtime=replace(RuntimeSettings(), kafka_bootstrap=bootstrap, topic_prefix=prefix),
+        scheduling=replace(
+            SchedulingSettings(), tick_interval_seconds=0.2, in_flight_lease_seconds=lease_seconds
+        ),
+    )
 
 
 def now_ms() -> int:

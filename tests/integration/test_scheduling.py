@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from dataclasses import replace
 
 import pytest
 from routing_support import committed_offsets, end_offsets
@@ -16,26 +15,17 @@ from scheduling_support import (
     queue_message,
     send_outcome,
     set_override,
+    settings_for,
 )
 
 from relaystream.core.kafka.producer import EventProducer
 from relaystream.core.kafka.topics import TopicCatalog
-from relaystream.core.runtime.settings import RuntimeSettings, SchedulingSettings, Settings
 from relaystream.scheduling import metrics
 from relaystream.scheduling.config_resolver import default_queue_config
 from relaystream.scheduling.scheduler import Scheduler
 
 # Slack for the scheduler's loop and Kafka round trips when asserting "released at its time".
 LATE_MS = 3_000
-
-
-def settings_for(bootstrap: str, prefix: str, lease_seconds: float = 900.0) -> Settings:
-    return Settings(
-        runtime=replace(RuntimeSettings(), kafka_bootstrap=bootstrap, topic_prefix=prefix),
-        scheduling=replace(
-            SchedulingSettings(), tick_interval_seconds=0.2, in_flight_lease_seconds=lease_seconds
-        ),
-    )
 
 
 @pytest.fixture
