@@ -1,12 +1,15 @@
 """The scheduling service: owns the scheduled queues of its `queued` partitions.
 
-Design (see service.py for the loop):
+Design (see scheduler.py for the loop):
 
-- State is rebuilt, never stored: on assignment the owned `queued` partitions are read from the
-  beginning to their end offsets (last record per id wins, tombstones remove), then the recent
-  tail of `attempts` (the in-flight lease, default 15 minutes) marks releases without an outcome
-  as in flight, so a restart does not release them again before the lease runs out. Only then
-  is the service ready (/readyz) and releasing. Due times live in the events, so timers survive.
+- State is rebuilt, never stored, one partition at a time (`partition.PartitionScheduler`): a
+  newly assigned `queued` partition is read from the beginning to its end offset (last record
+  per id wins, tombstones remove), then the recent tail of `attempts` (the in-flight lease,
+  default 15 minutes) marks releases without an outcome as in flight, so a restart does not
+  release them again before the lease runs out. Partitions kept across a rebalance keep their
+  state and are not read again (rebalance.py); new ones are built in the background while the
+  kept ones keep releasing. Ready (/readyz) once every assigned partition is built. Due times
+  live in the events, so timers survive.
 - Memory stays bounded when millions wait: no content is held. Each waiting message is a compact
   `core.spool.entry.SpoolEntry` (id, queue, due_at, attempts, created_at, queued partition and
   offset of its latest record) plus a (due_at, id) heap item in its queue's heap. Measured with
