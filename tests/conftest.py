@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from relaystream.core.runtime import event_loop
-from relaystream.devkit.broker import LocalKafka, free_loopback_ports
+from relaystream_devkit.broker import LocalKafka, free_loopback_ports
 
 
 def pytest_asyncio_loop_factories(

@@ -1,7 +1,10 @@
-"""The `relaystream` command: a thin shell over the core, the services and the devkit.
+"""The `relaystream` command: a thin shell over the core and the services.
 
 Each command group lives in its own module with a `register(subparsers)` function that adds
 its sub-commands; a sub-command's handler takes the parsed arguments and returns an exit code.
+Other installed distributions add command groups through the `relaystream.commands` entry-point
+group (the devkit's `dev`, `kafka`, `bench`, `chaos`, installed from a checkout and never in
+the image): the product names none of them.
 """
 
 from __future__ import annotations
@@ -10,13 +13,13 @@ import argparse
 import importlib
 import sys
 from collections.abc import Callable, Sequence
+from importlib.metadata import entry_points
+from types import ModuleType
 
 # Modules under relaystream.cli, each with `register(subparsers)`. Order is the help order.
 COMMAND_MODULES: tuple[str, ...] = (
-    "dev",
     "run",
     "logs",
-    "kafka",
     "topics",
     "queue_name",
     "retry_schedule",
@@ -28,9 +31,9 @@ COMMAND_MODULES: tuple[str, ...] = (
     "dead_letters",
     "queues",
     "publish",
-    "bench",
-    "chaos",
 )
+# Each entry point names a module with `register(subparsers)`; its commands follow the product's.
+COMMAND_ENTRY_POINTS = "relaystream.commands"
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -44,6 +47,14 @@ def build_parser() -> argparse.ArgumentParser:
     for name in COMMAND_MODULES:
         module = importlib.import_module(f"{__package__}.{name}")
         module.register(subparsers)
+    for entry_point in entry_points(group=COMMAND_ENTRY_POINTS):
+        where = f"{entry_point.value} (from {COMMAND_ENTRY_POINTS})"
+        try:
+            added: ModuleType = entry_point.load()
+            added.register(subparsers)
+        except (ImportError, AttributeError, argparse.ArgumentError) as error:
+            # A broken add-on must not take `relaystream run` down with it: say so, go on.
+            print(f"relaystream: commands {where} not loaded: {error}", file=sys.stderr)
     return parser
 
 

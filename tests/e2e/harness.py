@@ -34,7 +34,7 @@ from relaystream.core.events.codec import decode
 from relaystream.core.kafka.admin import ensure_topics
 from relaystream.core.kafka.replay import replay_topic
 from relaystream.core.kafka.topics import TopicCatalog, TopicSettings, declare_topics
-from relaystream.devkit.broker import free_loopback_ports
+from relaystream_devkit.broker import free_loopback_ports
 
 SERVICES = ("ingest", "routing", "scheduling", "delivery")
 

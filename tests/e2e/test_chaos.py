@@ -11,7 +11,7 @@ from pathlib import Path
 
 from child_processes import ends_with_test_run
 
-from relaystream.devkit.chaos import (
+from relaystream_devkit.chaos import (
     BROKER,
     PAST_SESSION_TIMEOUT_S,
     ChaosPlan,
@@ -19,7 +19,7 @@ from relaystream.devkit.chaos import (
     read_accepted,
     run_chaos,
 )
-from relaystream.devkit.cluster import LocalKafkaCluster
+from relaystream_devkit.cluster import LocalKafkaCluster
 
 MESSAGES = 6000
 BROKER_KILL_MESSAGES = 1500

@@ -23,8 +23,8 @@ from pathlib import Path
 import pytest
 from child_processes import ends_with_test_run
 
-from relaystream.devkit.broker import port_in_use
-from relaystream.devkit.dev import DevPorts
+from relaystream_devkit.broker import port_in_use
+from relaystream_devkit.dev import DevPorts
 
 PORTS = DevPorts()
 LISTENING = {

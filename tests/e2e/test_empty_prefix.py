@@ -22,7 +22,7 @@ from delivery_sinks import refused_port
 from dnsmasq import DnsServer
 from harness import MAIN_SINK, POLICIES, LogWatcher, Pipeline, Sinks, has_final, types_of
 
-from relaystream.devkit.broker import LocalKafka, free_loopback_ports
+from relaystream_devkit.broker import LocalKafka, free_loopback_ports
 
 SERVICE_GROUPS = {"ingest-submit", "routing", "scheduling", "delivery"}
 

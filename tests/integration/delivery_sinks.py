@@ -26,7 +26,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from relaystream.delivery.pool import ConnectionPool, PoolKey, PoolLimits
 from relaystream.delivery.smtp_session import SessionOptions, SessionTimeouts
 from relaystream.delivery.tls import TlsMode
-from relaystream.devkit.sink import OffersPipelining
+from relaystream_devkit.sink import OffersPipelining
 
 FAST = SessionTimeouts(connect=5.0, banner=5.0, command=10.0)
 

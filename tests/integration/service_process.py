@@ -18,7 +18,7 @@ from pathlib import Path
 
 from child_processes import ends_with_test_run
 
-from relaystream.devkit.broker import free_loopback_ports
+from relaystream_devkit.broker import free_loopback_ports
 
 
 class ServiceProcess:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from relaystream.devkit.bench import BenchOptions, format_report, run_bench
-from relaystream.devkit.bench_measure import STAGES
+from relaystream_devkit.bench import BenchOptions, format_report, run_bench
+from relaystream_devkit.bench_measure import STAGES
 
 SERVICES = {"ingest", "routing", "scheduling", "delivery"}
 RATE = 100.0  # messages per second; the 20th message leaves 19/RATE s after the first

@@ -13,7 +13,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from relaystream.devkit.broker import (
+from relaystream_devkit.broker import (
     BrokerAlreadyRunning,
     BrokerError,
     LocalKafka,

@@ -16,7 +16,7 @@ from ingest_harness import ingest_settings, read_events, running_ingest
 
 from relaystream.core.kafka.admin import ensure_topics
 from relaystream.core.kafka.topics import TopicSettings, declare_topics
-from relaystream.devkit.broker import LocalKafka, free_loopback_ports
+from relaystream_devkit.broker import LocalKafka, free_loopback_ports
 
 pytestmark = pytest.mark.kafka
 

@@ -14,7 +14,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from relaystream.core.kafka.admin import ensure_topics
 from relaystream.core.kafka.producer import EventProducer
 from relaystream.core.kafka.topics import TopicSettings, declare_topics
-from relaystream.devkit.cluster import LocalKafkaCluster, topic_settings_for
+from relaystream_devkit.cluster import LocalKafkaCluster, topic_settings_for
 
 
 async def partitions_of(bootstrap: str, topic: str) -> list[dict[str, Any]]:

@@ -29,7 +29,7 @@ import pytest
 from routing_support import create_topics
 from service_process import ServiceProcess
 
-from relaystream.devkit.broker import free_loopback_ports
+from relaystream_devkit.broker import free_loopback_ports
 
 READY_AGAIN_WITHIN_S = 15.0
 

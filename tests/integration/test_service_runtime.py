@@ -16,7 +16,7 @@ import pytest
 from routing_support import create_topics
 from service_process import ServiceProcess
 
-from relaystream.devkit.broker import free_loopback_ports
+from relaystream_devkit.broker import free_loopback_ports
 
 SERVICES = ("ingest", "routing", "scheduling", "delivery")
 UNKNOWN_VARIABLE = "RELAYSTREAM_NO_SUCH_SETTING"

@@ -7,7 +7,7 @@ import itertools
 from hypothesis import given
 from hypothesis import strategies as st
 
-from relaystream.devkit.bench_load import SmtpSinkCounter
+from relaystream_devkit.bench_load import SmtpSinkCounter
 
 # What `smtp-sink -c` wrote for 2 sessions of 5 and 3 messages (taken from a real run).
 EVENTS = [(1, 0, 0), (1, 0, 1), (1, 0, 2), (1, 0, 3), (1, 0, 4), (1, 0, 5)]

@@ -7,7 +7,7 @@ import signal
 from hypothesis import given
 from hypothesis import strategies as st
 
-from relaystream.devkit.dev import RestartBackoff, describe_exit
+from relaystream_devkit.dev import RestartBackoff, describe_exit
 
 # How long each run lasted before the service exited again.
 run_lengths = st.lists(st.floats(min_value=0, max_value=600), min_size=1, max_size=30)

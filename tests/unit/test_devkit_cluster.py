@@ -8,11 +8,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from relaystream.core.kafka.topics import TopicSettings
-from relaystream.devkit.broker import Quorum, render_server_properties
-from relaystream.devkit.chaos import BROKER, default_kills
-from relaystream.devkit.cluster import replication_for, topic_settings_for, voter_count
-from relaystream.devkit.fleet import SERVICE_NAMES
-from relaystream.devkit.scaling import max_gap
+from relaystream_devkit.broker import Quorum, render_server_properties
+from relaystream_devkit.chaos import BROKER, default_kills
+from relaystream_devkit.cluster import replication_for, topic_settings_for, voter_count
+from relaystream_devkit.fleet import SERVICE_NAMES
+from relaystream_devkit.scaling import max_gap
 
 
 def properties(text: str) -> dict[str, str]:

@@ -11,7 +11,7 @@ import pytest
 
 from relaystream.cli.main import main
 from relaystream.core.policy import PolicyAccepted, PolicyMessage, policy_from_file
-from relaystream.devkit.dev import sample_policy_path
+from relaystream_devkit.dev import sample_policy_path
 
 POLICIES = Path(__file__).resolve().parents[1] / "policies"
 

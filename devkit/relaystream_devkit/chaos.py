@@ -30,7 +30,8 @@ from typing import Any
 
 import aiosmtplib
 
-from ..core.kafka.consumer import SESSION_TIMEOUT_MS
+from relaystream.core.kafka.consumer import SESSION_TIMEOUT_MS
+
 from .broker import free_loopback_ports
 from .cluster import LocalKafkaCluster
 from .fleet import SERVICE_NAMES, Fleet, render_sink_policy

@@ -1,8 +1,8 @@
 """Replay speed of `relaystream audit decisions`: decisions per second over a big `decisions`.
 
-    .venv/bin/python bench/replay_bench.py [--records 1000000] [--bootstrap HOST:PORT]
+    .venv/bin/python devkit/bench/replay_bench.py [--records 1000000] [--bootstrap HOST:PORT]
 
-Without --bootstrap it starts a throwaway local broker (services/devkit/broker.py). It writes
+Without --bootstrap it starts a throwaway local broker (relaystream_devkit/broker.py). It writes
 `--records` RoutingDecision records to a fresh `decisions` topic, then times the command in
 process (output to /dev/null) with a filter matching about 1 % of them, with a tenant filter,
 and with no filter. Prints numbers; asserts nothing.
@@ -36,7 +36,7 @@ from relaystream.core.events.meta import encode_meta
 from relaystream.core.kafka.admin import ensure_topics
 from relaystream.core.kafka.producer import best_compression
 from relaystream.core.kafka.topics import TopicSettings, declare_topics, partition_for_key
-from relaystream.devkit.broker import LocalKafka, free_loopback_ports
+from relaystream_devkit.broker import LocalKafka, free_loopback_ports
 
 DOMAINS = 100  # the --domain filter picks one: about 1 % of the records
 TENANTS = 5

@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..devkit.broker import (
+from ..broker import (
     DEFAULT_CONTROLLER_PORT,
     DEFAULT_PORT,
     BrokerAlreadyRunning,

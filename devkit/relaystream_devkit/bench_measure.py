@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from ..core.events.codec import DecodeError, decode
-from ..core.kafka.replay import replay_topic
+from relaystream.core.events.codec import DecodeError, decode
+from relaystream.core.kafka.replay import replay_topic
 
 PROC = Path("/proc")
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")

@@ -11,11 +11,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from ..devkit.broker import BrokerError
-from ..devkit.chaos import BROKER, ChaosPlan, default_kills, format_report, run_chaos
-from ..devkit.cluster import LocalKafkaCluster, replication_for
-from ..devkit.fleet import SERVICE_NAMES
-from ..devkit.scaling import format_scaling, run_scaling
+from ..broker import BrokerError
+from ..chaos import BROKER, ChaosPlan, default_kills, format_report, run_chaos
+from ..cluster import LocalKafkaCluster, replication_for
+from ..fleet import SERVICE_NAMES
+from ..scaling import format_scaling, run_scaling
 
 
 def register(subparsers: Any) -> None:

@@ -32,8 +32,9 @@ from pathlib import Path
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 
-from ..core.domain.queue_name import QueueName
-from ..core.kafka.topics import TopicSpec, partition_for_queue
+from relaystream.core.domain.queue_name import QueueName
+from relaystream.core.kafka.topics import TopicSpec, partition_for_queue
+
 from .broker import free_loopback_ports
 from .chaos import ChaosPlan, Load, SinkCounter, prepare_run, recipient_domain
 from .fleet import SERVICE_NAMES, Fleet

@@ -1,6 +1,6 @@
 """How long each service takes to come back after a kill -9: to /readyz 200 and to serving.
 
-    .venv/bin/python bench/restart_bench.py [--bootstrap 127.0.0.1:9092] [--repeats 2]
+    .venv/bin/python devkit/bench/restart_bench.py [--bootstrap 127.0.0.1:9092] [--repeats 2]
         [--dynamic]
 
 Starts the four services as `relaystream run NAME` processes (as `relaystream dev` does, with
@@ -31,14 +31,14 @@ from pathlib import Path
 
 from relaystream.core.kafka.admin import ensure_topics
 from relaystream.core.kafka.topics import TopicSettings, declare_topics
-from relaystream.devkit.broker import LocalKafka, free_loopback_ports
-from relaystream.devkit.dev import (
+from relaystream_devkit.broker import LocalKafka, free_loopback_ports
+from relaystream_devkit.dev import (
     SERVICE_NAMES,
     DevPorts,
     sample_policy_path,
     write_dev_settings,
 )
-from relaystream.devkit.sink import MailSink
+from relaystream_devkit.sink import MailSink
 
 SERVE_WITHIN_S = 120.0
 

@@ -28,7 +28,8 @@ from pathlib import Path
 
 from aiokafka.admin import AIOKafkaAdminClient
 
-from ..core.kafka.topics import TopicSettings
+from relaystream.core.kafka.topics import TopicSettings
+
 from .broker import (
     CLUSTER_NODE_JVM_HEAP,
     LOOPBACK,

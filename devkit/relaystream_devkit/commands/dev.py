@@ -6,8 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ..devkit.broker import BrokerError, default_state_dir
-from ..devkit.dev import DevPorts, run_dev
+from ..broker import BrokerError, default_state_dir
+from ..dev import DevPorts, run_dev
 
 
 def register(subparsers: Any) -> None:

@@ -1,6 +1,6 @@
 """Encode and decode throughput of the event codec, per event type, for realistic records.
 
-    .venv/bin/python bench/codec_bench.py [--content-size 10000] [--seconds 1.0]
+    .venv/bin/python devkit/bench/codec_bench.py [--content-size 10000] [--seconds 1.0]
 
 Message-carrying events hold a `content_size`-byte message (10 KB by default).
 """

@@ -49,7 +49,7 @@ DEFAULT_PORT = 9092
 DEFAULT_CONTROLLER_PORT = 9093
 # Sized for a 2-core, 24 GiB development machine that also runs the four services.
 DEFAULT_JVM_HEAP = ("-Xms512m", "-Xmx1g")
-# Each node of a local cluster (services/devkit/cluster.py): three of them share that machine.
+# Each node of a local cluster (cluster.py): three of them share that machine.
 CLUSTER_NODE_JVM_HEAP = ("-Xms256m", "-Xmx512m")
 MINIMUM_JAVA_MAJOR = 17
 
@@ -175,7 +175,7 @@ def render_server_properties(
 
 
 def _devkit_file(name: str) -> Path:
-    return Path(str(resources.files(__package__ or "relaystream.devkit").joinpath(name)))
+    return Path(str(resources.files(__package__ or "relaystream_devkit").joinpath(name)))
 
 
 def _run_blocking(coroutine: Coroutine[Any, Any, _T]) -> _T:

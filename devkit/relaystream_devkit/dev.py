@@ -30,8 +30,9 @@ from typing import IO
 
 import yaml
 
-from ..core.kafka.admin import ensure_topics
-from ..core.kafka.topics import TopicSettings, declare_topics
+from relaystream.core.kafka.admin import ensure_topics
+from relaystream.core.kafka.topics import TopicSettings, declare_topics
+
 from .broker import LocalKafka
 from .sink import MailSink
 

@@ -1,5 +1,5 @@
 """`relaystream bench`: end-to-end throughput and latency of the pipeline, optionally next to a
-local Postfix (services/devkit/bench.py does the work)."""
+local Postfix (relaystream_devkit/bench.py does the work)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ..devkit.bench import GENERATORS, SINKS, BenchOptions, main
-from ..devkit.bench_load import SCENARIOS
-from ..devkit.broker import BrokerError, default_state_dir
+from ..bench import GENERATORS, SINKS, BenchOptions, main
+from ..bench_load import SCENARIOS
+from ..broker import BrokerError, default_state_dir
 
 
 def register(subparsers: Any) -> None:

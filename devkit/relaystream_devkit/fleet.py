@@ -25,8 +25,9 @@ from typing import Any
 
 import yaml
 
-from ..core.kafka.admin import ensure_topics
-from ..core.kafka.topics import TopicCatalog, TopicSettings, declare_topics
+from relaystream.core.kafka.admin import ensure_topics
+from relaystream.core.kafka.topics import TopicCatalog, TopicSettings, declare_topics
+
 from .broker import free_loopback_ports
 from .cluster import topic_settings_for
 

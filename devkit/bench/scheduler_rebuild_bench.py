@@ -1,7 +1,7 @@
 """How long the scheduler takes to rebuild its state from `queued`, and how much memory it holds.
 
-    .venv/bin/python bench/scheduler_rebuild_bench.py [--count 1000000] [--bootstrap HOST:PORT]
-        [--partitions 6] [--content-size 1024] [--queues 1000]
+    .venv/bin/python devkit/bench/scheduler_rebuild_bench.py [--count 1000000]
+        [--bootstrap HOST:PORT] [--partitions 6] [--content-size 1024] [--queues 1000]
 
 Without --bootstrap a local broker is started in a temporary directory (and stopped after).
 It writes `count` QueuedMessage records (content of `content-size` bytes, spread over `queues`
@@ -28,8 +28,8 @@ from relaystream.core.events.codec import encode
 from relaystream.core.kafka.admin import ensure_topics
 from relaystream.core.kafka.topics import TopicSettings, declare_topics, partition_for_queue
 from relaystream.core.runtime import event_loop
-from relaystream.devkit.broker import LocalKafka, free_loopback_ports
 from relaystream.scheduling.rebuild import build_partition
+from relaystream_devkit.broker import LocalKafka, free_loopback_ports
 
 TEMPLATE_ID = "0" * 32
 DUE_VARIANTS = 10

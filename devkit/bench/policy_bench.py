@@ -3,7 +3,7 @@
 Message snippets are timed through `on_message_received`; the get_queue_config snippet
 through `get_queue_config` (the call the scheduler makes per queue). Run:
 
-    .venv/bin/python bench/policy_bench.py [--seconds 2]
+    .venv/bin/python devkit/bench/policy_bench.py [--seconds 2]
 """
 
 from __future__ import annotations
@@ -11,11 +11,12 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from relaystream.core.policy import PolicyMessage, policy_from_file
 
-POLICIES = Path(__file__).resolve().parents[1] / "tests" / "policies"
+POLICIES = Path(__file__).resolve().parents[2] / "tests" / "policies"
 HEADERS = "From: a@example.org\r\nTo: b@example.com\r\nSubject: hello\r\n"
 
 
@@ -50,19 +51,16 @@ def main() -> None:
         policy = policy_from_file(path)
         if path.stem == "seed_mx_list":
             hosted = rate(
-                lambda p=policy: p.get_queue_config(
-                    "domain.to.be.smart.hosted", "acme", None, None
-                ),
+                partial(policy.get_queue_config, "domain.to.be.smart.hosted", "acme", None, None),
                 args.seconds,
             )
             default = rate(
-                lambda p=policy: p.get_queue_config("example.com", "acme", None, None),
-                args.seconds,
+                partial(policy.get_queue_config, "example.com", "acme", None, None), args.seconds
             )
             print(f"{path.name:28} get_queue_config (mx_list)   {hosted:>10,.0f}/s")
             print(f"{path.name:28} get_queue_config (defaults)  {default:>10,.0f}/s")
         else:
-            received = rate(lambda p=policy: p.on_message_received("ESMTP", message), args.seconds)
+            received = rate(partial(policy.on_message_received, "ESMTP", message), args.seconds)
             print(f"{path.name:28} on_message_received          {received:>10,.0f}/s")
 
 

@@ -32,8 +32,9 @@ from typing import Protocol
 
 import yaml
 
-from ..core.kafka.admin import ensure_topics
-from ..core.kafka.topics import TopicCatalog, TopicSettings, declare_topics
+from relaystream.core.kafka.admin import ensure_topics
+from relaystream.core.kafka.topics import TopicCatalog, TopicSettings, declare_topics
+
 from .bench_load import (
     SCENARIOS,
     Injection,
