@@ -11,6 +11,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVICES = ROOT / "services"
+# The devkit distribution (devkit/pyproject.toml): its package and its benchmark scripts.
+DEVKIT = ROOT / "devkit"
+DEVKIT_PACKAGE = DEVKIT / "relaystream_devkit"
 SERVICE_PACKAGES = ("ingest", "routing", "scheduling", "delivery")
 BIN = Path(sys.executable).parent
 
@@ -30,7 +33,7 @@ def test_ruff_format_is_clean() -> None:
 
 
 def test_mypy_strict_is_clean() -> None:
-    result = run_tool(str(BIN / "mypy"), "services")
+    result = run_tool(str(BIN / "mypy"), "services", "devkit")
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -153,8 +156,8 @@ def test_no_import_cycles_in_services() -> None:
 
 
 def test_the_cli_imports_no_service() -> None:
-    """The CLI is a shell over the core (and the devkit); `relaystream run NAME` alone loads a
-    service, by name, to run it (cli/run.py)."""
+    """The CLI is a shell over the core; `relaystream run NAME` alone loads a service, by name,
+    to run it (cli/run.py)."""
     offenders = {
         str(path.relative_to(ROOT)): sorted(imported_packages(path) & set(SERVICE_PACKAGES))
         for path in python_files("cli")
@@ -180,6 +183,80 @@ def test_a_service_imports_only_core_and_itself(service: str) -> None:
         for path in python_files(service)
         if imported_packages(path) - allowed
     }
+    assert offenders == {}
+
+
+def devkit_imports(source: str) -> list[str]:
+    """Each statement or string of a module that reaches the devkit: an import of
+    `relaystream_devkit` (or of `relaystream.devkit`, where it lived inside the product, or
+    `..devkit` relative), or a module name in a string (`importlib.import_module(...)`)."""
+
+    def is_devkit(name: str, relative: bool = False) -> bool:
+        return name.split(".")[0] == "relaystream_devkit" or name.startswith(
+            "devkit" if relative else "relaystream.devkit"
+        )
+
+    found: list[str] = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            hit = any(is_devkit(alias.name) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            module = node.module or ""
+            names = [module, *(f"{module}.{alias.name}".lstrip(".") for alias in node.names)]
+            hit = any(is_devkit(name, relative=node.level > 0) for name in names)
+        else:
+            hit = isinstance(node, ast.Constant) and isinstance(node.value, str)
+            hit = hit and is_devkit(str(getattr(node, "value", "")))
+        if hit:
+            found.append(ast.unparse(node))
+    return found
+
+
+def test_devkit_imports_are_found() -> None:
+    # The check itself can fail: every way a module could reach the devkit.
+    source = (
+        "import relaystream_devkit.broker\n"
+        "from relaystream_devkit.dev import run_dev\n"
+        "from relaystream.devkit.broker import LocalKafka\n"
+        "from ..devkit import broker\n"
+        "from .. import devkit\n"
+        "import importlib\n"
+        "importlib.import_module('relaystream_devkit.commands.dev')\n"
+        "from relaystream.core.kafka import topics\n"
+    )
+    assert len(devkit_imports(source)) == 6
+
+
+def test_nothing_in_the_product_imports_the_devkit() -> None:
+    """The image installs `services/` only: the devkit is another distribution, which adds its
+    commands to the CLI through an entry point the product does not name."""
+    assert not list((SERVICES / "devkit").rglob("*.py"))
+    offenders = {
+        str(path.relative_to(ROOT)): devkit_imports(path.read_text())
+        for path in SERVICES.rglob("*.py")
+        if devkit_imports(path.read_text())
+    }
+    assert offenders == {}
+
+
+def test_the_devkit_imports_only_the_core_of_the_product() -> None:
+    """It runs the services as processes (`python -m relaystream run NAME`), as production does;
+    its benchmark scripts (devkit/bench/) may time a service's internals."""
+    offenders: dict[str, list[str]] = {}
+    for path in sorted(DEVKIT_PACKAGE.rglob("*.py")):
+        imported = {
+            name.split(".")[1]
+            for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, ast.ImportFrom | ast.Import)
+            for name in (
+                [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else [alias.name for alias in node.names]
+            )
+            if name.startswith("relaystream.")
+        }
+        if imported - {"core"}:
+            offenders[str(path.relative_to(ROOT))] = sorted(imported - {"core"})
     assert offenders == {}
 
 
