@@ -8,6 +8,7 @@ import fnmatch
 import shutil
 import subprocess
 import sys
+import sysconfig
 import zipfile
 from pathlib import Path
 
@@ -170,13 +171,22 @@ def test_dockerignore_sends_what_the_build_copies_and_nothing_else() -> None:
         *sources, _ = copy.split()
         for source in sources:
             assert _dockerignore_allows(source.rstrip("/")), source
-    for kept_out in (".venv/bin/python", ".git/config", "tests/__init__.py", "k8s/base/x.yaml"):
+    kept_out_paths = (
+        ".venv/bin/python",
+        ".git/config",
+        "tests/__init__.py",
+        "k8s/base/x.yaml",
+        # The devkit is a distribution of its own, which the image does not install.
+        "devkit/pyproject.toml",
+        "devkit/relaystream_devkit/broker.py",
+    )
+    for kept_out in kept_out_paths:
         assert not _dockerignore_allows(kept_out), kept_out
     assert not _dockerignore_allows("services/cli/__pycache__/main.cpython-311.pyc")
 
 
-def test_build_step_installs_the_console_script(tmp_path: Path) -> None:
-    # The builder's `pip install .`, replayed as a wheel build on the same build context.
+def build_wheel(tmp_path: Path) -> Path:
+    """The builder's `pip install .`, replayed as a wheel build on the same build context."""
     context = build_context(tmp_path / "context")
     wheels = tmp_path / "wheels"
     subprocess.run(
@@ -196,6 +206,11 @@ def test_build_step_installs_the_console_script(tmp_path: Path) -> None:
         timeout=300,
     )
     (wheel,) = wheels.glob("relaystream-*.whl")
+    return wheel
+
+
+def test_build_step_installs_the_console_script(tmp_path: Path) -> None:
+    wheel = build_wheel(tmp_path)
     with zipfile.ZipFile(wheel) as archive:
         names = archive.namelist()
         (entry_points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
@@ -204,3 +219,79 @@ def test_build_step_installs_the_console_script(tmp_path: Path) -> None:
     for service in SERVICES:
         assert f"relaystream/{service}/__init__.py" in names
     assert any(n.startswith("relaystream/schemas/") and n.endswith(".avsc") for n in names)
+    assert not [n for n in names if "devkit" in n]
+
+
+# The commands the devkit adds to the CLI from a checkout (devkit/pyproject.toml).
+DEVKIT_COMMANDS = ("dev", "kafka", "bench", "chaos")
+
+
+def run_product_only(tmp_path: Path, wheel: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    """`python -S *argv` seeing the installed wheel and the product's dependencies, as the
+    image does: this venv's site-packages without relaystream's and the devkit's own entries
+    (their editable finders, .pth files and metadata, through which the devkit registers)."""
+    installed = tmp_path / "installed"
+    if not installed.exists():
+        subprocess.run(
+            [
+                *(sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index"),
+                *("--target", str(installed), str(wheel)),
+            ],
+            check=True,
+            timeout=120,
+        )
+        dependencies = tmp_path / "dependencies"
+        dependencies.mkdir()
+        for entry in Path(sysconfig.get_paths()["purelib"]).iterdir():
+            if entry.name.startswith(("relaystream", "__editable__")) or entry.suffix == ".pth":
+                continue
+            (dependencies / entry.name).symlink_to(entry)
+    env = {"PYTHONPATH": f"{installed}:{tmp_path / 'dependencies'}", "PATH": "/usr/bin:/bin"}
+    return subprocess.run(
+        [sys.executable, "-S", *argv],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+
+
+def listed_commands(help_text: str) -> set[str]:
+    return {line.split()[0] for line in help_text.splitlines() if line.startswith("    ")}
+
+
+def test_the_installed_product_has_no_devkit(tmp_path: Path) -> None:
+    wheel = build_wheel(tmp_path)
+    # Every module of the installed product (`python -m relaystream` aside: it runs the CLI)
+    # imports without the devkit.
+    every_module = (
+        "import pkgutil, relaystream\n"
+        "for module in pkgutil.walk_packages(relaystream.__path__, 'relaystream.'):\n"
+        "    if not module.name.endswith('__main__'):\n"
+        "        __import__(module.name)\n"
+        "import importlib.util\n"
+        "assert importlib.util.find_spec('relaystream_devkit') is None\n"
+        "assert importlib.util.find_spec('relaystream.devkit') is None\n"
+        "print(relaystream.__file__)\n"
+    )
+    imported = run_product_only(tmp_path, wheel, "-c", every_module)
+    assert imported.returncode == 0, imported.stderr
+    assert imported.stdout.startswith(str(tmp_path / "installed"))
+    # Its CLI lists no devkit command, and says nothing about one it could not load.
+    shown = run_product_only(tmp_path, wheel, "-m", "relaystream", "--help")
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stderr == ""
+    commands = listed_commands(shown.stdout)
+    assert {"run", "topics", "queues"} <= commands
+    assert not commands & set(DEVKIT_COMMANDS)
+    # The same help from this checkout's venv, where the devkit is installed, lists them.
+    with_devkit = subprocess.run(
+        [sys.executable, "-m", "relaystream", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    assert set(DEVKIT_COMMANDS) <= listed_commands(with_devkit.stdout)
