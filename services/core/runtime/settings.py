@@ -413,7 +413,7 @@ class RoutingSettings:
         ),
     )
     # Under a backlog a bigger transaction spreads its fixed broker cost (offsets, markers)
-    # over more records: 2000 routed 4.7k/s where 500 routed 3.3k/s (bench/routing_bench.py).
+    # over more records: 2000 routed 4.7k/s, 500 routed 3.3k/s (devkit/bench/routing_bench.py).
     max_batch_records: int = field(
         default=2_000,
         metadata=_about(
