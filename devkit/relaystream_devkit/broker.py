@@ -41,7 +41,7 @@ from typing import Any, TypeVar
 
 from aiokafka.admin import AIOKafkaAdminClient
 
-from ..core.kafka.fencing import BROKER_ABORT_CHECK_INTERVAL_MS
+from relaystream.core.kafka.fencing import BROKER_ABORT_CHECK_INTERVAL_MS
 
 KAFKA_VERSION = "4.1.1"
 LOOPBACK = "127.0.0.1"
