@@ -75,6 +75,7 @@ class AcceptedRecord:
     offset: int
     key: bytes
     value: bytes
+    timestamp: int = 0
 
 
 async def preproduce(

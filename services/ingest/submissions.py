@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol, cast
+from typing import Any, cast
 
 from ..core.domain.envelope import EnvelopeAddress, EnvelopeAddressError
 from ..core.events.codec import DecodeError, decode, encode
@@ -23,6 +23,7 @@ from ..core.events.meta import MetaError, decode_meta
 from ..core.events.records import MessageSubmitted
 from ..core.kafka.batches import Outgoing
 from ..core.kafka.dead_letter import RecordRejected, dead_letter_record, poison_of
+from ..core.kafka.source_record import SourceRecord
 from ..core.kafka.topics import TopicCatalog, partition_for_key
 from . import metrics
 from .accepted_messages import Reception, accepted_messages
@@ -31,28 +32,6 @@ from .message_ids import submission_message_id
 log = logging.getLogger(__name__)
 
 PROTOCOL = "Kafka"
-
-
-class SourceRecord(Protocol):
-    """What the converter reads of a consumed record (aiokafka's ConsumerRecord, narrowed)."""
-
-    @property
-    def topic(self) -> str: ...
-
-    @property
-    def partition(self) -> int: ...
-
-    @property
-    def offset(self) -> int: ...
-
-    @property
-    def timestamp(self) -> int: ...
-
-    @property
-    def key(self) -> bytes | None: ...
-
-    @property
-    def value(self) -> bytes | None: ...
 
 
 def decode_submission(data: bytes) -> MessageSubmitted:

@@ -19,36 +19,18 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol, cast
+from typing import cast
 
 from ..core.events.codec import DecodeError, decode, encode
 from ..core.events.records import MessageAccepted, RoutingOutcome
 from ..core.kafka.batches import Outgoing
 from ..core.kafka.dead_letter import RecordRejected, dead_letter_record, poison_of
+from ..core.kafka.source_record import SourceRecord
 from ..core.kafka.topics import TopicCatalog, key_hash, partition_for_queue
 from ..core.policy import Policy
 from .decision import InvalidAccepted, RoutingResult, decide
 
 log = logging.getLogger(__name__)
-
-
-class SourceRecord(Protocol):
-    """What the router reads of a consumed record (aiokafka's ConsumerRecord, narrowed)."""
-
-    @property
-    def topic(self) -> str: ...
-
-    @property
-    def partition(self) -> int: ...
-
-    @property
-    def offset(self) -> int: ...
-
-    @property
-    def key(self) -> bytes | None: ...
-
-    @property
-    def value(self) -> bytes | None: ...
 
 
 @dataclass(frozen=True)

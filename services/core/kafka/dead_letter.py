@@ -146,14 +146,21 @@ class DeadLetters:
         await self._producer.send(
             self._topic, self._encode(DEAD_LETTER_SCHEMA, event), key=record.dead_letter_id
         )
-        metrics.DEAD_LETTERED_RECORDS.labels(group, record.topic).inc()
-        log.warning(
-            "record dead-lettered",
-            extra={
-                "source_topic": record.topic,
-                "source_partition": record.partition,
-                "source_offset": record.offset,
-                "error_type": rejection.error_type,
-                "reason": rejection.reason,
-            },
-        )
+        note_dead_lettered(group, record.topic, record.partition, record.offset, rejection)
+
+
+def note_dead_lettered(
+    group: str, topic: str, partition: int, offset: int, rejection: RecordRejected
+) -> None:
+    """Counts a record sent to `dead-letter` and logs where it came from and why."""
+    metrics.DEAD_LETTERED_RECORDS.labels(group, topic).inc()
+    log.warning(
+        "record dead-lettered",
+        extra={
+            "source_topic": topic,
+            "source_partition": partition,
+            "source_offset": offset,
+            "error_type": rejection.error_type,
+            "reason": rejection.reason,
+        },
+    )

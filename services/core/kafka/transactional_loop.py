@@ -40,7 +40,7 @@ from aiokafka.structs import OffsetAndMetadata
 from . import metrics
 from .batches import Outgoing, send_in_batches
 from .consumer import HEARTBEAT_INTERVAL_MS, SESSION_TIMEOUT_MS
-from .dead_letter import RecordRejected
+from .dead_letter import RecordRejected, note_dead_lettered
 from .producer import MAX_BATCH_SIZE, MAX_REQUEST_SIZE, best_compression
 from .rewind import rewind_to_committed
 
@@ -267,16 +267,8 @@ class TransactionalLoop(Generic[T]):
     def _count_rejections(self, sources: Sequence[Any], results: Sequence[T]) -> None:
         for record, result in zip(sources, results, strict=True):
             for rejection in result.rejections:
-                metrics.DEAD_LETTERED_RECORDS.labels(self._group, record.topic).inc()
-                log.warning(
-                    "record dead-lettered",
-                    extra={
-                        "source_topic": record.topic,
-                        "source_partition": record.partition,
-                        "source_offset": record.offset,
-                        "error_type": rejection.error_type,
-                        "reason": rejection.reason,
-                    },
+                note_dead_lettered(
+                    self._group, record.topic, record.partition, record.offset, rejection
                 )
 
 
