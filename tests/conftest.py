@@ -14,9 +14,9 @@ import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
+from kafka_brokers import fresh_broker
 
 from relaystream.core.runtime import event_loop
-from relaystream_devkit.broker import LocalKafka, free_loopback_ports
 
 
 def pytest_asyncio_loop_factories(
@@ -34,18 +34,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session")
 def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Bootstrap address "127.0.0.1:PORT" of a fresh single-node broker for the whole session."""
-    state_dir = tmp_path_factory.mktemp("kafka-state")
-    broker = LocalKafka(state_dir=state_dir)
-    port, controller_port = free_loopback_ports(2)
-    # A generous deadline: on a busy 2-core machine the JVM can take a minute to come up.
-    bootstrap = broker.start(
-        port=port, controller_port=controller_port, data_dir=state_dir / "data", timeout_s=180
-    )
-    try:
+    """Bootstrap address of a fresh single-node broker for the whole session."""
+    with fresh_broker(tmp_path_factory.mktemp("kafka-state")) as bootstrap:
         yield bootstrap
-    finally:
-        broker.stop()
 
 
 @pytest.fixture

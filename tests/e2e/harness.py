@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ from typing import Any
 import aiohttp
 import yaml
 from child_processes import ends_with_test_run
-from delivery_sinks import SmtpSink
+from delivery_sinks import SmtpSink, refused_port
 from dnsmasq import DnsRecords, DnsServer, MxHost
 
 from relaystream.core.domain.log_record import LogRecord, to_kumo_json
@@ -303,3 +303,21 @@ async def start_pipeline(
     )
     await pipeline.start()
     return pipeline
+
+
+@contextlib.asynccontextmanager
+async def dedicated_pipeline(
+    kafka_bootstrap: str, dns_server: DnsServer, sinks: Sinks, workdir: Path
+) -> AsyncIterator[tuple[Pipeline, LogWatcher]]:
+    """A pipeline of its own on the standard test policy, and a watcher of its log topic: for
+    tests that kill or poison its services, so the other tests' pipeline is left alone."""
+    template = (POLICIES / "pipeline.lua.template").read_text()
+    policy = template.replace("{refused_port}", str(refused_port("127.0.0.4")))
+    pipeline = await start_pipeline(kafka_bootstrap, dns_server, sinks, workdir, policy)
+    watcher = LogWatcher(pipeline.bootstrap, pipeline.topics.log.name)
+    watcher.start()
+    try:
+        yield pipeline, watcher
+    finally:
+        await watcher.stop()
+        pipeline.stop()

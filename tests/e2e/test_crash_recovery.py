@@ -12,16 +12,14 @@ from collections import Counter
 from collections.abc import AsyncIterator
 
 import pytest
-from delivery_sinks import refused_port
 from dnsmasq import DnsServer
 from harness import (
     MAIN_SINK,
-    POLICIES,
     LogWatcher,
     Pipeline,
     Sinks,
+    dedicated_pipeline,
     has_final,
-    start_pipeline,
     types_of,
 )
 
@@ -33,18 +31,10 @@ async def crash_pipeline(
     sinks: Sinks,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[tuple[Pipeline, LogWatcher]]:
-    template = (POLICIES / "pipeline.lua.template").read_text()
-    policy = template.replace("{refused_port}", str(refused_port("127.0.0.4")))
-    pipeline = await start_pipeline(
-        kafka_bootstrap, dns_server, sinks, tmp_path_factory.mktemp("crash"), policy
-    )
-    watcher = LogWatcher(pipeline.bootstrap, pipeline.topics.log.name)
-    watcher.start()
-    try:
-        yield pipeline, watcher
-    finally:
-        await watcher.stop()
-        pipeline.stop()
+    async with dedicated_pipeline(
+        kafka_bootstrap, dns_server, sinks, tmp_path_factory.mktemp("crash")
+    ) as running:
+        yield running
 
 
 def send_each(pipeline: Pipeline, recipients: list[str]) -> None:

@@ -22,9 +22,8 @@ from typing import Any
 
 import aiohttp
 import pytest
-from delivery_sinks import refused_port
 from dnsmasq import DnsServer
-from harness import MAIN_SINK, POLICIES, LogWatcher, Pipeline, Sinks, has_final, start_pipeline
+from harness import MAIN_SINK, LogWatcher, Pipeline, Sinks, dedicated_pipeline, has_final
 
 from relaystream.core.events.codec import DecodeError, decode, encode
 from relaystream.core.events.examples import example_records
@@ -55,18 +54,10 @@ async def poisoned_pipeline(
     sinks: Sinks,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[tuple[Pipeline, LogWatcher]]:
-    template = (POLICIES / "pipeline.lua.template").read_text()
-    policy = template.replace("{refused_port}", str(refused_port("127.0.0.4")))
-    pipeline = await start_pipeline(
-        kafka_bootstrap, dns_server, sinks, tmp_path_factory.mktemp("poison"), policy
-    )
-    watcher = LogWatcher(pipeline.bootstrap, pipeline.topics.log.name)
-    watcher.start()
-    try:
-        yield pipeline, watcher
-    finally:
-        await watcher.stop()
-        pipeline.stop()
+    async with dedicated_pipeline(
+        kafka_bootstrap, dns_server, sinks, tmp_path_factory.mktemp("poison")
+    ) as running:
+        yield running
 
 
 def realistic(schema: str, unique: str) -> dict[str, Any]:

@@ -21,24 +21,15 @@ from aiokafka.admin import AIOKafkaAdminClient
 from delivery_sinks import refused_port
 from dnsmasq import DnsServer
 from harness import MAIN_SINK, POLICIES, LogWatcher, Pipeline, Sinks, has_final, types_of
-
-from relaystream_devkit.broker import LocalKafka, free_loopback_ports
+from kafka_brokers import fresh_broker
 
 SERVICE_GROUPS = {"ingest-submit", "routing", "scheduling", "delivery"}
 
 
 @pytest.fixture(scope="module")
 def own_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    state_dir = tmp_path_factory.mktemp("kafka-empty-prefix")
-    broker = LocalKafka(state_dir=state_dir)
-    port, controller_port = free_loopback_ports(2)
-    bootstrap = broker.start(
-        port=port, controller_port=controller_port, data_dir=state_dir / "data", timeout_s=180
-    )
-    try:
+    with fresh_broker(tmp_path_factory.mktemp("kafka-empty-prefix")) as bootstrap:
         yield bootstrap
-    finally:
-        broker.stop()
 
 
 @pytest.fixture(scope="module")
