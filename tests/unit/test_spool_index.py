@@ -138,7 +138,8 @@ def test_the_index_refuses_every_record_the_full_decode_refuses(value: bytes) ->
         record["queue"],
         record["attempts"],
     )
-    assert entry.due_at == int(record["due_at"].timestamp() * 1000)
+    # Exact milliseconds: a float timestamp before 1970 truncates the wrong way.
+    assert entry.due_at == (record["due_at"] - EPOCH) // timedelta(milliseconds=1)
 
 
 def test_an_invalid_utf8_sender_is_refused_at_index_time() -> None:
