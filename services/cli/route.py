@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, cast
 
@@ -26,6 +29,7 @@ from ..core.policy import (
     ReceptionProtocol,
     policy_from_file,
 )
+from ..core.policy.lua_policy import policy_log
 from ..core.policy.routing_rule import RefusedMessage, route_message
 
 MESSAGE_ID = "route-cli"
@@ -158,17 +162,35 @@ def run(args: argparse.Namespace) -> int:
         EnvelopeAddress.parse(args.recipient)
         if args.sender:
             EnvelopeAddress.parse(args.sender)
-        policy = policy_from_file(args.policy)
+        with policy_log_on_stderr():
+            policy = policy_from_file(args.policy)
     except (RouteInputError, EnvelopeAddressError, PolicyLoadError) as err:
         print(f"relaystream route: {err}", file=sys.stderr)
         return 2
     message = PolicyMessage(MESSAGE_ID, args.sender, args.recipient, meta, headers)
-    report = route(policy, cast(ReceptionProtocol, args.protocol), message)
+    with policy_log_on_stderr():
+        report = route(policy, cast(ReceptionProtocol, args.protocol), message)
     if args.json:
         print(json.dumps(report, indent=2))
     else:
         print_report(report)
     return 0 if report["outcome"] == "accepted" else 1
+
+
+@contextmanager
+def policy_log_on_stderr() -> Iterator[None]:
+    """What the policy logs while it loads and runs (print, events relaystream does not run,
+    configuration calls it ignores) goes to stderr, one line each, beside the report."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("relaystream route: %(levelname)s %(message)s"))
+    previous_level = policy_log.level
+    policy_log.addHandler(handler)
+    policy_log.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        policy_log.removeHandler(handler)
+        policy_log.setLevel(previous_level)
 
 
 def print_report(report: dict[str, Any]) -> None:

@@ -314,7 +314,7 @@ def test_syntax_error_names_file_and_line(tmp_path: Path) -> None:
 
 def test_top_level_runtime_error_names_file_and_line() -> None:
     with pytest.raises(PolicyLoadError, match=r"^policy.lua:2: attempt to call a nil value"):
-        policy_from_source("local x = 1\nkumo.start_esmtp_listener {}\n", "policy.lua")
+        policy_from_source("local x = 1\nkumo.spawn_task {}\n", "policy.lua")
 
 
 def test_a_single_event_cannot_have_two_handlers() -> None:
@@ -329,12 +329,3 @@ def test_a_single_event_cannot_have_two_handlers() -> None:
 def test_unreadable_policy_file(tmp_path: Path) -> None:
     with pytest.raises(PolicyLoadError, match="cannot read policy"):
         policy_from_file(tmp_path / "absent.lua")
-
-
-def test_handlers_for_other_events_are_accepted_and_never_called() -> None:
-    policy = policy_from_source(
-        "kumo.on('init', function() kumo.start_esmtp_listener {} end)\n"
-        "kumo.on('smtp_server_message_received', function(msg) msg:set_meta('x', 1) end)\n",
-        "policy.lua",
-    )
-    assert accepted_meta(policy)["x"] == 1

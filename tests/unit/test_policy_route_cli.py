@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -155,3 +157,36 @@ def test_sample_policy_smarthosts_to_the_sink() -> None:
         "retry_interval": "1m",
         "max_age": "2h",
     }
+
+
+def test_a_kumomta_style_policy_loads_and_says_what_it_does_not_run(tmp_path: Path) -> None:
+    command = [str(Path(sys.executable).parent / "relaystream")]
+    env = {**os.environ, "POLICY_TEST_SMARTHOST": "relay.example"}
+    routed = subprocess.run(
+        [*command, "route", "--policy", str(POLICIES / "kumomta_init.lua"),
+         "--sender", "a@b.example", "--recipient", "c@d.example", "--json"],
+        capture_output=True, text=True, check=False, env=env,
+    )  # fmt: skip
+    assert routed.returncode == 0, routed.stderr
+    report = json.loads(routed.stdout)
+    assert report["queue"]["name"] == "d.example!relay.example"
+    # pre_init ran at load: its timestamp reached the message handler.
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", report["meta"]["policy_started_at"])
+    lines = routed.stderr.splitlines()
+    assert (
+        "relaystream route: WARNING kumomta_init.lua:37: kumo.on('get_egress_path_config'): "
+        "relaystream does not run the KumoMTA event 'get_egress_path_config' yet (issue 18); "
+        "its handler is registered and never called"
+    ) in lines
+    # One line per configuration call, however often the policy makes it (define_spool: 2).
+    for call, line, instead in [
+        ("start_esmtp_listener", 14, "the SMTP listener is ingest's"),
+        ("start_http_listener", 18, "the HTTP listener is ingest's"),
+        ("define_spool", 22, "Kafka is the spool"),
+        ("configure_local_logs", 27, "the log topic is the log"),
+    ]:
+        prefix = f"relaystream route: INFO kumomta_init.lua:{line}: kumo.{call}: accepted, "
+        matching = [text for text in lines if f"kumo.{call}:" in text]
+        assert len(matching) == 1, lines
+        assert matching[0].startswith(prefix), matching
+        assert instead in matching[0]

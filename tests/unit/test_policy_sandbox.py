@@ -33,9 +33,20 @@ def failure(body: str, limits: PolicyLimits = SMALL) -> PolicyFailed:
 @pytest.mark.parametrize(
     ("attempt", "error"),
     [
-        ("os.execute('id')", "attempt to index a nil value (global 'os')"),
+        ("os.execute('id')", "attempt to call a nil value (field 'execute')"),
+        ("os.remove('/tmp/x')", "attempt to call a nil value (field 'remove')"),
+        ("os.rename('/tmp/x', '/tmp/y')", "attempt to call a nil value (field 'rename')"),
+        ("os.exit(1)", "attempt to call a nil value (field 'exit')"),
+        ("os.tmpname()", "attempt to call a nil value (field 'tmpname')"),
+        ("os.setlocale('C')", "attempt to call a nil value (field 'setlocale')"),
+        ("os.difftime(1, 0)", "attempt to call a nil value (field 'difftime')"),
         ("io.open('/etc/passwd')", "attempt to index a nil value (global 'io')"),
-        ("require('os')", "attempt to call a nil value (global 'require')"),
+        ("require('os')", "module 'os' is not available in relaystream (allowed: kumo)"),
+        ("require('io')", "module 'io' is not available in relaystream (allowed: kumo)"),
+        ("require('debug')", "module 'debug' is not available in relaystream (allowed: kumo)"),
+        ("require('python')", "module 'python' is not available in relaystream"),
+        ("require('/etc/passwd')", "module '/etc/passwd' is not available in relaystream"),
+        ("require('policy-extras.queue')", "module 'policy-extras.queue' is not available"),
         ("load('return 1')", "attempt to call a nil value (global 'load')"),
         ("loadstring('return 1')", "attempt to call a nil value (global 'loadstring')"),
         ("dofile('/etc/passwd')", "attempt to call a nil value (global 'dofile')"),
@@ -50,7 +61,8 @@ def failure(body: str, limits: PolicyLimits = SMALL) -> PolicyFailed:
         ("getmetatable(msg).__index = nil", "attempt to index a boolean value"),
         ("collectgarbage('stop')", "only collectgarbage('count') is available"),
         ("setmetatable({}, {__gc = print})", "__gc metamethods are not available"),
-        ("_G.os.execute('id')", "attempt to index a nil value (field 'os')"),
+        ("_G.os.execute('id')", "attempt to call a nil value (field 'execute')"),
+        ("package.path = '/tmp/?.lua'", "attempt to index a nil value (global 'package')"),
     ],
 )
 def test_escape_attempts_fail_with_a_clear_error(attempt: str, error: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections.abc import Mapping
 from importlib import resources
@@ -11,8 +12,10 @@ from typing import Any
 
 import lupa.lua54 as lua54
 
+from ..runtime.settings import ENV_PREFIX
 from .base import Policy, content_hash
 from .headers import decode_header_value, parse_header_block
+from .kumo_surface import CONFIGURATION_ELSEWHERE, EventKind, event_registration
 from .types import (
     HANDLER_FOR_PROTOCOL,
     JsonValue,
@@ -65,6 +68,8 @@ class LuaPolicy(Policy):
         self._deadline_seconds = limits.deadline_seconds
         self._current: PolicyMessage | None = None
         self._current_headers: dict[str, list[str]] | None = None
+        # What was already logged at this load: one line per event or configuration call.
+        self._logged_once: set[str] = set()
         self._runtime = new_sandbox_runtime(limits)
         bootstrap = self._runtime.eval(
             "function(source, ...)"
@@ -81,6 +86,10 @@ class LuaPolicy(Policy):
             limits.instruction_step,
             max(1, limits.instruction_budget // limits.instruction_step),
             limits.deadline_seconds,
+            self._event_registered,
+            self._runtime.table_from(sorted(CONFIGURATION_ELSEWHERE)),
+            self._configuration_call,
+            _policy_getenv,
         )
         self._run_message = engine.run_message
         self._run_queue_config = engine.run_queue_config
@@ -191,6 +200,35 @@ class LuaPolicy(Policy):
 
     def _print(self, text: str) -> None:
         policy_log.info("%s: %s", self.name, text)
+
+    def _event_registered(self, name: str, location: str) -> str | None:
+        """Logs one warning per event this load registers but relaystream does not run;
+        returns the error for a misspelt event name (kumo.on raises it)."""
+        registration = event_registration(name)
+        if registration.kind is EventKind.MISSPELT:
+            return registration.text
+        if registration.kind is not EventKind.RUN and f"on:{name}" not in self._logged_once:
+            self._logged_once.add(f"on:{name}")
+            policy_log.warning("%s%s", location, registration.text)
+        return None
+
+    def _configuration_call(self, name: str, location: str) -> None:
+        if f"call:{name}" not in self._logged_once:
+            self._logged_once.add(f"call:{name}")
+            policy_log.info(
+                "%skumo.%s: accepted, no effect in relaystream: %s",
+                location,
+                name,
+                CONFIGURATION_ELSEWHERE[name],
+            )
+
+
+def _policy_getenv(name: str) -> str | bool | None:
+    """os.getenv: the process environment, as in KumoMTA, except relaystream's own settings
+    (tokens, credentials): False, which the sandbox turns into an error."""
+    if name.upper().startswith(ENV_PREFIX):
+        return False
+    return os.environ.get(name)
 
 
 def _as_tuple(out: Any) -> tuple[Any, ...]:

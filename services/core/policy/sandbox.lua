@@ -6,11 +6,13 @@
 -- environment, and returns the engine's entry points to Python. Policy code never sees a
 -- Python object: the Python callbacks below are upvalues of Lua closures only.
 local py_meta, py_first_header, py_all_headers, py_print, py_monotonic, guards_source,
-  budget_step, budget_ticks, deadline_seconds = ...
+  budget_step, budget_ticks, deadline_seconds, py_event_registered, configuration_calls,
+  py_configuration_call, py_getenv = ...
 
 local SANDBOX_SOURCE = "=relaystream-sandbox"
 local GUARDS_SOURCE = "=relaystream-guards" -- guards.lua: policy work, interruptible
 local SMTP_EVENT = "smtp_server_message_received"
+local INIT_EVENT, PRE_INIT_EVENT = "init", "pre_init"
 local HTTP_EVENT = "http_message_generated"
 local QUEUE_CONFIG_EVENT = "get_queue_config"
 local MEMORY_ERROR = "not enough memory"
@@ -23,6 +25,8 @@ local math_type, math_huge = math.type, math.huge
 local string_format, string_gsub, string_match = string.format, string.gsub, string.match
 local table_concat, table_unpack, table_pack = table.concat, table.unpack, table.pack
 local utf8_len = utf8.len
+local os_time, os_date, os_clock = os.time, os.date, os.clock
+local table_sort = table.sort
 local coroutine_create, coroutine_resume = coroutine.create, coroutine.resume
 local collectgarbage = collectgarbage
 
@@ -510,7 +514,7 @@ end
 -- The `kumo` module.
 ---------------------------------------------------------------------------------------------
 local single_handlers = {} -- event -> function, for the events KumoMTA allows once
-local SINGLE_EVENTS = { [SMTP_EVENT] = true, [HTTP_EVENT] = true }
+local SINGLE_EVENTS = { [SMTP_EVENT] = true, [HTTP_EVENT] = true, [INIT_EVENT] = true }
 local multi_handlers = {} -- event -> list of functions (get_queue_config, and events we never call)
 local loading = false
 
@@ -526,6 +530,11 @@ function kumo.on(name, handler)
   if not loading then
     error("kumo.on('" .. name .. "', ...) called from within an event handler: "
       .. "register handlers when the policy is loaded", 2)
+  end
+  -- Python logs the warning for an event it does not run, and refuses a misspelt one.
+  local refusal = py_event_registered(as_text(name), policy_location(2))
+  if refusal ~= nil then
+    error(refusal, 2)
   end
   if SINGLE_EVENTS[name] then
     local existing = single_handlers[name]
@@ -585,6 +594,57 @@ function kumo.json_encode(value)
   return text
 end
 
+
+-- KumoMTA configuration calls that mean nothing here (kumo_surface.CONFIGURATION_ELSEWHERE):
+-- accepted, and Python logs what relaystream does instead.
+for i = 1, #configuration_calls do
+  local name = configuration_calls[i]
+  kumo[name] = function()
+    py_configuration_call(name, policy_location(2))
+  end
+end
+
+---------------------------------------------------------------------------------------------
+-- `require`: only the modules listed here; nothing is searched for or read from files.
+-- `policy-extras.*` modules join this table as they are implemented.
+---------------------------------------------------------------------------------------------
+local REQUIRABLE = { kumo = kumo }
+local requirable_names = {}
+for module_name in next, REQUIRABLE do
+  requirable_names[#requirable_names + 1] = module_name
+end
+table_sort(requirable_names)
+local requirable_text = table_concat(requirable_names, ", ")
+
+local function policy_require(name)
+  if type(name) ~= "string" then
+    error("bad argument #1 to 'require' (string expected, got " .. type(name) .. ")", 2)
+  end
+  local module = REQUIRABLE[name]
+  if module == nil then
+    error("module '" .. as_text(name) .. "' is not available in relaystream (allowed: "
+      .. requirable_text .. ")", 2)
+  end
+  return module
+end
+
+---------------------------------------------------------------------------------------------
+-- The safe part of `os`: the clock, the calendar, and the environment without relaystream's
+-- own settings (RELAYSTREAM_*: tokens, credentials), which py_getenv refuses with false.
+---------------------------------------------------------------------------------------------
+local policy_os = { time = os_time, date = os_date, clock = os_clock }
+
+function policy_os.getenv(name)
+  if type(name) ~= "string" then
+    error("bad argument #1 to 'getenv' (string expected, got " .. type(name) .. ")", 2)
+  end
+  local value = py_getenv(as_text(name))
+  if value == false then
+    error("os.getenv('" .. as_text(name) .. "'): relaystream's own settings are not "
+      .. "readable from a policy", 2)
+  end
+  return value
+end
 
 ---------------------------------------------------------------------------------------------
 -- The policy's global environment: the safe part of the standard library.
@@ -675,6 +735,8 @@ local env = {
   string = copy_library(policy_string),
   table = copy_library(table, guards.table),
   utf8 = copy_library(utf8),
+  os = policy_os,
+  require = policy_require,
   kumo = kumo,
 }
 env._G = env
@@ -695,10 +757,22 @@ function engine.load_policy(deadline_at, source, chunkname)
   local ok, result = xpcall(chunk, on_error)
   stop_budget()
   loading = false
-  if ok then
-    return "ok"
+  if not ok then
+    return outcome(result)
   end
-  return outcome(result)
+  -- KumoMTA runs pre_init, then init, once at start-up: here, once the policy is loaded.
+  local init_handlers = multi_handlers[PRE_INIT_EVENT] or {}
+  init_handlers = { table_unpack(init_handlers) }
+  init_handlers[#init_handlers + 1] = single_handlers[INIT_EVENT]
+  for i = 1, #init_handlers do
+    start_budget(deadline_at)
+    ok, result = xpcall(init_handlers[i], on_error)
+    stop_budget()
+    if not ok then
+      return outcome(result)
+    end
+  end
+  return "ok"
 end
 
 function engine.has_handler(event)
