@@ -9,6 +9,7 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -102,10 +103,36 @@ def test_require_needs_a_module_name() -> None:
     )
 
 
-def test_package_searching_stays_closed() -> None:
-    # No `package`: no package.path search, no package.loadlib, no package.loaded to fill.
-    assert failure("package.loaded.foo = {}").message == (
-        "policy.lua:2: attempt to index a nil value (global 'package')"
+def test_package_path_is_a_string_nothing_searches_and_setting_it_warns_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "helper.lua").write_text("return { x = 1 }\n")
+    caplog.set_level(logging.INFO, "relaystream.policy")
+    source = (
+        "local kumo = require 'kumo'\n"
+        f"package.path = '{tmp_path}/?.lua;' .. package.path\n"
+        f"package.path = '{tmp_path}/?.lua;' .. package.path\n"
+        "local path = package.path\n"
+        "kumo.on('smtp_server_message_received', function(msg)\n"
+        "  msg:set_meta('path', path)\n"
+        "  msg:set_meta('found', pcall(require, 'helper'))\n"
+        "end)\n"
+    )
+    policy = policy_from_source(source, "policy.lua")
+    assert meta_after(policy) == {"path": f"{tmp_path}/?.lua;{tmp_path}/?.lua;", "found": False}
+    assert policy_warnings(caplog) == [
+        "policy.lua:2: package.path is not searched in relaystream: require gives only its "
+        "allow-listed modules (kumo)"
+    ]
+    with pytest.raises(PolicyLoadError, match=r"^policy\.lua:2: module 'helper' is not available"):
+        policy_from_source(
+            f"package.path = '{tmp_path}/?.lua'\nlocal helper = require 'helper'\n", "policy.lua"
+        )
+
+
+def test_package_path_must_be_a_string() -> None:
+    assert failure("package.path = {}").message == (
+        "policy.lua:2: package.path must be a string, got a table"
     )
 
 

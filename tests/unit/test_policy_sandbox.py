@@ -53,7 +53,10 @@ def failure(body: str, limits: PolicyLimits = SMALL) -> PolicyFailed:
         ("loadfile('/etc/passwd')", "attempt to call a nil value (global 'loadfile')"),
         ("debug.getinfo(1)", "attempt to index a nil value (global 'debug')"),
         ("python.eval('1')", "attempt to index a nil value (global 'python')"),
-        ("package.loadlib('x', 'y')", "attempt to index a nil value (global 'package')"),
+        ("package.loadlib('x', 'y')", "attempt to call a nil value (field 'loadlib')"),
+        ("package.searchers[2]('x')", "attempt to index a nil value (field 'searchers')"),
+        ("package.cpath = '/tmp/?.so'", "package.cpath cannot be set: relaystream loads no"),
+        ("package.preload.x = print", "attempt to index a nil value (field 'preload')"),
         ("string.dump(print)", "attempt to call a nil value (field 'dump')"),
         ("('').dump(print)", "attempt to call a nil value (field 'dump')"),
         ("getmetatable('').__index.dump(print)", "attempt to index a boolean value"),
@@ -62,7 +65,6 @@ def failure(body: str, limits: PolicyLimits = SMALL) -> PolicyFailed:
         ("collectgarbage('stop')", "only collectgarbage('count') is available"),
         ("setmetatable({}, {__gc = print})", "__gc metamethods are not available"),
         ("_G.os.execute('id')", "attempt to call a nil value (field 'execute')"),
-        ("package.path = '/tmp/?.lua'", "attempt to index a nil value (global 'package')"),
     ],
 )
 def test_escape_attempts_fail_with_a_clear_error(attempt: str, error: str) -> None:

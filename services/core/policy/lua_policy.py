@@ -90,6 +90,7 @@ class LuaPolicy(Policy):
             self._runtime.table_from(sorted(CONFIGURATION_ELSEWHERE)),
             self._configuration_call,
             _policy_getenv,
+            self._warning,
         )
         self._run_message = engine.run_message
         self._run_queue_config = engine.run_queue_config
@@ -200,6 +201,9 @@ class LuaPolicy(Policy):
 
     def _print(self, text: str) -> None:
         policy_log.info("%s: %s", self.name, text)
+
+    def _warning(self, location: str, text: str) -> None:
+        policy_log.warning("%s%s", location, text)
 
     def _event_registered(self, name: str, location: str) -> str | None:
         """Logs one warning per event this load registers but relaystream does not run;

@@ -7,7 +7,7 @@
 -- Python object: the Python callbacks below are upvalues of Lua closures only.
 local py_meta, py_first_header, py_all_headers, py_print, py_monotonic, guards_source,
   budget_step, budget_ticks, deadline_seconds, py_event_registered, configuration_calls,
-  py_configuration_call, py_getenv = ...
+  py_configuration_call, py_getenv, py_warning = ...
 
 local SANDBOX_SOURCE = "=relaystream-sandbox"
 local GUARDS_SOURCE = "=relaystream-guards" -- guards.lua: policy work, interruptible
@@ -628,6 +628,36 @@ local function policy_require(name)
   return module
 end
 
+-- `package`: only `path`, which KumoMTA's policies extend to find their modules. Here it is
+-- a plain string that nothing searches; setting it says so once, loudly.
+local package_path = ""
+local package_path_warned = false
+local policy_package = setmetatable({}, {
+  __metatable = false,
+  __name = "package",
+  __index = function(_, key)
+    if key == "path" then
+      return package_path
+    end
+    return nil
+  end,
+  __newindex = function(_, key, value)
+    if key ~= "path" then
+      error("package." .. as_text(tostring(key)) .. " cannot be set: relaystream loads no "
+        .. "module from a file", 2)
+    end
+    if type(value) ~= "string" then
+      error("package.path must be a string, got a " .. type(value), 2)
+    end
+    package_path = value
+    if not package_path_warned then
+      package_path_warned = true
+      py_warning(policy_location(2), "package.path is not searched in relaystream: require "
+        .. "gives only its allow-listed modules (" .. requirable_text .. ")")
+    end
+  end,
+})
+
 ---------------------------------------------------------------------------------------------
 -- The safe part of `os`: the clock, the calendar, and the environment without relaystream's
 -- own settings (RELAYSTREAM_*: tokens, credentials), which py_getenv refuses with false.
@@ -737,6 +767,7 @@ local env = {
   utf8 = copy_library(utf8),
   os = policy_os,
   require = policy_require,
+  package = policy_package,
   kumo = kumo,
 }
 env._G = env
