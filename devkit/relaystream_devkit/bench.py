@@ -264,12 +264,19 @@ class Postfix:
         return MeasuredLatencies(delays, "Postfix maillog delay= (10 ms resolution)")
 
 
-def start_postfix(options: BenchOptions, sink_port: int, notes: list[str]) -> Postfix | None:
+def postfix_installed_if_asked(options: BenchOptions) -> str | None:
+    """With --install-postfix, apt-get install Postfix when it is missing (its smtp-sink and
+    smtp-source come with it); why Postfix cannot run here, or None."""
     problem = postfix_problem()
     if problem is not None and options.install_postfix and "not installed" in problem:
         print("bench: installing Postfix (apt-get install -y postfix) ...", flush=True)
         failure = install_postfix()
         problem = failure or postfix_problem()
+    return problem
+
+
+def start_postfix(options: BenchOptions, sink_port: int, notes: list[str]) -> Postfix | None:
+    problem = postfix_installed_if_asked(options)
     if problem is not None:
         notes.append(f"no Postfix comparison: {problem}")
         return None
@@ -382,6 +389,9 @@ def run_bench(options: BenchOptions) -> BenchReport:
         raise ValueError(f"unknown scenario(s) {unknown}; known: {', '.join(SCENARIOS)}")
     options.state_dir.mkdir(parents=True, exist_ok=True)
     report = BenchReport(options={k: str(v) for k, v in asdict(options).items()})
+    if options.sink == "smtp-sink" or options.generator == "smtp-source":
+        # Postfix's tools, before the sink and the generator look for them.
+        postfix_installed_if_asked(options)
     sink_port = options.sink_port or free_loopback_ports(1)[0]
     sink = bench_sink(options, sink_port)
     own: OwnPipeline | None = None
