@@ -34,7 +34,8 @@ from relaystream.core.kafka.consumer import SESSION_TIMEOUT_MS
 
 from .broker import free_loopback_ports
 from .cluster import LocalKafkaCluster
-from .fleet import SERVICE_NAMES, Fleet, render_sink_policy
+from .dev import SERVICE_NAMES
+from .fleet import Fleet, render_sink_policy
 from .sink import MailSink
 
 SENDER = "chaos@sender.chaos.test"

@@ -22,11 +22,11 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import yaml
 
@@ -76,18 +76,36 @@ def group_instance_id(name: str) -> str:
     return f"dev-{name}"
 
 
-def start_service(
-    name: str, settings_path: Path, health_port: int, log: IO[bytes]
+def spawn_service(
+    service: str,
+    settings_path: Path,
+    environment: Mapping[str, str],
+    log: IO[bytes],
+    preexec_fn: Callable[[], Any] | None = None,
 ) -> subprocess.Popen[bytes]:
-    env = dict(os.environ)
-    env["RELAYSTREAM_HTTP_BIND"] = f"127.0.0.1:{health_port}"
-    env["RELAYSTREAM_CONFIG"] = str(settings_path)
-    env["RELAYSTREAM_KAFKA_GROUP_INSTANCE_ID"] = group_instance_id(name)
+    """`python -m relaystream run SERVICE`, as in production, with the settings file and the
+    instance's own variables (health port, group instance id, ...) on top of ours."""
+    env = {**os.environ, "RELAYSTREAM_CONFIG": str(settings_path), **environment}
     return subprocess.Popen(
-        [sys.executable, "-m", "relaystream", "run", name],
+        [sys.executable, "-m", "relaystream", "run", service],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
+        preexec_fn=preexec_fn,
+    )
+
+
+def start_service(
+    name: str, settings_path: Path, health_port: int, log: IO[bytes]
+) -> subprocess.Popen[bytes]:
+    return spawn_service(
+        name,
+        settings_path,
+        {
+            "RELAYSTREAM_HTTP_BIND": f"127.0.0.1:{health_port}",
+            "RELAYSTREAM_KAFKA_GROUP_INSTANCE_ID": group_instance_id(name),
+        },
+        log,
     )
 
 

@@ -11,13 +11,9 @@ kills and restarts them.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,8 +26,7 @@ from relaystream.core.kafka.topics import TopicCatalog, TopicSettings, declare_t
 
 from .broker import free_loopback_ports
 from .cluster import topic_settings_for
-
-SERVICE_NAMES = ("ingest", "routing", "scheduling", "delivery")
+from .dev import SERVICE_NAMES, answers_ready, spawn_service, stop_services
 
 
 def render_sink_policy(sink_port: int, *, written_by: str) -> str:
@@ -167,24 +162,13 @@ class Fleet:
 
     def start_instance(self, name: str) -> None:
         member = self.members[name]
-        env = {**os.environ, "RELAYSTREAM_CONFIG": str(self.settings_path)}
-        env.update(member.environment())
         with (self.logs_dir / f"{name}.log").open("ab") as log:
-            self.processes[name] = subprocess.Popen(
-                [sys.executable, "-m", "relaystream", "run", member.service],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                preexec_fn=self.preexec_fn,
+            self.processes[name] = spawn_service(
+                member.service, self.settings_path, member.environment(), log, self.preexec_fn
             )
 
     def is_ready(self, name: str) -> bool:
-        url = f"http://127.0.0.1:{self.members[name].health_port}/readyz"
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                return bool(response.status == 200)
-        except (urllib.error.URLError, OSError):
-            return False
+        return answers_ready(self.members[name].health_port)
 
     async def wait_ready(self, name: str, within_s: float = 180.0) -> float:
         """Seconds until `name` answered ready; RuntimeError if it exits or time runs out."""
@@ -208,12 +192,4 @@ class Fleet:
         process.wait()
 
     def stop(self, grace_s: float = 30.0) -> None:
-        for process in self.processes.values():
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in self.processes.values():
-            try:
-                process.wait(timeout=grace_s)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_services(self.processes, grace_s)

@@ -37,7 +37,8 @@ from relaystream.core.kafka.topics import TopicSpec, partition_for_queue
 
 from .broker import free_loopback_ports
 from .chaos import ChaosPlan, Load, SinkCounter, prepare_run, recipient_domain
-from .fleet import SERVICE_NAMES, Fleet
+from .dev import SERVICE_NAMES
+from .fleet import Fleet
 from .sink import MailSink
 
 # Offered rate of the bursts: above what the pipeline takes on a small machine.

@@ -11,7 +11,7 @@ from relaystream.core.kafka.topics import TopicSettings
 from relaystream_devkit.broker import Quorum, render_server_properties
 from relaystream_devkit.chaos import BROKER, default_kills
 from relaystream_devkit.cluster import replication_for, topic_settings_for, voter_count
-from relaystream_devkit.fleet import SERVICE_NAMES
+from relaystream_devkit.dev import SERVICE_NAMES
 from relaystream_devkit.scaling import max_gap
 
 

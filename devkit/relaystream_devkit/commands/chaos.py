@@ -14,7 +14,7 @@ from typing import Any
 from ..broker import BrokerError
 from ..chaos import BROKER, ChaosPlan, default_kills, format_report, run_chaos
 from ..cluster import LocalKafkaCluster, replication_for
-from ..fleet import SERVICE_NAMES
+from ..dev import SERVICE_NAMES
 from ..scaling import format_scaling, run_scaling
 
 
