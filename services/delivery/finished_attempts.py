@@ -57,7 +57,9 @@ class FinishedAttempts:
         if scan is None:
             scan = asyncio.ensure_future(self._scan(partition, request_ms - CLOCK_SKEW_MS))
             self._scans[partition] = scan
-        return (message_id, attempt) in await asyncio.shield(scan)
+        # Every request of the partition asks: once the scan is done, no awaiting at all.
+        finished = scan.result() if scan.done() else await asyncio.shield(scan)
+        return (message_id, attempt) in finished
 
     async def _scan(self, partition: int, since_ms: int) -> frozenset[AttemptKey]:
         found: set[AttemptKey] = set()
