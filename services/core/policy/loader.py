@@ -19,12 +19,15 @@ def policy_from_file(path: Path, limits: PolicyLimits | None = None) -> Policy:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
         raise PolicyLoadError(f"{path}: cannot read policy: {err}") from err
-    return policy_from_source(text, path.name, limits)
+    return policy_from_source(text, path.name, limits, path.resolve().parent)
 
 
-def policy_from_source(text: str, name: str, limits: PolicyLimits | None = None) -> Policy:
+def policy_from_source(
+    text: str, name: str, limits: PolicyLimits | None = None, base_dir: Path | None = None
+) -> Policy:
     """A policy from its text; `name` (a file name) picks the kind by its extension and is the
-    name errors use (`policy.lua:7: ...`)."""
+    name errors use (`policy.lua:7: ...`). A Lua policy reads the data files it names by a
+    relative path (kumo.toml_load('shaping.toml')) from `base_dir`."""
     if name.lower().endswith(DECLARATIVE_SUFFIXES):
         return DeclarativePolicy(text, name)
-    return LuaPolicy(text, name, limits or PolicyLimits())
+    return LuaPolicy(text, name, limits or PolicyLimits(), base_dir)

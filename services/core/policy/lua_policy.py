@@ -8,6 +8,7 @@ import os
 import time
 from collections.abc import Mapping
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import lupa.lua54 as lua54
@@ -15,7 +16,9 @@ import lupa.lua54 as lua54
 from ..runtime.settings import ENV_PREFIX
 from .base import Policy, content_hash
 from .headers import decode_header_value, parse_header_block
+from .host import HostContext, host_table
 from .kumo_surface import CONFIGURATION_ELSEWHERE, EventKind, event_registration
+from .namespaces import host_callbacks, namespace_sources
 from .types import (
     HANDLER_FOR_PROTOCOL,
     JsonValue,
@@ -32,6 +35,20 @@ from .types import (
 
 SANDBOX_SOURCE = resources.files(__package__).joinpath("sandbox.lua").read_text(encoding="utf-8")
 GUARDS_SOURCE = resources.files(__package__).joinpath("guards.lua").read_text(encoding="utf-8")
+NAMESPACE_SOURCES = namespace_sources()
+
+
+def _extras_sources() -> dict[str, str]:
+    """KumoMTA's policy-extras modules as relaystream ships them (extras/NAME.lua), by NAME."""
+    folder = resources.files(__package__).joinpath("extras")
+    return {
+        entry.name.removesuffix(".lua"): entry.read_text(encoding="utf-8")
+        for entry in folder.iterdir()
+        if entry.name.endswith(".lua")
+    }
+
+
+EXTRAS_SOURCES = _extras_sources()
 # Tags of the set_meta triples sandbox.lua returns (TAG_SCALAR, TAG_JSON, TAG_NULL there).
 _TAG_JSON = 2
 _TAG_NULL = 3
@@ -62,7 +79,11 @@ def new_sandbox_runtime(limits: PolicyLimits) -> Any:
 class LuaPolicy(Policy):
     """One Lua policy in its own Lua state. Calls are serialized: one message at a time."""
 
-    def __init__(self, source: str, name: str, limits: PolicyLimits) -> None:
+    def __init__(
+        self, source: str, name: str, limits: PolicyLimits, base_dir: Path | None = None
+    ) -> None:
+        """`base_dir`: where the data files the policy names by relative path are read
+        (its own folder, when it came from a file)."""
         self.name = name
         self.content_hash = content_hash(source)
         self._deadline_seconds = limits.deadline_seconds
@@ -71,6 +92,7 @@ class LuaPolicy(Policy):
         # What was already logged at this load: one line per event or configuration call.
         self._logged_once: set[str] = set()
         self._runtime = new_sandbox_runtime(limits)
+        host = HostContext(self._runtime, base_dir)
         bootstrap = self._runtime.eval(
             "function(source, ...)"
             " return assert(load(source, '=relaystream-sandbox', 't'))(...) end"
@@ -91,6 +113,9 @@ class LuaPolicy(Policy):
             self._configuration_call,
             _policy_getenv,
             self._warning,
+            host_table(host, host_callbacks(host)),
+            self._runtime.table_from([self._runtime.table(*entry) for entry in NAMESPACE_SOURCES]),
+            self._runtime.table_from(EXTRAS_SOURCES),
         )
         self._run_message = engine.run_message
         self._run_queue_config = engine.run_queue_config

@@ -7,9 +7,12 @@
 -- Python object: the Python callbacks below are upvalues of Lua closures only.
 local py_meta, py_first_header, py_all_headers, py_print, py_monotonic, guards_source,
   budget_step, budget_ticks, deadline_seconds, py_event_registered, configuration_calls,
-  py_configuration_call, py_getenv, py_warning = ...
+  py_configuration_call, py_getenv, py_warning, host, namespace_sources, extras_sources = ...
 
 local SANDBOX_SOURCE = "=relaystream-sandbox"
+-- Chunks named "=relaystream-..." are relaystream's own (the sandbox, guards.lua, the kumo
+-- namespaces): errors are reported at the policy line that called into them.
+local OWN_SOURCE_PREFIX = "=relaystream-"
 local GUARDS_SOURCE = "=relaystream-guards" -- guards.lua: policy work, interruptible
 local SMTP_EVENT = "smtp_server_message_received"
 local INIT_EVENT, PRE_INIT_EVENT = "init", "pre_init"
@@ -23,6 +26,7 @@ local load, error, pcall, xpcall, type, tostring = load, error, pcall, xpcall, t
 local next, select, setmetatable, rawget, rawlen = next, select, setmetatable, rawget, rawlen
 local math_type, math_huge = math.type, math.huge
 local string_format, string_gsub, string_match = string.format, string.gsub, string.match
+local string_sub = string.sub
 local table_concat, table_unpack, table_pack = table.concat, table.unpack, table.pack
 local utf8_len = utf8.len
 local os_time, os_date, os_clock = os.time, os.date, os.clock
@@ -80,7 +84,7 @@ local function policy_location(level)
     if info == nil then
       return ""
     end
-    if info.what ~= "C" and info.source ~= SANDBOX_SOURCE and info.source ~= GUARDS_SOURCE
+    if info.what ~= "C" and string_sub(info.source, 1, #OWN_SOURCE_PREFIX) ~= OWN_SOURCE_PREFIX
       and info.currentline > 0 then
       return as_text(info.short_src) .. ":" .. info.currentline .. ": "
     end
@@ -605,27 +609,109 @@ for i = 1, #configuration_calls do
 end
 
 ---------------------------------------------------------------------------------------------
--- `require`: only the modules listed here; nothing is searched for or read from files.
--- `policy-extras.*` modules join this table as they are implemented.
+-- The kumo namespaces (namespaces/*.lua, one per KumoMTA namespace, like KumoMTA's mod-*
+-- crates). Each chunk runs once, here, with `lib`: what it may use of the engine. Its
+-- functions run as policy work (under the budget) and report errors at the policy's line.
 ---------------------------------------------------------------------------------------------
+local function is_fatal(err)
+  return exhausted or err == MEMORY_ERROR
+end
+
+-- A Python host callback as a Lua function. Python answers {true, value} or {false, text}
+-- (host.py), so no Python exception or object ever reaches the policy.
+local function host_function(name)
+  local callback = host[name]
+  if callback == nil then
+    error("no host callback named " .. name, 2)
+  end
+  return function(...)
+    local answer = callback(...)
+    if answer[1] then
+      return answer[2]
+    end
+    error(policy_location(2) .. answer[2], 0)
+  end
+end
+
+local lib = {
+  kumo = kumo,
+  Message = Message,
+  active = active,
+  as_text = as_text,
+  policy_location = policy_location,
+  json_copy = json_copy,
+  encode_value = encode_value,
+  deep_copy = deep_copy,
+  is_fatal = is_fatal,
+  host_function = host_function,
+}
+for i = 1, #namespace_sources do
+  local entry = namespace_sources[i]
+  assert(load(entry[2], OWN_SOURCE_PREFIX .. entry[1], "t"))(lib)
+end
+
+---------------------------------------------------------------------------------------------
+-- `require`: only the modules listed here, and KumoMTA's `policy-extras.*` helpers that
+-- relaystream ships (extras/*.lua, run in the policy's environment like the policy itself);
+-- nothing is searched for or read from the policy's files.
+---------------------------------------------------------------------------------------------
+local env -- the policy's global environment, built below
+local EXTRAS_PREFIX = "policy-extras."
 local REQUIRABLE = { kumo = kumo }
 local requirable_names = {}
 for module_name in next, REQUIRABLE do
   requirable_names[#requirable_names + 1] = module_name
 end
+for extra_name in next, extras_sources do
+  requirable_names[#requirable_names + 1] = EXTRAS_PREFIX .. extra_name
+end
 table_sort(requirable_names)
 local requirable_text = table_concat(requirable_names, ", ")
+
+local extras_loaded = {}
+local LOADING = {}
+
+local function require_extra(short_name)
+  local module = extras_loaded[short_name]
+  if module == LOADING then
+    error("require '" .. EXTRAS_PREFIX .. short_name .. "': circular require", 3)
+  elseif module ~= nil then
+    return module
+  end
+  local chunk, err = load(extras_sources[short_name],
+    "@policy-extras/" .. short_name .. ".lua", "t", env)
+  if chunk == nil then
+    error(err, 0)
+  end
+  extras_loaded[short_name] = LOADING
+  local ok, result = pcall(chunk, EXTRAS_PREFIX .. short_name)
+  if not ok then
+    extras_loaded[short_name] = nil
+    error(result, 0)
+  end
+  if result == nil then
+    result = true
+  end
+  extras_loaded[short_name] = result
+  return result
+end
 
 local function policy_require(name)
   if type(name) ~= "string" then
     error("bad argument #1 to 'require' (string expected, got " .. type(name) .. ")", 2)
   end
   local module = REQUIRABLE[name]
-  if module == nil then
-    error("module '" .. as_text(name) .. "' is not available in relaystream (allowed: "
-      .. requirable_text .. ")", 2)
+  if module ~= nil then
+    return module
   end
-  return module
+  if string_sub(name, 1, #EXTRAS_PREFIX) == EXTRAS_PREFIX then
+    local short_name = string_sub(name, #EXTRAS_PREFIX + 1)
+    if extras_sources[short_name] ~= nil then
+      return require_extra(short_name)
+    end
+  end
+  error("module '" .. as_text(name) .. "' is not available in relaystream (allowed: "
+    .. requirable_text .. ")", 2)
 end
 
 -- `package`: only `path`, which KumoMTA's policies extend to find their modules. Here it is
@@ -739,7 +825,7 @@ local function policy_print(...)
   py_print(table_concat(parts, "\t"))
 end
 
-local env = {
+env = {
   _VERSION = _VERSION,
   assert = assert,
   error = error,

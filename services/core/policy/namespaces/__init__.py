@@ -1,0 +1,47 @@
+"""The kumo namespaces a policy sees: one Lua file each, plus the Python callbacks it needs,
+the way KumoMTA keeps one `mod-*` crate per namespace (`kumo.serde`, `kumo.dns`, ...).
+
+To add one: write `NAME.lua` here (a chunk that receives sandbox.lua's `lib` and adds its
+functions to `lib.kumo`), and if it calls into Python, `NAME.py` with `host_callbacks`; then
+list it in NAMESPACES, in load order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from importlib import resources
+
+from ..host import HostCallback, HostContext
+from . import serde
+
+
+@dataclass(frozen=True, slots=True)
+class Namespace:
+    name: str
+    host_callbacks: Callable[[HostContext], Mapping[str, HostCallback]] | None = None
+
+
+NAMESPACES: tuple[Namespace, ...] = (Namespace("serde", serde.host_callbacks),)
+
+
+def namespace_sources() -> list[tuple[str, str]]:
+    """(name, Lua source) of each namespace, in load order."""
+    folder = resources.files(__package__)
+    return [
+        (namespace.name, folder.joinpath(f"{namespace.name}.lua").read_text(encoding="utf-8"))
+        for namespace in NAMESPACES
+    ]
+
+
+def host_callbacks(context: HostContext) -> dict[str, HostCallback]:
+    """Every namespace's callbacks, by the name its Lua file asks for."""
+    callbacks: dict[str, HostCallback] = {}
+    for namespace in NAMESPACES:
+        if namespace.host_callbacks is None:
+            continue
+        for name, callback in namespace.host_callbacks(context).items():
+            if name in callbacks:
+                raise ValueError(f"host callback {name!r} is defined by two namespaces")
+            callbacks[name] = callback
+    return callbacks
