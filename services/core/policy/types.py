@@ -55,20 +55,28 @@ class PolicyMessage:
     """One message (one recipient) as the reception policy sees it.
 
     `sender` and `recipient` are bare envelope addresses (`user@domain`; the null sender is
-    ""); `headers` is the RFC 5322 header block (folded lines allowed, body excluded)."""
+    ""); `headers` is the RFC 5322 header block (folded lines allowed, body excluded);
+    `data` is the whole message (headers and body) when the caller has it, None when only
+    the header block is known (a message method that needs the body then fails clearly)."""
 
     id: str
     sender: str
     recipient: str
     meta: Mapping[str, JsonValue] = field(default_factory=dict)
     headers: str = ""
+    data: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class PolicyAccepted:
-    """The handler returned: `meta` is the message's meta after it (input meta + set_meta)."""
+    """The handler returned: `meta` is the message's meta after it (input meta + set_meta).
+    `sender`, `recipient` and `data` are the envelope and message as the handler left them
+    (msg:set_sender, msg:append_header, msg:dkim_sign, ...), None where it changed nothing."""
 
     meta: dict[str, JsonValue]
+    sender: str | None = None
+    recipient: str | None = None
+    data: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
