@@ -54,7 +54,12 @@ from .bench_measure import (
     reception_to_delivery,
     stage_medians,
 )
-from .bench_postfix import LocalPostfix, install_postfix, postfix_problem
+from .bench_postfix import (
+    LocalPostfix,
+    install_postfix,
+    postfix_directory_problem,
+    postfix_problem,
+)
 from .broker import LocalKafka, free_loopback_ports, port_in_use
 from .dev import SERVICE_NAMES, start_service, stop_services, wait_until_ready
 from .fleet import render_sink_policy
@@ -275,6 +280,19 @@ def postfix_installed_if_asked(options: BenchOptions) -> str | None:
     return problem
 
 
+class PostfixDirectoryError(RuntimeError):
+    """Postfix could not use the bench's state directory; raised before anything starts."""
+
+
+def check_postfix_directory(directory: Path) -> None:
+    """Create Postfix's directory and make sure its mail owner can reach it: otherwise its
+    master dies on its lock file and the comparison asked for would be lost to a note."""
+    directory.mkdir(parents=True, exist_ok=True)
+    problem = postfix_directory_problem(directory)
+    if problem is not None:
+        raise PostfixDirectoryError(problem)
+
+
 def start_postfix(options: BenchOptions, sink_port: int, notes: list[str]) -> Postfix | None:
     problem = postfix_installed_if_asked(options)
     if problem is not None:
@@ -389,9 +407,11 @@ def run_bench(options: BenchOptions) -> BenchReport:
         raise ValueError(f"unknown scenario(s) {unknown}; known: {', '.join(SCENARIOS)}")
     options.state_dir.mkdir(parents=True, exist_ok=True)
     report = BenchReport(options={k: str(v) for k, v in asdict(options).items()})
-    if options.sink == "smtp-sink" or options.generator == "smtp-source":
+    if options.compare_postfix or options.sink == "smtp-sink" or options.generator == "smtp-source":
         # Postfix's tools, before the sink and the generator look for them.
         postfix_installed_if_asked(options)
+    if options.compare_postfix:
+        check_postfix_directory(options.state_dir / "postfix")
     sink_port = options.sink_port or free_loopback_ports(1)[0]
     sink = bench_sink(options, sink_port)
     own: OwnPipeline | None = None
@@ -492,23 +512,99 @@ def format_report(report: BenchReport) -> str:
     return "\n".join(lines)
 
 
+def pair_ratios(runs: list[RunResult], left: str, right: str, attribute: str) -> list[float]:
+    """Per repeat (runs alternate), left/right of one rate attribute, ascending."""
+    pairs = zip(
+        [r for r in runs if r.system == left],
+        [r for r in runs if r.system == right],
+        strict=False,
+    )
+    return sorted(getattr(a, attribute) / max(getattr(b, attribute), 1e-9) for a, b in pairs)
+
+
 def ratio_line(runs: list[RunResult], left: str, right: str) -> str:
     """Per repeat (runs alternate), left/right of the rates; min/median/max over repeats."""
-    pairs = list(
-        zip(
-            [r for r in runs if r.system == left],
-            [r for r in runs if r.system == right],
-            strict=False,
-        )
-    )
     parts = []
     for label, attribute in (("injection", "injection_rate"), ("end-to-end", "end_to_end_rate")):
-        ratios = sorted(getattr(a, attribute) / max(getattr(b, attribute), 1e-9) for a, b in pairs)
+        ratios = pair_ratios(runs, left, right, attribute)
         parts.append(f"{label} {min(ratios):.2f}/{statistics.median(ratios):.2f}/{max(ratios):.2f}")
     return f"  {left}/{right} ratio (min/median/max): " + ", ".join(parts)
 
 
-def main(options: BenchOptions, json_path: Path | None = None) -> int:
+def cpu_per_1000(run: RunResult) -> float:
+    """CPU seconds per 1000 messages of the system under test: every process but the sink
+    (relaystream: the four services and the broker; Postfix: all its daemons)."""
+    used = sum(usage.cpu_seconds for usage in run.usage if usage.name != "sink")
+    return 1000 * used / max(1, run.messages)
+
+
+def summaries(
+    report: BenchReport, options: BenchOptions, commit: str | None
+) -> list[dict[str, object]]:
+    """One summary per scenario, to compare a run with the last at a glance: the median
+    end-to-end ratio of the first system to the second (None without a comparison), and per
+    system the median end-to-end rate (recipients/s: messages/s in one-recipient scenarios)
+    and CPU seconds per 1000 messages."""
+    result: list[dict[str, object]] = []
+    for scenario in dict.fromkeys(run.scenario for run in report.runs):
+        runs = [run for run in report.runs if run.scenario == scenario]
+        systems = list(dict.fromkeys(run.system for run in runs))
+        ratio = None
+        if len(systems) == 2:
+            ratios = pair_ratios(runs, systems[0], systems[1], "end_to_end_rate")
+            ratio = round(statistics.median(ratios), 3)
+        mine = {system: [run for run in runs if run.system == system] for system in systems}
+        result.append(
+            {
+                "scenario": scenario,
+                "median_ratio": ratio,
+                "median_msgs_per_s": {
+                    system: round(statistics.median(r.end_to_end_rate for r in own), 1)
+                    for system, own in mine.items()
+                },
+                "cpu_s_per_1000_msgs": {
+                    system: round(statistics.median(cpu_per_1000(r) for r in own), 3)
+                    for system, own in mine.items()
+                },
+                "repeats": len(runs) // len(systems),
+                "messages": runs[0].messages,
+                "concurrency": options.concurrency,
+                "sink": options.sink,
+                "complete": all(run.complete for run in runs),
+                "commit": commit,
+            }
+        )
+    return result
+
+
+def source_commit() -> str | None:
+    """The checkout's commit (`-dirty` when it has changes); None outside a git checkout."""
+    try:
+        described = subprocess.run(
+            ["git", "describe", "--always", "--dirty", "--abbrev=12"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=10,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if described.returncode != 0:
+        return None
+    return described.stdout.strip() or None
+
+
+def exit_status(report: BenchReport, options: BenchOptions) -> int:
+    """0 when every run delivered everything and the comparison asked for took place."""
+    if not report.runs or not all(run.complete for run in report.runs):
+        return 1
+    if options.compare_postfix and not any(run.system == "postfix" for run in report.runs):
+        return 1  # the note says why; a comparison asked for is not skipped silently
+    return 0
+
+
+def main(options: BenchOptions, report_path: Path | None = None, json_summary: bool = False) -> int:
     if options.bootstrap is not None and options.sink_port and port_in_use(options.sink_port):
         print(
             f"bench: port {options.sink_port} is taken (the deployment's own sink?): stop it, "
@@ -518,6 +614,10 @@ def main(options: BenchOptions, json_path: Path | None = None) -> int:
         return 2
     report = run_bench(options)
     print(format_report(report), flush=True)
-    if json_path is not None:
-        json_path.write_text(report.to_json())
-    return 0 if report.runs and all(run.complete for run in report.runs) else 1
+    if report_path is not None:
+        report_path.write_text(report.to_json())
+    if json_summary:
+        commit = source_commit()
+        for summary in summaries(report, options, commit):
+            print(json.dumps(summary, separators=(",", ":")), flush=True)
+    return exit_status(report, options)

@@ -8,14 +8,21 @@ read each recipient's reception-to-delivery `delay=`.
 
 from __future__ import annotations
 
+import grp
 import os
+import pwd
 import re
 import shutil
+import stat
 import subprocess
 import time
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 POSTFIX_PACKAGE = "postfix"
+# The user Postfix's daemons (and its master, for its lock file) run as: main.cf's mail_owner.
+MAIL_OWNER = "postfix"
 _MASTER_CF_DIST = Path("/usr/share/postfix/master.cf.dist")
 _SENT = re.compile(r"to=<([^>]*)>.*?\bdelay=([\d.]+).*\bstatus=sent\b")
 
@@ -35,6 +42,82 @@ def postfix_problem() -> str | None:
     if os.geteuid() != 0:
         return "Postfix's master must start as root (it drops to the postfix user): run as root"
     return None
+
+
+@dataclass(frozen=True)
+class DirectoryAccess:
+    """What decides whether a user may enter a directory: its mode bits and owners."""
+
+    path: Path
+    mode: int
+    uid: int
+    gid: int
+
+
+def first_unsearchable(
+    directories: Iterable[DirectoryAccess], uid: int, gids: Collection[int]
+) -> DirectoryAccess | None:
+    """The first of `directories` (from / down) that user `uid` with groups `gids` may not
+    enter, judged as the kernel judges mode bits: the owner's bit for the owner, else the
+    group's for a member, else the others'; root enters anything. None when every one is
+    searchable. (ACLs are not read: a directory opened to Postfix by an ACL alone is judged
+    closed, and the bench says so rather than fail later.)"""
+    if uid == 0:
+        return None
+    for directory in directories:
+        if directory.uid == uid:
+            allowed = directory.mode & stat.S_IXUSR
+        elif directory.gid in gids:
+            allowed = directory.mode & stat.S_IXGRP
+        else:
+            allowed = directory.mode & stat.S_IXOTH
+        if not allowed:
+            return directory
+    return None
+
+
+def path_access(path: Path) -> list[DirectoryAccess]:
+    """Each directory from / down to `path` (which must exist), with its mode and owners."""
+    resolved = path.resolve()
+    result = []
+    for directory in [*reversed(resolved.parents), resolved]:
+        status = directory.stat()
+        result.append(DirectoryAccess(directory, status.st_mode, status.st_uid, status.st_gid))
+    return result
+
+
+def mail_owner_ids() -> tuple[int, set[int]] | None:
+    """The mail owner's uid and groups; None when there is no such user (Postfix missing)."""
+    try:
+        user = pwd.getpwnam(MAIL_OWNER)
+    except KeyError:
+        return None
+    groups = {group.gr_gid for group in grp.getgrall() if MAIL_OWNER in group.gr_mem}
+    return user.pw_uid, groups | {user.pw_gid}
+
+
+def unreachable_problem(directory: Path, uid: int, gids: Collection[int]) -> str | None:
+    """Why Postfix, running as `uid`, cannot use `directory` for its queue and lock file
+    (the fix included); None when it can."""
+    blocked = first_unsearchable(path_access(directory), uid, gids)
+    if blocked is None:
+        return None
+    return (
+        f"Postfix cannot use {directory}: its daemons run as user {MAIL_OWNER!r}, which may "
+        f"not enter {blocked.path} (mode {stat.S_IMODE(blocked.mode):04o}, owner uid "
+        f"{blocked.uid}), so its master cannot open its lock file there. Choose a --state-dir "
+        f"that user can reach (for instance under /var/tmp), or let it pass with "
+        f"`chmod o+x {blocked.path}` if that folder may be entered by others (the bench does "
+        "not loosen a folder's permissions itself)"
+    )
+
+
+def postfix_directory_problem(directory: Path) -> str | None:
+    """`unreachable_problem` for the installed Postfix's mail owner; None without one."""
+    owner = mail_owner_ids()
+    if owner is None:
+        return None  # not installed: postfix_problem says so
+    return unreachable_problem(directory, *owner)
 
 
 def install_postfix() -> str | None:
@@ -131,7 +214,7 @@ class LocalPostfix:
         os.chmod(self.directory, 0o755)
         os.chmod(self.directory / "spool", 0o755)
         # The master writes its lock and caches here as the mail owner.
-        shutil.chown(self.directory / "data", user="postfix")
+        shutil.chown(self.directory / "data", user=MAIL_OWNER)
         (self.config_dir / "main.cf").write_text(render_main_cf(self.directory, self.relay_port))
         master = render_master_cf(_MASTER_CF_DIST.read_text(), self.smtp_port)
         (self.config_dir / "master.cf").write_text(master)
