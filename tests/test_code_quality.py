@@ -186,6 +186,34 @@ def test_a_service_imports_only_core_and_itself(service: str) -> None:
     assert offenders == {}
 
 
+def third_party_roots(path: Path) -> set[str]:
+    """The top-level names of the absolute imports of a module (`faust`, `aiokafka`, ...)."""
+    roots: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            roots |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            roots.add(node.module.split(".")[0])
+    return roots
+
+
+def test_integrations_import_only_the_core() -> None:
+    offenders = {
+        str(path.relative_to(ROOT)): sorted(imported_packages(path) - {"core", "integrations"})
+        for path in python_files("integrations")
+        if imported_packages(path) - {"core", "integrations"}
+    }
+    assert python_files("integrations") and offenders == {}
+
+
+def test_faust_is_imported_by_the_integrations_alone() -> None:
+    """faust-streaming is the `faust` extra: the services, the core and the CLI run without it."""
+    outside = [path for path in SERVICES.rglob("*.py") if "integrations" not in path.parts]
+    assert [str(path) for path in outside if "faust" in third_party_roots(path)] == []
+    assert "faust" in third_party_roots(SERVICES / "integrations" / "faust_codec.py")
+    assert not any("integrations" in imported_packages(path) for path in outside)
+
+
 def devkit_imports(source: str) -> list[str]:
     """Each statement or string of a module that reaches the devkit: an import of
     `relaystream_devkit` (or of `relaystream.devkit`, where it lived inside the product, or
