@@ -7,6 +7,7 @@ import json
 from collections import Counter
 
 import aiosmtplib
+import faust
 import pytest
 from aiokafka import AIOKafkaProducer
 from ingest_harness import ingest_settings, read_events, running_ingest
@@ -19,6 +20,7 @@ from relaystream.core.kafka.submission import publish_submission, submission_eve
 from relaystream.core.kafka.topics import TopicCatalog, TopicSettings, declare_topics
 from relaystream.ingest.message_ids import submission_message_id
 from relaystream.ingest.service import SUBMIT_GROUP, submit_transactional_id
+from relaystream.integrations.faust_codec import publish, submit_topic
 
 CONTENT = b"Subject: from an app\r\n\r\nhello\r\n"
 
@@ -93,6 +95,32 @@ async def test_invalid_submissions_go_to_dead_letter_with_the_reason(
     assert all(event["service"] == "ingest" for _, event in dead)
     # Nothing of the invalid submission was accepted, the valid one was.
     assert [event["recipient"] for _, event in accepted] == ["fine@example.org"]
+
+
+async def test_a_faust_app_publishes_through_the_codec_and_the_submit_loop_accepts_it(
+    kafka_bootstrap: str, topic_prefix: str, topics: TopicCatalog
+) -> None:
+    app = faust.App(
+        f"{topic_prefix}faust-app", broker=f"kafka://{kafka_bootstrap}", web_enabled=False
+    )
+    event = submission_event(
+        "app@example.com", ["z@example.org"], CONTENT, meta={"via": "faust"}, submission_id="f-1"
+    )
+    async with running_ingest(ingest_settings(kafka_bootstrap, topic_prefix)):
+        try:
+            sent = await publish(submit_topic(app, topics), event)  # Faust's own producer
+        finally:
+            await app.producer.stop()
+        [(_, accepted)] = await read_events(
+            kafka_bootstrap, topics.accepted.name, 1, schema="MessageAccepted"
+        )
+    assert sent.topic == topics.submit.name
+    assert accepted["id"] == submission_message_id("f-1", 0)
+    assert accepted["reception_protocol"] == "Kafka" and accepted["transaction_id"] == "f-1"
+    assert (accepted["sender"], accepted["recipient"]) == ("app@example.com", "z@example.org")
+    assert accepted["content"] == CONTENT
+    meta = {name: json.loads(value) for name, value in accepted["meta"].items()}  # type: ignore[attr-defined]
+    assert meta["via"] == "faust"
 
 
 async def test_a_fenced_submit_transaction_restarts_the_submit_loop_alone(
