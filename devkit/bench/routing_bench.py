@@ -25,15 +25,12 @@ import argparse
 import asyncio
 import multiprocessing
 import os
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-
-from aiokafka import AIOKafkaConsumer
 
 from relaystream.core.events.codec import encode
 from relaystream.core.events.meta import encode_meta
@@ -47,7 +44,8 @@ from relaystream.core.runtime.service import ServiceRuntime, run_service
 from relaystream.core.runtime.settings import HostPort, RoutingSettings, RuntimeSettings, Settings
 from relaystream.routing.router import OutputPartitions, Routed, Router
 from relaystream.routing.service import SERVICE, SERVICE_NAME
-from relaystream_devkit.bench_measure import cpu_seconds, find_processes
+from relaystream_devkit.bench_measure import committed_arrivals, cpu_seconds, find_processes
+from relaystream_devkit.broker import temporary_broker
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_POLICY = REPO_ROOT / "tests" / "policies" / "seed_routing_domain.lua"
@@ -122,33 +120,6 @@ def route_in_advance(records: list[AcceptedRecord], topics: TopicCatalog, policy
     Router.route = look_up  # type: ignore[method-assign]
 
 
-def count_queued(bootstrap: str, topic: str, count: int, done: Any) -> None:
-    """In a child process: read `topic` until `count` records arrived; report when the first
-    and the last arrived."""
-
-    async def read() -> None:
-        consumer = AIOKafkaConsumer(
-            topic,
-            bootstrap_servers=bootstrap,
-            auto_offset_reset="earliest",
-            isolation_level="read_committed",
-        )
-        await consumer.start()
-        seen = 0
-        first = None
-        try:
-            while seen < count:
-                batch = await consumer.getmany(timeout_ms=100, max_records=10_000)
-                seen += sum(len(records) for records in batch.values())
-                if seen and first is None:
-                    first = time.time()
-        finally:
-            await consumer.stop()
-        done.put((first, time.time()))
-
-    asyncio.run(read())
-
-
 async def bench(args: argparse.Namespace, bootstrap: str) -> None:
     prefix = f"bench.{uuid.uuid4().hex[:8]}."
     topics = declare_topics(
@@ -163,7 +134,7 @@ async def bench(args: argparse.Namespace, bootstrap: str) -> None:
 
     done: Any = multiprocessing.get_context("spawn").Queue()
     reader = multiprocessing.get_context("spawn").Process(
-        target=count_queued, args=(bootstrap, topics.queued.name, args.messages, done)
+        target=committed_arrivals, args=(bootstrap, topics.queued.name, args.messages, done)
     )
     reader.start()
     settings = Settings(
@@ -219,18 +190,8 @@ def main() -> None:
     if args.bootstrap:
         event_loop.run(bench(args, args.bootstrap))
         return
-    from relaystream_devkit.broker import LocalKafka, free_loopback_ports
-
-    with tempfile.TemporaryDirectory() as state:
-        broker = LocalKafka(state_dir=Path(state))
-        port, controller_port = free_loopback_ports(2)
-        bootstrap = broker.start(
-            port=port, controller_port=controller_port, data_dir=Path(state) / "data"
-        )
-        try:
-            event_loop.run(bench(args, bootstrap))
-        finally:
-            broker.stop()
+    with temporary_broker() as bootstrap:
+        event_loop.run(bench(args, bootstrap))
 
 
 if __name__ == "__main__":

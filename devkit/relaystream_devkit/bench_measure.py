@@ -21,12 +21,43 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer
 
 from relaystream.core.events.codec import DecodeError, decode
 from relaystream.core.kafka.replay import replay_topic
 
 PROC = Path("/proc")
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def committed_arrivals(bootstrap: str, topic: str, count: int, done: Any) -> None:
+    """For a child process of a stage benchmark: read `topic` (read_committed) until `count`
+    records arrived, then put (first arrival, last arrival) as epoch seconds on the queue
+    `done`. A process of its own, so that it shares no event loop or core with what it times."""
+
+    async def read() -> None:
+        consumer = AIOKafkaConsumer(
+            topic,
+            bootstrap_servers=bootstrap,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+        )
+        await consumer.start()
+        seen = 0
+        first = None
+        try:
+            while seen < count:
+                batch = await consumer.getmany(timeout_ms=100, max_records=10_000)
+                seen += sum(len(records) for records in batch.values())
+                if seen and first is None:
+                    first = time.time()
+        finally:
+            await consumer.stop()
+        done.put((first, time.time()))
+
+    asyncio.run(read())
 
 
 @dataclass(frozen=True)

@@ -30,10 +30,11 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -643,3 +644,19 @@ class LocalKafka:
 
     def _write_recorded(self, recorded: dict[str, Any]) -> None:
         (self._kafka_state / "broker.json").write_text(json.dumps(recorded, indent=2) + "\n")
+
+
+@contextlib.contextmanager
+def temporary_broker(prefix: str = "bench-broker-") -> Iterator[str]:
+    """A throwaway single broker on free loopback ports, for the stage benchmarks; yields its
+    bootstrap address, and stops it and deletes its data on the way out."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as state:
+        broker = LocalKafka(state_dir=Path(state))
+        port, controller_port = free_loopback_ports(2)
+        bootstrap = broker.start(
+            port=port, controller_port=controller_port, data_dir=Path(state) / "data"
+        )
+        try:
+            yield bootstrap
+        finally:
+            broker.stop()
