@@ -1,4 +1,5 @@
-"""The ingest SMTP listener through real SMTP sessions (aiosmtplib) and the real broker."""
+"""The ingest SMTP listener through real SMTP sessions (aiosmtplib, and once delivery's own
+client beside it) and the real broker."""
 
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ from ingest_harness import (
 from relaystream.core.kafka.admin import ensure_topics
 from relaystream.core.kafka.topics import TopicCatalog, TopicSettings, declare_topics
 from relaystream.core.runtime.settings import InvalidLineEndings
+from relaystream.delivery.smtp_session import Destination, SessionOptions, SmtpSession
+from relaystream.delivery.tls import TlsMode
 from relaystream.ingest.smtp_lines import has_bare_cr_or_lf, normalize_line_endings
 from relaystream.ingest.smtp_users import hash_password
 
@@ -274,6 +277,37 @@ async def test_pipelining_is_offered_and_a_pipelined_envelope_is_answered_in_ord
         writer.close()
     events = await read_events(kafka_bootstrap, topics.accepted.name, 1, schema="MessageAccepted")
     assert [event["recipient"] for _, event in events] == ["p@example.org"]
+
+
+async def test_delivery_s_pipelining_client_and_aiosmtplib_hand_over_the_same_bodies(
+    kafka_bootstrap: str, topic_prefix: str, topics: TopicCatalog
+) -> None:
+    """Two independent clients, two transactions each over one session: relaystream's own
+    delivery client (envelope pipelined, RSET before the second) as when one relaystream
+    relays to another's ingest, and aiosmtplib (one command at a time) as the reference. Ingest
+    stores the same bodies from both, dot-stuffing undone."""
+    body = b"Subject: two clients\r\n\r\n.leading dot\r\n..two dots\r\nmid.dle\r\n.\r\nend\r\n"
+    settings = ingest_settings(kafka_bootstrap, topic_prefix)
+    async with running_ingest(settings) as ingest:
+        destination = Destination("ingest", "127.0.0.1", ingest.endpoints.smtp_port)
+        options = SessionOptions(ehlo_name="relay.example", tls_mode=TlsMode.DISABLED)
+        own = await SmtpSession.open(destination, options)
+        try:
+            for n in range(2):
+                reply = await own.send("s@example.com", f"own{n}@example.org", body)
+                assert reply.code == 250, reply
+        finally:
+            await own.close()
+        reference = await session(ingest)
+        for n in range(2):
+            errors, _ = await reference.sendmail("s@example.com", [f"ref{n}@example.org"], body)
+            assert errors == {}
+        await reference.quit()
+    events = await read_events(kafka_bootstrap, topics.accepted.name, 4, schema="MessageAccepted")
+    contents = {event["recipient"]: event["content"] for _, event in events}
+    assert sorted(contents) == ["own0@example.org", "own1@example.org", "ref0@example.org",
+                                "ref1@example.org"]  # fmt: skip
+    assert all(content.endswith(b"\r\n" + body) for content in contents.values())
 
 
 async def test_recipients_past_the_limit_are_refused_with_452(
