@@ -41,6 +41,8 @@ NAMESPACE_SOURCES = namespace_sources()
 def _extras_sources() -> dict[str, str]:
     """KumoMTA's policy-extras modules as relaystream ships them (extras/NAME.lua), by NAME."""
     folder = resources.files(__package__).joinpath("extras")
+    if not folder.is_dir():
+        return {}
     return {
         entry.name.removesuffix(".lua"): entry.read_text(encoding="utf-8")
         for entry in folder.iterdir()
