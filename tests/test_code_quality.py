@@ -294,6 +294,7 @@ PURE_SERVICE_MODULES = (
     "ingest/smtp_lines.py",
     "ingest/reception_packing.py",
     "delivery/smtp_wire.py",
+    "delivery/x509_subject.py",
 )
 
 

@@ -15,7 +15,8 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 from ..core.dns.resolver import MxResolver
-from ..core.domain.log_record import LogRecord, PeerAddress, RecordType
+from ..core.domain.log_record import LogRecord, PeerAddress, RecordType, SourceAddress
+from ..core.domain.log_writer import ANONYMOUS, LogWriter
 from ..core.domain.queue_config import QueueConfig, QueueConfigError
 from ..core.domain.smtp_reply import ReplyKind, SmtpResponse, classify_reply
 from ..core.events import records
@@ -24,7 +25,7 @@ from ..core.runtime.settings import DeliverySettings
 from . import metrics
 from .planning import DeliveryPlan, DestinationPlanner, Undeliverable
 from .pool import AllCandidatesFailed, PoolKey, PoolLimits, PoolRegistry
-from .smtp_session import Destination, PeerReply, SessionOptions, SessionTimeouts
+from .smtp_session import Destination, PeerReply, SessionFacts, SessionOptions, SessionTimeouts
 from .tls import TlsMode
 
 DELIVERY_PROTOCOL = "ESMTP"
@@ -49,6 +50,8 @@ class AttemptResult:
     peer: Destination | None
     egress_pool: str | None
     egress_source: str | None
+    # The SMTP session the reply came over; None when none was opened.
+    session: SessionFacts | None = None
 
     @property
     def metric_label(self) -> str:
@@ -154,7 +157,13 @@ class Deliverer:
         response = response_from_peer(sent.reply)
         kind = _OUTCOME_KIND[classify_reply(response).kind]
         return AttemptResult(
-            kind, response, plan.site, sent.destination, pool_name, self.egress_source
+            kind,
+            response,
+            plan.site,
+            sent.destination,
+            pool_name,
+            self.egress_source,
+            sent.session,
         )
 
 
@@ -178,10 +187,13 @@ def outcome_event(request: DeliveryRequest, result: AttemptResult) -> DeliveryOu
     }
 
 
-def log_event(request: DeliveryRequest, result: AttemptResult) -> records.LogRecord:
+def log_event(
+    request: DeliveryRequest, result: AttemptResult, log_writer: LogWriter = ANONYMOUS
+) -> records.LogRecord:
     peer = None
     if result.peer is not None:
         peer = PeerAddress(name=result.peer.peer_name, addr=result.peer.address)
+    session = result.session
     record = LogRecord(
         type=_RECORD_TYPE[result.kind],
         id=request["id"],
@@ -201,8 +213,13 @@ def log_event(request: DeliveryRequest, result: AttemptResult) -> records.LogRec
         delivery_protocol=DELIVERY_PROTOCOL,
         reception_protocol=_reception_protocol(request["meta"]),
         meta=dict(request["meta"]),
+        session_id=None if session is None else session.session_id,
+        source_address=None
+        if session is None or session.source_address is None
+        else SourceAddress(session.source_address),
+        tls=None if session is None else session.tls,
     )
-    return cast(records.LogRecord, record.to_avro())
+    return cast(records.LogRecord, log_writer.stamp(record).to_avro())
 
 
 def _reception_protocol(meta: dict[str, str]) -> str | None:

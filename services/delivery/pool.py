@@ -24,6 +24,7 @@ from .smtp_session import (
     ConnectFailed,
     Destination,
     PeerReply,
+    SessionFacts,
     SessionOptions,
     SmtpSession,
     StaleSession,
@@ -58,6 +59,7 @@ class Transaction:
     tls: bool
     # The session was opened for this message (not reused).
     new_connection: bool
+    session: SessionFacts
 
 
 class AllCandidatesFailed(Exception):
@@ -148,7 +150,11 @@ class ConnectionPool:
         async with self.lease(candidates) as session:
             reply = await session.send(sender, recipient, content)
             return Transaction(
-                reply, session.destination, session.tls_active, session.transactions == 1
+                reply,
+                session.destination,
+                session.tls_active,
+                session.transactions == 1,
+                session.facts,
             )
 
     async def _acquire(self, candidates: Sequence[Destination]) -> SmtpSession:

@@ -21,12 +21,14 @@ import logging
 from typing import cast
 
 from ..core.dns.resolver import MxResolver
+from ..core.domain.log_writer import ANONYMOUS, LogWriter
 from ..core.events.codec import DecodeError, decode, encode
 from ..core.events.records import DeliveryRequest
 from ..core.kafka.consumer import ConsumedRecord, EventConsumer
 from ..core.kafka.dead_letter import DeadLetters
 from ..core.kafka.producer import EventProducer
 from ..core.kafka.topics import TopicCatalog, TopicRole, partition_for_queue
+from ..core.policy.bounce_classifier import log_writer
 from ..core.runtime.service import ServiceRuntime, ServiceSpec
 from . import metrics
 from .attempt import AttemptResult, Deliverer, log_event, outcome_event
@@ -53,8 +55,10 @@ class DeliveryHandler:
         topics: TopicCatalog,
         outcome_partitions: int,
         finished: FinishedAttempts,
+        log_writer: LogWriter = ANONYMOUS,
     ) -> None:
         self._deliverer = deliverer
+        self._log_writer = log_writer
         self._producer = producer
         self._topics = topics
         self._outcome_partitions = outcome_partitions
@@ -91,7 +95,7 @@ class DeliveryHandler:
             ),
             self._producer.send(
                 self._topics.log.name,
-                encode("LogRecord", log_event(request, result)),
+                encode("LogRecord", log_event(request, result, self._log_writer)),
                 key=request["id"],
             ),
         )
@@ -106,6 +110,7 @@ async def main(runtime: ServiceRuntime) -> None:
         [(server.host, server.port) for server in settings.delivery.nameservers] or None
     )
     deliverer = Deliverer.from_settings(settings.delivery, resolver)
+    writer = log_writer(settings.runtime)
     metrics.CURRENT_POOLS.registry = deliverer.pools
     try:
         async with EventProducer(
@@ -121,6 +126,7 @@ async def main(runtime: ServiceRuntime) -> None:
                 topics,
                 await producer.partitions_for(topics.outcomes.name),
                 finished,
+                writer,
             )
             consumer: EventConsumer[DeliveryRequest] = EventConsumer(
                 bootstrap,

@@ -153,6 +153,21 @@ class SmtpConnection:
             raise ConnectionLost("the connection closed during the TLS handshake")
         self._protocol.transport = tls
 
+    def local_address(self) -> str | None:
+        """Our end of the connection as `ip:port` (`[ip]:port` for IPv6)."""
+        transport = self._protocol.transport
+        sockname = None if transport is None else transport.get_extra_info("sockname")
+        if not isinstance(sockname, tuple) or len(sockname) < 2:
+            return None
+        host, port = sockname[0], sockname[1]
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+    def ssl_object(self) -> ssl.SSLObject | None:
+        """The TLS session after start_tls, None on a plain connection."""
+        transport = self._protocol.transport
+        found = None if transport is None else transport.get_extra_info("ssl_object")
+        return found if isinstance(found, ssl.SSLObject) else None
+
     def close(self) -> None:
         transport = self._protocol.transport
         if transport is not None:

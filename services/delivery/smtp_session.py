@@ -22,14 +22,16 @@ import contextlib
 import ipaddress
 import socket
 import ssl
+import uuid
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..core.domain.log_record import TlsDetails
 from .smtp_client import ConnectionLost, ReplyTimeout, SmtpConnection
 from .smtp_wire import Reply, command, data_payload, extensions
-from .tls import TlsMode, client_context
+from .tls import TlsMode, client_context, tls_details
 
 # Reply to a transaction the peer never answered (timeout, dropped connection): transient,
 # as KumoMTA does, because the message may or may not have been accepted.
@@ -72,6 +74,16 @@ class SessionOptions:
     source_address: str | None = None
     # Pipeline the envelope when the peer offers PIPELINING; off for a peer that breaks on it.
     pipelining: bool = True
+
+
+@dataclass(frozen=True)
+class SessionFacts:
+    """What the log records of a session's transactions say about it (KumoMTA's session_id,
+    source_address and tls_* fields)."""
+
+    session_id: str
+    source_address: str | None
+    tls: TlsDetails | None
 
 
 @dataclass(frozen=True)
@@ -145,6 +157,12 @@ class SmtpSession:
         self.pipelining = pipelining and "PIPELINING" in offered
         self._offered = offered
         self.transactions = 0
+        session = connection.ssl_object()
+        self.facts = SessionFacts(
+            session_id=str(uuid.uuid4()),
+            source_address=connection.local_address(),
+            tls=None if session is None else tls_details(session),
+        )
 
     @classmethod
     async def open(cls, destination: Destination, options: SessionOptions) -> SmtpSession:

@@ -18,6 +18,9 @@ import ssl
 from enum import StrEnum
 from pathlib import Path
 
+from ..core.domain.log_record import TlsDetails
+from .x509_subject import CertificateError, subject_name
+
 
 class TlsMode(StrEnum):
     OPPORTUNISTIC = "Opportunistic"
@@ -60,3 +63,16 @@ def client_context(mode: TlsMode, ca_file: Path | None = None) -> ssl.SSLContext
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     return context
+
+
+def tls_details(session: ssl.SSLObject) -> TlsDetails | None:
+    """Cipher, protocol version and the peer's subject of an established TLS session."""
+    cipher, version = session.cipher(), session.version()
+    if cipher is None or version is None:
+        return None
+    der = session.getpeercert(binary_form=True)
+    try:
+        subject = None if der is None else subject_name(der)
+    except CertificateError:
+        subject = None  # logged without it rather than failing a delivery over a log field
+    return TlsDetails(cipher=cipher[0], protocol_version=version, peer_subject_name=subject)

@@ -27,6 +27,7 @@ from datetime import datetime
 from typing import Any
 
 from ..core.domain.log_record import LogRecord, RecordType
+from ..core.domain.log_writer import ANONYMOUS, LogWriter
 from ..core.domain.queue_name import QueueName, QueueNameError
 from ..core.domain.smtp_reply import SmtpResponse, split_enhanced_code
 from ..core.events.meta import MetaError, decode_meta, encode_meta
@@ -103,8 +104,15 @@ def recipient_domain(recipient: str) -> str:
         raise InvalidAccepted(str(err)) from err
 
 
-def decide(accepted: MessageAccepted, policy: Policy, *, decided_at: datetime) -> RoutingResult:
-    """Runs the reception policy on `accepted` and builds the resulting events.
+def decide(
+    accepted: MessageAccepted,
+    policy: Policy,
+    *,
+    decided_at: datetime,
+    log_writer: LogWriter = ANONYMOUS,
+) -> RoutingResult:
+    """Runs the reception policy on `accepted` and builds the resulting events; `log_writer`
+    stamps the log record (node id, bounce class of a Rejection).
 
     Raises InvalidAccepted for a record that cannot be routed at all.
     """
@@ -126,8 +134,8 @@ def decide(accepted: MessageAccepted, policy: Policy, *, decided_at: datetime) -
     except RecipientDomainError as err:
         raise InvalidAccepted(str(err)) from err
     if isinstance(routed, RefusedMessage):
-        return _rejected(accepted, policy, headers, routed, decided_at)
-    return _routed(accepted, policy, headers, routed, decided_at)
+        return _rejected(accepted, policy, headers, routed, decided_at, log_writer)
+    return _routed(accepted, policy, headers, routed, decided_at, log_writer)
 
 
 def _protocol(name: str) -> ReceptionProtocol:
@@ -180,9 +188,10 @@ def _log_record(
     queue: str,
     response: SmtpResponse,
     meta: Mapping[str, JsonValue],
+    log_writer: LogWriter,
 ) -> dict[str, Any]:
     logged = encode_meta({key: meta[key] for key in LOGGED_META_KEYS if key in meta})
-    return LogRecord(
+    record = LogRecord(
         type=kind,
         id=accepted["id"],
         sender=accepted["sender"],
@@ -195,7 +204,8 @@ def _log_record(
         size=len(accepted["content"]),
         reception_protocol=accepted["reception_protocol"],
         meta=logged,
-    ).to_avro()
+    )
+    return log_writer.stamp(record).to_avro()
 
 
 def _routed(
@@ -204,6 +214,7 @@ def _routed(
     headers: str,
     routed: RoutedMessage,
     decided_at: datetime,
+    log_writer: LogWriter,
 ) -> RoutingResult:
     queue, meta_after = routed.queue, routed.encoded_meta_after
     decision = _decision(
@@ -216,7 +227,9 @@ def _routed(
         queue=queue,
         rejection=None,
     )
-    log = _log_record(accepted, RecordType.RECEPTION, queue, RECEPTION_RESPONSE, routed.meta_after)
+    log = _log_record(
+        accepted, RecordType.RECEPTION, queue, RECEPTION_RESPONSE, routed.meta_after, log_writer
+    )
     if routed.discarded:
         return RoutingResult(decision, None, log)
     queued: QueuedMessage = {
@@ -240,6 +253,7 @@ def _rejected(
     headers: str,
     refused: RefusedMessage,
     decided_at: datetime,
+    log_writer: LogWriter,
 ) -> RoutingResult:
     enhanced, text = split_enhanced_code(refused.rejection.text)
     response = SmtpResponse(refused.rejection.code, enhanced, text)
@@ -259,7 +273,7 @@ def _rejected(
         queue = QueueName.for_message(recipient_domain(accepted["recipient"]), meta_before)
     except (QueueNameError, InvalidAccepted):
         queue = ""
-    log = _log_record(accepted, RecordType.REJECTION, queue, response, meta_before)
+    log = _log_record(accepted, RecordType.REJECTION, queue, response, meta_before, log_writer)
     return RoutingResult(decision, None, log, refused.failure)
 
 

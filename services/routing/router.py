@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import cast
 
+from ..core.domain.log_writer import ANONYMOUS, LogWriter
 from ..core.events.codec import DecodeError, decode, encode
 from ..core.events.records import MessageAccepted, RoutingOutcome
 from ..core.kafka.batches import Outgoing
@@ -66,6 +67,7 @@ class Router:
         topics: TopicCatalog,
         partitions: OutputPartitions,
         service: str,
+        log_writer: LogWriter = ANONYMOUS,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
     ) -> None:
@@ -73,6 +75,7 @@ class Router:
         self._topics = topics
         self._partitions = partitions
         self._service = service
+        self._log_writer = log_writer
         self._clock = clock
         self._clock_ms = clock_ms
 
@@ -85,7 +88,9 @@ class Router:
             return self._dead_lettered(record, RecordRejected(err.reason, "decode"))
         accepted = cast(MessageAccepted, decoded)
         try:
-            result = decide(accepted, self._policy, decided_at=self._clock())
+            result = decide(
+                accepted, self._policy, decided_at=self._clock(), log_writer=self._log_writer
+            )
         except InvalidAccepted as err:
             return self._dead_lettered(record, RecordRejected(str(err), "validation"))
         except Exception as err:  # a bug must not wedge the partition: keep the record

@@ -17,6 +17,7 @@ from ..core.kafka.fencing import LOOP_TRANSACTION_TIMEOUT_MS
 from ..core.kafka.topics import TopicCatalog, TopicRole
 from ..core.kafka.transactional_loop import BATCH_LINGER_SECONDS, TransactionalLoop
 from ..core.policy import Policy, PolicyLimits, policy_from_file, policy_from_source
+from ..core.policy.bounce_classifier import log_writer
 from ..core.runtime.service import ServiceRuntime, ServiceSpec
 from ..core.runtime.settings import Settings
 from . import metrics
@@ -121,6 +122,7 @@ async def main(runtime: ServiceRuntime) -> None:
             topics=topics,
             partitions=await output_partitions(producer, topics),
             service=SERVICE_NAME,
+            log_writer=log_writer(settings.runtime),
         )
         consumer = accepted_consumer(settings, topics, runtime.client_id)
         loop = routing_loop(

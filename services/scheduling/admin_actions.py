@@ -38,6 +38,7 @@ from ..core.domain.admin_rules import (
     rule_applies_to_rebind,
     suspended_response,
 )
+from ..core.domain.log_record import RecordType
 from ..core.domain.queue_name import QueueName, QueueNameError
 from ..core.events.codec import decode, encode
 from ..core.events.meta import MetaError, decode_meta
@@ -164,7 +165,7 @@ class OperatorActions:
 
         async def bounce_one(entry: SpoolEntry, message: dict[str, Any]) -> None:
             record = message_log_record(
-                "AdminBounce",
+                RecordType.ADMIN_BOUNCE,
                 message,
                 queue=entry.queue,
                 response=response,
@@ -184,7 +185,7 @@ class OperatorActions:
         _, message = decode(value, "QueuedMessage")
         response = suspended_response(rule.reason)
         record = message_log_record(
-            "TransientFailure",
+            RecordType.TRANSIENT_FAILURE,
             message,
             queue=entry.queue,
             response=response,
@@ -231,7 +232,7 @@ class OperatorActions:
                 messages.release_failed(entry)
                 return
             record = message_log_record(
-                "AdminRebind",
+                RecordType.ADMIN_REBIND,
                 updated,
                 queue=queue,
                 response=rebound_response(entry.queue, queue, rule.reason),

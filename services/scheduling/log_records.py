@@ -6,12 +6,12 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from ..core.domain.log_record import LogRecord, RecordType
 from ..core.domain.smtp_reply import SmtpResponse
-from ..core.events.records import LogRecord
 
 
 def message_log_record(
-    kind: str,
+    kind: RecordType,
     message: Mapping[str, Any],
     *,
     queue: str,
@@ -20,27 +20,19 @@ def message_log_record(
     num_attempts: int,
     site: str = "",
 ) -> LogRecord:
-    """A `kind` record (TransientFailure, AdminBounce, AdminRebind, ...) of a QueuedMessage."""
-    return {
-        "type": kind,  # type: ignore[typeddict-item]  # one of the schema's RecordType symbols
-        "id": message["id"],
-        "sender": message["sender"],
-        "recipients": [message["recipient"]],
-        "queue": queue,
-        "site": site,
-        "size": len(message["content"]),
-        "response": response.to_dict(),  # type: ignore[typeddict-item]
-        "peer_address": None,
-        "timestamp": datetime.fromtimestamp(now_ms / 1000, UTC),
-        "created": message["created_at"],
-        "num_attempts": num_attempts,
-        "bounce_classification": "Uncategorized",
-        "egress_pool": None,
-        "egress_source": None,
-        "delivery_protocol": None,
-        "reception_protocol": None,
-        "meta": dict(message["meta"]),
-        "headers": {},
-        "nodeid": "",
-        "session_id": None,
-    }
+    """A `kind` record (TransientFailure, AdminBounce, AdminRebind, ...) of a QueuedMessage;
+    the writer stamps its node id and bounce class (SchedulingWrites.log)."""
+    return LogRecord(
+        type=kind,
+        id=message["id"],
+        sender=message["sender"],
+        recipients=(message["recipient"],),
+        queue=queue,
+        response=response,
+        timestamp=datetime.fromtimestamp(now_ms / 1000, UTC),
+        created=message["created_at"],
+        site=site,
+        size=len(message["content"]),
+        num_attempts=num_attempts,
+        meta=dict(message["meta"]),
+    )

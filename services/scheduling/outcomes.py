@@ -21,6 +21,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from ..core.domain.log_record import RecordType
 from ..core.domain.retry import Expire, RandomSource, decide_after_transient_failure
 from ..core.events.codec import DecodeError, decode, encode
 from ..core.kafka.dead_letter import RecordRejected
@@ -148,7 +149,7 @@ class OutcomeApplier:
         self, entry: SpoolEntry, message: dict[str, Any], plan: Expire, now_ms: int
     ) -> None:
         record = message_log_record(
-            "Expiration",
+            RecordType.EXPIRATION,
             message,
             queue=entry.queue,
             response=plan.response,

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from typing import Any, Protocol
 
 from ..core.domain.admin_rules import AdminRuleSet
+from ..core.domain.log_record import LogRecord
 from ..core.kafka.producer import EventProducer
 from ..core.kafka.topics import TopicCatalog
 from ..core.spool.entry import SpoolEntry
@@ -68,7 +69,7 @@ class OperatorPort(Protocol):
 
     async def decode_queued(self, entry: SpoolEntry, value: bytes) -> dict[str, Any] | None: ...
 
-    async def write_log(self, message_id: str, record: Any) -> None: ...
+    async def write_log(self, message_id: str, record: LogRecord) -> None: ...
 
     async def write_queued(self, message_id: str, value: bytes, partition: int) -> None: ...
 

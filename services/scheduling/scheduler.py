@@ -30,10 +30,12 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 
 from ..core.domain.admin_rules import AdminRuleSet
+from ..core.domain.log_record import LogRecord
 from ..core.domain.retry import RandomSource
 from ..core.kafka.consumer import HEARTBEAT_INTERVAL_MS, SESSION_TIMEOUT_MS
 from ..core.kafka.producer import EventProducer
 from ..core.kafka.topics import TopicCatalog, deployment_topics
+from ..core.policy.bounce_classifier import log_writer
 from ..core.runtime.settings import Settings
 from ..core.spool.entry import SpoolEntry
 from ..core.spool.index import SpoolIndexDecoder
@@ -108,7 +110,9 @@ class Scheduler:
         self._spool = SpoolReader(
             self._bootstrap, self._topics.queued.name, client_id=f"{self._client_id}-spool"
         )
-        self._writes = SchedulingWrites(self._producer, self._topics, service=SERVICE_NAME)
+        self._writes = SchedulingWrites(
+            self._producer, self._topics, service=SERVICE_NAME, log_writer=log_writer(runtime)
+        )
         self._overrides = QueueConfigOverridesReader(
             self._bootstrap,
             self._topics.queue_config.name,
@@ -194,7 +198,7 @@ class Scheduler:
     async def decode_queued(self, entry: SpoolEntry, value: bytes) -> dict[str, Any] | None:
         return await self._writes.decode_queued(entry, value, self.partitions.forget)
 
-    async def write_log(self, message_id: str, record: Any) -> None:
+    async def write_log(self, message_id: str, record: LogRecord) -> None:
         await self._writes.log(message_id, record)
 
     async def write_queued(self, message_id: str, value: bytes, partition: int) -> None:

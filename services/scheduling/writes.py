@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from ..core.domain.log_record import LogRecord
+from ..core.domain.log_writer import LogWriter
 from ..core.events.codec import DecodeError, decode, encode
 from ..core.kafka.dead_letter import DeadLetters, PoisonRecord, RecordRejected, poison_of
 from ..core.kafka.producer import EventProducer
@@ -17,8 +19,16 @@ from ..core.spool.entry import SpoolEntry
 
 
 class SchedulingWrites:
-    def __init__(self, producer: EventProducer, topics: TopicCatalog, *, service: str) -> None:
+    def __init__(
+        self,
+        producer: EventProducer,
+        topics: TopicCatalog,
+        *,
+        service: str,
+        log_writer: LogWriter,
+    ) -> None:
         self._producer = producer
+        self._log_writer = log_writer
         self._topics = topics
         self._service = service
         self._dead_letters = DeadLetters(
@@ -29,9 +39,10 @@ class SchedulingWrites:
     def dead_letters(self) -> DeadLetters:
         return self._dead_letters
 
-    async def log(self, message_id: str, record: Any) -> None:
+    async def log(self, message_id: str, record: LogRecord) -> None:
+        stamped = self._log_writer.stamp(record).to_avro()
         await self._producer.send(
-            self._topics.log.name, encode("LogRecord", record), key=message_id
+            self._topics.log.name, encode("LogRecord", stamped), key=message_id
         )
 
     async def queued(self, message_id: str, value: bytes, partition: int) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
 
 import pytest
@@ -222,12 +223,39 @@ async def test_opportunistic_insecure_accepts_a_self_signed_certificate(
 ) -> None:
     tls_sink = await start_sink(tls_context=certificates.server_context(self_signed=True))
     pool = make_pool(mode=TlsMode.OPPORTUNISTIC_INSECURE)
-    reply, _, tls = await deliver(pool, [to(tls_sink, "mx.sink.test")])
+    sent = await pool.send(
+        [to(tls_sink, "mx.sink.test")], "sender@example.com", "rcpt@example.com", CONTENT
+    )
+    again = await pool.send(
+        [to(tls_sink, "mx.sink.test")], "sender@example.com", "rcpt@example.com", CONTENT
+    )
     await pool.aclose()
     await tls_sink.close()
-    assert reply.code == 250
-    assert tls
+    assert sent.reply.code == 250
+    assert sent.tls
     assert tls_sink.messages[0].tls
+    # What the log record says about the session: the real TLS session's parameters (the
+    # subject read from the unvalidated certificate), our end of the socket, one id per session.
+    facts = sent.session
+    assert facts.tls is not None
+    assert facts.tls.protocol_version in ("TLSv1.2", "TLSv1.3")
+    assert facts.tls.cipher and facts.tls.cipher.isupper()
+    assert facts.tls.peer_subject_name == ("CN=mx.sink.test",)
+    assert facts.source_address is not None
+    assert facts.source_address.startswith("127.0.0.1:")
+    assert uuid.UUID(facts.session_id).version == 4
+    assert again.session == facts  # the same pooled session
+
+
+async def test_a_plain_session_has_no_tls_facts_and_its_own_id(sink: SmtpSink) -> None:
+    first, second = make_pool(), make_pool()
+    sent = await first.send([to(sink)], "sender@example.com", "rcpt@example.com", CONTENT)
+    other = await second.send([to(sink)], "sender@example.com", "rcpt@example.com", CONTENT)
+    await first.aclose()
+    await second.aclose()
+    assert sent.session.tls is None
+    assert sent.session.session_id != other.session.session_id
+    assert sent.session.source_address != other.session.source_address
 
 
 @pytest.mark.parametrize("mode", [TlsMode.OPPORTUNISTIC, TlsMode.REQUIRED])

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 from delivery_sinks import SmtpSink, start_sink
+from kumo_log_shape import assert_kumo_shape
 
+from relaystream.cli.main import main
 from relaystream.core.events.codec import decode, encode
 from relaystream.core.kafka.admin import ensure_topics
 from relaystream.core.kafka.producer import EventProducer
@@ -93,14 +97,34 @@ async def topics(kafka_bootstrap: str, topic_prefix: str) -> TopicCatalog:
     return catalog
 
 
+NODE_ID = "557f3ad4-2c8c-11ee-976e-782d7e12e173"
+
+
+def run_logs_json(capsys: pytest.CaptureFixture[str], bootstrap: str, prefix: str) -> list[str]:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["logs", "--bootstrap", bootstrap, "--prefix", prefix, "--json"])
+    assert exit_info.value.code == 0
+    return capsys.readouterr().out.splitlines()
+
+
 async def test_requests_on_attempts_become_mail_outcomes_and_logs(
-    kafka_bootstrap: str, topic_prefix: str, topics: TopicCatalog, sink: SmtpSink
+    kafka_bootstrap: str,
+    topic_prefix: str,
+    topics: TopicCatalog,
+    sink: SmtpSink,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
+    # An operator's rules file (KumoMTA's format) goes before the built-in rules.
+    rules = tmp_path / "mine.toml"
+    rules.write_text('[rules]\nNoSuchUserHere = ["no such user"]\n')
     settings = Settings(
         runtime=RuntimeSettings(
             kafka_bootstrap=kafka_bootstrap,
             topic_prefix=topic_prefix,
             http_bind=HostPort("127.0.0.1", 0),
+            node_id=NODE_ID,
+            bounce_classifier_files=(rules,),
         ),
         delivery=DeliverySettings(
             allow_loopback=True,
@@ -160,6 +184,18 @@ async def test_requests_on_attempts_become_mail_outcomes_and_logs(
     assert delivery_log["delivery_protocol"] == "ESMTP"
     assert delivery_log["reception_protocol"] == "HTTP"
     assert delivery_log["recipients"] == ["rcpt@example.com"]
+
+    # `relaystream logs --json` shows these real records exactly in KumoMTA's shape.
+    printed = await asyncio.to_thread(run_logs_json, capsys, kafka_bootstrap, topic_prefix)
+    shown = {record["id"]: record for record in map(json.loads, printed)}
+    for record in shown.values():
+        assert_kumo_shape(record)
+        assert record["nodeid"] == NODE_ID
+        assert record["meta"] == {"reception_protocol": "HTTP", "tenant": "acme"}
+        assert record["source_address"]["address"].startswith("127.0.0.1:")
+        uuid.UUID(record["session_id"])
+    assert shown["a" * 32]["bounce_classification"] == "Uncategorized"
+    assert shown["b" * 32]["bounce_classification"] == "NoSuchUserHere"
 
     assert decode(dead[0].value, "DeadLetter")[1]["service"] == "delivery"
     [message] = sink.messages

@@ -7,6 +7,7 @@ import json
 from datetime import UTC, datetime
 
 import pytest
+from kumo_log_shape import assert_kumo_shape
 
 from relaystream.cli.main import main
 from relaystream.core.domain.log_record import LogRecord, RecordType
@@ -65,6 +66,8 @@ async def test_logs_prints_every_record_then_stops_at_the_end(
     args = ("--bootstrap", kafka_bootstrap, "--prefix", topic_prefix, "--json")
     lines = await asyncio.to_thread(run_logs, capsys, *args)
     records = [json.loads(line) for line in lines]
+    for record in records:
+        assert_kumo_shape(record)
     assert sorted(r["type"] for r in records) == [
         "Bounce",
         "Delivery",

@@ -137,7 +137,13 @@ def example_records(content_size: int = 10_000) -> dict[str, dict[str, Any]]:
         "meta": meta,
         "headers": {"Subject": json.dumps("Spring offers")},
         "nodeid": "00000000-0000-4000-8000-000000000001",
-        "session_id": None,
+        "session_id": "6f1c0f6e-4a53-4d5e-9b1e-1f1c7a9a2b10",
+        "source_address": {"address": "198.51.100.4:53210", "server": None, "protocol": None},
+        "feedback_report": None,
+        "tls_cipher": "TLS_AES_256_GCM_SHA384",
+        "tls_protocol_version": "TLSv1.3",
+        "tls_peer_subject_name": ["CN=mx1.example.org"],
+        "provider_name": None,
     }
     override: records.QueueConfigOverride = {
         "target": "example.org",

@@ -122,6 +122,12 @@ class DeliveryOutcome(TypedDict):
     completed_at: datetime
 
 
+class SourceAddress(TypedDict):
+    address: str
+    server: str | None
+    protocol: str | None
+
+
 class LogRecord(TypedDict):
     type: RecordType
     id: str
@@ -144,6 +150,12 @@ class LogRecord(TypedDict):
     headers: dict[str, str]
     nodeid: str
     session_id: str | None
+    source_address: SourceAddress | None
+    feedback_report: str | None
+    tls_cipher: str | None
+    tls_protocol_version: str | None
+    tls_peer_subject_name: list[str] | None
+    provider_name: str | None
 
 
 class QueueConfigOverride(TypedDict):

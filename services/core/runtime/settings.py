@@ -18,7 +18,9 @@ import dataclasses
 import difflib
 import ipaddress
 import os
+import socket
 import tomllib
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -196,6 +198,21 @@ def _optional_path(value: object) -> Path | None:
     raise _Invalid("a file path")
 
 
+def _path(value: object) -> Path:
+    if isinstance(value, str) and value.strip():
+        return Path(value.strip())
+    raise _Invalid("a file path")
+
+
+def _optional_uuid(value: object) -> str | None:
+    if value is None or value == "":
+        return None
+    try:
+        return str(uuid.UUID(str(value).strip()))
+    except ValueError:
+        raise _Invalid("a UUID such as 557f3ad4-2c8c-11ee-976e-782d7e12e173") from None
+
+
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -284,6 +301,34 @@ class RuntimeSettings:
             "Kubernetes' terminationGracePeriodSeconds",
         ),
     )
+    node_id: str | None = field(
+        default=None,
+        metadata=_about(
+            _optional_uuid,
+            "this node's UUID, the `nodeid` of the log records it writes; default: one derived "
+            "from the host name (stable for a StatefulSet pod or a host)",
+        ),
+    )
+    bounce_classifier_files: tuple[Path, ...] = field(
+        default=(),
+        metadata=_about(
+            _list_of(_path, "file paths"),
+            "bounce classifier rules files (KumoMTA's format, .toml or .json), tried in order "
+            "before the built-in rules; as kumo.configure_bounce_classifier{files=...}",
+        ),
+    )
+    bounce_classifier_builtin_rules: bool = field(
+        default=True,
+        metadata=_about(
+            _boolean,
+            "classify with relaystream's built-in rules after the files' rules; false: only "
+            "the files (KumoMTA's behaviour: no files, every record Uncategorized)",
+        ),
+    )
+
+    def resolved_node_id(self) -> str:
+        """`node_id`, or a UUID derived from the host name when it is not set."""
+        return self.node_id or str(uuid.uuid5(uuid.NAMESPACE_DNS, socket.gethostname()))
 
 
 @dataclass(frozen=True)
