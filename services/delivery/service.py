@@ -28,6 +28,7 @@ from ..core.kafka.consumer import ConsumedRecord, EventConsumer
 from ..core.kafka.dead_letter import DeadLetters
 from ..core.kafka.producer import EventProducer
 from ..core.kafka.topics import TopicCatalog, TopicRole, partition_for_queue
+from ..core.policy import service_policy
 from ..core.policy.bounce_classifier import log_writer
 from ..core.runtime.service import ServiceRuntime, ServiceSpec
 from . import metrics
@@ -110,7 +111,7 @@ async def main(runtime: ServiceRuntime) -> None:
         [(server.host, server.port) for server in settings.delivery.nameservers] or None
     )
     deliverer = Deliverer.from_settings(settings.delivery, resolver)
-    writer = log_writer(settings.runtime)
+    writer = log_writer(settings.runtime, service_policy(settings, settings.delivery.policy_path))
     metrics.CURRENT_POOLS.registry = deliverer.pools
     try:
         async with EventProducer(

@@ -122,7 +122,7 @@ async def main(runtime: ServiceRuntime) -> None:
             topics=topics,
             partitions=await output_partitions(producer, topics),
             service=SERVICE_NAME,
-            log_writer=log_writer(settings.runtime),
+            log_writer=log_writer(settings.runtime, policy),
         )
         consumer = accepted_consumer(settings, topics, runtime.client_id)
         loop = routing_loop(

@@ -11,20 +11,15 @@ import logging
 
 from ..core.domain.queue_config import QueueConfig
 from ..core.domain.queue_name import QueueName
-from ..core.policy import PolicyLimits, policy_from_file
-from ..core.runtime.settings import Settings
+from ..core.policy import Policy
 from .config_resolver import PolicyQueueConfig, default_queue_config
 
 log = logging.getLogger(__name__)
 
 
-def policy_queue_config(settings: Settings) -> PolicyQueueConfig:
-    path = settings.scheduling.policy_path or settings.routing.policy_path
-    if path is None:
+def policy_queue_config(policy: Policy | None) -> PolicyQueueConfig:
+    if policy is None:
         return default_queue_config
-    # One deadline setting for every policy call, as one policy file serves both services.
-    limits = PolicyLimits(deadline_seconds=settings.routing.policy_deadline_seconds)
-    policy = policy_from_file(path, limits)
 
     def queue_config(name: QueueName) -> QueueConfig:
         try:

@@ -31,11 +31,12 @@ from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 
 from ..core.domain.admin_rules import AdminRuleSet
 from ..core.domain.log_record import LogRecord
+from ..core.domain.log_writer import LogWriter
 from ..core.domain.retry import RandomSource
 from ..core.kafka.consumer import HEARTBEAT_INTERVAL_MS, SESSION_TIMEOUT_MS
 from ..core.kafka.producer import EventProducer
 from ..core.kafka.topics import TopicCatalog, deployment_topics
-from ..core.policy.bounce_classifier import log_writer
+from ..core.policy.bounce_classifier import log_writer as settings_log_writer
 from ..core.runtime.settings import Settings
 from ..core.spool.entry import SpoolEntry
 from ..core.spool.index import SpoolIndexDecoder
@@ -71,6 +72,7 @@ class Scheduler:
         settings: Settings,
         *,
         policy_config: PolicyQueueConfig,
+        log_writer: LogWriter | None = None,
         random_source: RandomSource | None = None,
         clock: Clock = time.time,
     ) -> None:
@@ -111,7 +113,11 @@ class Scheduler:
             self._bootstrap, self._topics.queued.name, client_id=f"{self._client_id}-spool"
         )
         self._writes = SchedulingWrites(
-            self._producer, self._topics, service=SERVICE_NAME, log_writer=log_writer(runtime)
+            self._producer,
+            self._topics,
+            service=SERVICE_NAME,
+            # Without a policy's classifier configuration: the settings' alone.
+            log_writer=log_writer or settings_log_writer(runtime),
         )
         self._overrides = QueueConfigOverridesReader(
             self._bootstrap,

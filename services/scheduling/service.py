@@ -8,6 +8,8 @@ that leave it here.
 from __future__ import annotations
 
 from ..core.kafka.topics import TopicRole
+from ..core.policy import service_policy
+from ..core.policy.bounce_classifier import log_writer
 from ..core.runtime.service import ServiceRuntime, ServiceSpec
 from .admin_api import start_admin_api
 from .policy_adapter import policy_queue_config
@@ -16,7 +18,12 @@ from .scheduler import SERVICE_NAME, Scheduler
 
 async def main(runtime: ServiceRuntime) -> None:
     settings = runtime.settings
-    scheduler = Scheduler(settings, policy_config=policy_queue_config(settings))
+    policy = service_policy(settings, settings.scheduling.policy_path)
+    scheduler = Scheduler(
+        settings,
+        policy_config=policy_queue_config(policy),
+        log_writer=log_writer(settings.runtime, policy),
+    )
 
     async def rebuilt() -> bool:
         return scheduler.ready

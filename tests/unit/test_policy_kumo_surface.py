@@ -382,9 +382,9 @@ def test_configuration_calls_with_no_meaning_here_log_once_what_relaystream_does
 def test_a_kumomta_call_not_listed_is_still_absent() -> None:
     with pytest.raises(
         PolicyLoadError,
-        match=r"^policy\.lua:2: attempt to call a nil value \(field 'configure_bounce_classif",
+        match=r"^policy\.lua:2: attempt to call a nil value \(field 'configure_log_hook'",
     ):
         policy_from_source(
-            "kumo.on('init', function()\n  kumo.configure_bounce_classifier {}\nend)\n",
+            "kumo.on('init', function()\n  kumo.configure_log_hook {}\nend)\n",
             "policy.lua",
         )

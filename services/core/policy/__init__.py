@@ -6,7 +6,7 @@ data (meta dicts, queue config mappings) that the routing service turns into que
 """
 
 from .base import Policy, content_hash
-from .loader import policy_from_file, policy_from_source
+from .loader import policy_from_file, policy_from_source, service_policy
 from .types import (
     HANDLER_FOR_PROTOCOL,
     JsonValue,
@@ -37,4 +37,5 @@ __all__ = [
     "content_hash",
     "policy_from_file",
     "policy_from_source",
+    "service_policy",
 ]

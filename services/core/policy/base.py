@@ -7,6 +7,7 @@ import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 
+from ..domain.bounce_class import RuleSet
 from .types import JsonValue, PolicyMessage, PolicyResult, ReceptionProtocol
 
 
@@ -20,6 +21,9 @@ class Policy(ABC):
 
     name: str
     content_hash: str
+    # The rules files `init` gave kumo.configure_bounce_classifier, read and parsed:
+    # (file, rule set) in order; empty when the policy configured none.
+    bounce_rule_sets: tuple[tuple[str, RuleSet], ...] = ()
 
     @abstractmethod
     def on_message_received(

@@ -1,8 +1,9 @@
-"""The bounce classifier a service uses: rules files read and compiled, then the built-in rules.
+"""The log writer a service uses: its node id and its bounce classifier, compiled from the
+rules files `kumo.configure_bounce_classifier{files = {...}}` named in the policy's `init`, those
+of the `bounce_classifier_files` setting, then the built-in rules.
 
-`kumo.configure_bounce_classifier{files = {...}}` and the `bounce_classifier_files` setting
-name the same thing; a file that cannot be read or compiled stops the service at start-up with
-the file and the reason (a classifier silently missing rules would mislabel every bounce).
+A file that cannot be read or compiled stops the service at start-up with the file and the
+reason (a classifier silently missing rules would mislabel every bounce).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from ..domain.bounce_class import BounceClassifier, BounceRulesError, RuleSet, p
 from ..domain.bounce_rules_builtin import BUILTIN_RULE_SETS
 from ..domain.log_writer import LogWriter
 from ..runtime.settings import RuntimeSettings
+from .base import Policy
 
 
 def read_rules_files(files: Sequence[Path]) -> list[tuple[str, RuleSet]]:
@@ -27,20 +29,13 @@ def read_rules_files(files: Sequence[Path]) -> list[tuple[str, RuleSet]]:
     return rule_sets
 
 
-def load_classifier(files: Sequence[Path], *, builtin_rules: bool = True) -> BounceClassifier:
-    """The files' rules in order, then (unless turned off) relaystream's built-in ones."""
-    rule_sets = read_rules_files(files)
-    if builtin_rules:
+def log_writer(runtime: RuntimeSettings, policy: Policy | None = None) -> LogWriter:
+    """The stamp of this node's log records: the rules files the policy's `init` configured
+    (kumo.configure_bounce_classifier), then those the settings name, then the built-in ones."""
+    rule_sets = [*(policy.bounce_rule_sets if policy is not None else ())]
+    rule_sets.extend(read_rules_files(runtime.bounce_classifier_files))
+    if runtime.bounce_classifier_builtin_rules:
         rule_sets.extend(BUILTIN_RULE_SETS)
-    return BounceClassifier.compile(rule_sets)
-
-
-def log_writer(runtime: RuntimeSettings) -> LogWriter:
-    """The stamp of this node's log records, from the settings."""
     return LogWriter(
-        nodeid=runtime.resolved_node_id(),
-        classifier=load_classifier(
-            runtime.bounce_classifier_files,
-            builtin_rules=runtime.bounce_classifier_builtin_rules,
-        ),
+        nodeid=runtime.resolved_node_id(), classifier=BounceClassifier.compile(rule_sets)
     )

@@ -8,7 +8,7 @@ line. So no Python exception or Python object ever reaches a policy.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +24,15 @@ class HostError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class HostContext:
-    """What a namespace's callbacks may use: the Lua runtime (to build tables) and the
-    folder that relative data-file paths are read from (the policy file's own)."""
+    """What a namespace's callbacks may use: the Lua runtime (to build tables), the folder
+    that relative data-file paths are read from (the policy file's own), and where to leave
+    what the policy configured."""
 
     runtime: Any
     base_dir: Path | None
+    # What the policy configured through a namespace (kumo.configure_bounce_classifier's rule
+    # sets, ...), by the namespace's key, for the service to apply after the load.
+    configured: dict[str, object] = field(default_factory=dict)
 
     def to_lua(self, value: object) -> object:
         """A Python value as a Lua value: dicts and lists become tables (lists 1-based)."""

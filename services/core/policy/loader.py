@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..runtime.settings import Settings
 from .base import Policy
 from .declarative import DeclarativePolicy
 from .lua_policy import LuaPolicy
@@ -31,3 +32,15 @@ def policy_from_source(
     if name.lower().endswith(DECLARATIVE_SUFFIXES):
         return DeclarativePolicy(text, name)
     return LuaPolicy(text, name, limits or PolicyLimits(), base_dir)
+
+
+def service_policy(settings: Settings, own_path: Path | None) -> Policy | None:
+    """The policy a service other than routing loads: its own file, else routing's (one
+    policy file usually serves every service, as in KumoMTA); None when neither is set."""
+    path = own_path or settings.routing.policy_path
+    if path is None:
+        return None
+    # One deadline setting for every policy call, as one policy file serves every service.
+    return policy_from_file(
+        path, PolicyLimits(deadline_seconds=settings.routing.policy_deadline_seconds)
+    )

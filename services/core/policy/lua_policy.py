@@ -19,6 +19,7 @@ from .headers import decode_header_value, parse_header_block
 from .host import HostContext, host_table
 from .kumo_surface import CONFIGURATION_ELSEWHERE, EventKind, event_registration
 from .namespaces import host_callbacks, namespace_sources
+from .namespaces.bounce_classifier import configured_bounce_rules
 from .types import (
     HANDLER_FOR_PROTOCOL,
     JsonValue,
@@ -124,6 +125,7 @@ class LuaPolicy(Policy):
         status = self._call_engine_at_load(engine.load_policy, source, name)
         if status[0] != "ok":
             raise PolicyLoadError(_load_failure_text(status))
+        self.bounce_rule_sets = configured_bounce_rules(host)
         self._handler_defined = {
             event: bool(engine.has_handler(event)) for event in set(HANDLER_FOR_PROTOCOL.values())
         }

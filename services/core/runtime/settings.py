@@ -522,6 +522,15 @@ class SchedulingSettings:
 class DeliverySettings:
     """The delivery service: DNS and SMTP client defaults."""
 
+    policy_path: Path | None = field(
+        default=None,
+        metadata=_about(
+            _optional_path,
+            "policy whose init may configure the bounce classifier "
+            "(kumo.configure_bounce_classifier); default: routing's",
+        ),
+    )
+
     nameservers: tuple[HostPort, ...] = field(
         default=(),
         metadata=_about(

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from importlib import resources
 
 from ..host import HostCallback, HostContext
-from . import serde
+from . import bounce_classifier, serde
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,7 +22,11 @@ class Namespace:
     host_callbacks: Callable[[HostContext], Mapping[str, HostCallback]] | None = None
 
 
-NAMESPACES: tuple[Namespace, ...] = (Namespace("serde", serde.host_callbacks),)
+NAMESPACES: tuple[Namespace, ...] = (
+    Namespace("serde", serde.host_callbacks),
+    # After serde: it encodes its parameters with kumo.serde.json_encode.
+    Namespace("bounce_classifier", bounce_classifier.host_callbacks),
+)
 
 
 def namespace_sources() -> list[tuple[str, str]]:
