@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from ..core.domain.log_record import LogRecord, RecordType
+from ..core.domain.log_record import LogRecord, PeerAddress, RecordType
 from ..core.domain.log_writer import ANONYMOUS, LogWriter
 from ..core.domain.queue_name import QueueName, QueueNameError
 from ..core.domain.smtp_reply import SmtpResponse, split_enhanced_code
@@ -202,10 +202,20 @@ def _log_record(
         timestamp=accepted["received_at"],
         created=accepted["received_at"],
         size=len(accepted["content"]),
+        peer_address=_reception_peer(meta),
         reception_protocol=accepted["reception_protocol"],
         meta=logged,
     )
     return log_writer.stamp(record).to_avro()
+
+
+def _reception_peer(meta: Mapping[str, JsonValue]) -> PeerAddress | None:
+    """KumoMTA's peer of a Reception or Rejection: the client's EHLO name and address, from
+    the connection facts ingest put in the meta (none for a Kafka submission)."""
+    address, ehlo = meta.get("received_from"), meta.get("ehlo_domain")
+    if not isinstance(address, str) or not address:
+        return None
+    return PeerAddress(name=ehlo if isinstance(ehlo, str) else "", addr=address)
 
 
 def _routed(

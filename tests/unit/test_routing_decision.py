@@ -7,6 +7,9 @@ from typing import Any
 
 import pytest
 
+from relaystream.core.domain.bounce_class import BounceClassifier
+from relaystream.core.domain.bounce_rules_builtin import BUILTIN_RULE_SETS
+from relaystream.core.domain.log_writer import LogWriter
 from relaystream.core.events.codec import decode, encode
 from relaystream.core.events.meta import encode_meta
 from relaystream.core.events.records import MessageAccepted
@@ -125,3 +128,32 @@ def test_header_block_stops_at_the_first_empty_line() -> None:
     assert header_block(b"A: 1\r\nB: 2\r\n\r\nbody\r\n\r\nmore") == "A: 1\r\nB: 2\r\n"
     assert header_block(b"A: 1\nB: 2\n\nbody") == "A: 1\nB: 2\n"
     assert header_block(b"A: only headers") == "A: only headers"
+
+
+def from_client(recipient: str) -> MessageAccepted:
+    """As ingest's SMTP listener writes it: the client's address and EHLO name in the meta."""
+    accepted = message(recipient)
+    connection = {"received_from": "192.0.2.9:40123", "ehlo_domain": "client.example"}
+    return {**accepted, "meta": {**accepted["meta"], **encode_meta(connection)}}
+
+
+def test_reception_and_rejection_records_name_the_client_as_their_peer(policy: Policy) -> None:
+    peer = {"name": "client.example", "addr": "192.0.2.9:40123"}
+    received = decide(from_client("rcpt@example.com"), policy, decided_at=DECIDED)
+    rejected = decide(from_client("reject@example.com"), policy, decided_at=DECIDED)
+    assert received.log["peer_address"] == rejected.log["peer_address"] == peer
+    # A Kafka submission has no client connection.
+    assert (
+        decide(message("rcpt@example.com"), policy, decided_at=DECIDED).log["peer_address"] is None
+    )
+
+
+def test_the_log_writer_stamps_node_id_and_classifies_the_rejection(policy: Policy) -> None:
+    writer = LogWriter(
+        "557f3ad4-2c8c-11ee-976e-782d7e12e173", BounceClassifier.compile(BUILTIN_RULE_SETS)
+    )
+    rejected = decide(message("reject@example.com"), policy, decided_at=DECIDED, log_writer=writer)
+    received = decide(message("rcpt@example.com"), policy, decided_at=DECIDED, log_writer=writer)
+    assert rejected.log["nodeid"] == received.log["nodeid"] == writer.nodeid
+    assert rejected.log["bounce_classification"] == "QuotaIssues"  # 552 5.3.4 too big
+    assert received.log["bounce_classification"] == "Uncategorized"
