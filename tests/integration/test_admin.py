@@ -15,6 +15,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from kumo_log_shape import assert_kumo_shape
 from scheduling_support import (
     Seen,
     TopicWatcher,
@@ -24,6 +25,7 @@ from scheduling_support import (
     set_override,
 )
 
+from relaystream.core.domain.log_record import LogRecord, to_kumo_json
 from relaystream.core.kafka.producer import EventProducer
 from relaystream.core.kafka.topics import TopicCatalog
 from relaystream.core.runtime.settings import RuntimeSettings, SchedulingSettings, Settings
@@ -184,6 +186,9 @@ async def test_bounce_removes_queued_messages_and_arrivals(running: Running) -> 
             {"class": 5, "subject": 7, "detail": 1},
         )
         assert response["content"] == "Administrator bounced with reason: bad list"
+        shown = to_kumo_json(LogRecord.from_avro(record.value))
+        assert_kumo_shape(shown)
+        assert shown["bounce_classification"] == "PolicyRelated"
     tombstones = await eventually(
         lambda: sorted(r.key for r in running.queued.records if r.value is None)
     )
