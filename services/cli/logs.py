@@ -47,6 +47,11 @@ def render_line(record: dict[str, Any]) -> str:
     )
 
 
+def kumo_json_line(record: dict[str, Any]) -> str:
+    """One record as KumoMTA's logs write it (serde_json: compact, non-ASCII as is)."""
+    return json.dumps(record, separators=(",", ":"), ensure_ascii=False)
+
+
 async def print_logs(args: argparse.Namespace) -> int:
     bootstrap, topics = kafka_target(args)
     wanted = set(args.type or ())
@@ -61,7 +66,7 @@ async def print_logs(args: argparse.Namespace) -> int:
         record = to_kumo_json(LogRecord.from_avro(value))
         if (wanted and record["type"] not in wanted) or (args.id and record["id"] != args.id):
             continue
-        print(json.dumps(record) if args.json else render_line(record), flush=True)
+        print(kumo_json_line(record) if args.json else render_line(record), flush=True)
     return 0
 
 

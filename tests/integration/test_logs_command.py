@@ -66,6 +66,8 @@ async def test_logs_prints_every_record_then_stops_at_the_end(
     args = ("--bootstrap", kafka_bootstrap, "--prefix", topic_prefix, "--json")
     lines = await asyncio.to_thread(run_logs, capsys, *args)
     records = [json.loads(line) for line in lines]
+    # Written as serde_json writes KumoMTA's logs: compact.
+    assert lines == [json.dumps(r, separators=(",", ":"), ensure_ascii=False) for r in records]
     for record in records:
         assert_kumo_shape(record)
     assert sorted(r["type"] for r in records) == [
