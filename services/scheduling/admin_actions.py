@@ -31,6 +31,7 @@ from typing import Any
 from ..core.domain.admin_rules import (
     AdminAction,
     AdminRule,
+    AdminRuleCounts,
     AdminRuleSet,
     bounced_response,
     rebound_meta,
@@ -59,6 +60,8 @@ class OperatorActions:
         self._scheduler = scheduler
         # Arrived messages of a queue with an active bounce: bounced after the current batch.
         self._to_bounce: set[str] = set()
+        # What each bounce and rebind did here, for the admin API's lists.
+        self.counts = AdminRuleCounts()
 
     @property
     def _rules(self) -> AdminRuleSet:
@@ -175,6 +178,7 @@ class OperatorActions:
             await self._scheduler.write_log(entry.id, record)
             await self._scheduler.write_tombstone(entry)
             self._scheduler.messages.forget(entry)
+            self.counts.add(rule.id, entry.queue)
             metrics.ADMIN_ACTIONS.labels("bounce").inc()
 
         await self._each(entries, bounce_one)
@@ -242,6 +246,7 @@ class OperatorActions:
             await self._scheduler.write_log(entry.id, record)
             messages.forget(entry)
             await self._scheduler.write_tombstone(entry)
+            self.counts.add(rule.id, entry.queue)
             metrics.ADMIN_ACTIONS.labels("rebind").inc()
 
         await self._each(entries, rebind_one)

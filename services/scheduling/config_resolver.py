@@ -56,6 +56,12 @@ class QueueConfigResolver:
         self._resolved.clear()
         self.version += 1
 
+    def bump_epoch(self) -> None:
+        """KumoMTA's config epoch bump: every queue's config is asked of the policy again
+        (at its next release)."""
+        self._resolved.clear()
+        self.version += 1
+
     def resolve(self, queue: str) -> QueueConfig:
         """The merged config of `queue` (cached until an override changes)."""
         cached = self._resolved.get(queue)

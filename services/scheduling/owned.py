@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator
 from ..core.spool.entry import SpoolEntry
 from ..core.spool.snapshot import RecordFetcher, newest_copies
 from .partition import PartitionScheduler
-from .state import InFlight, RateLookup
+from .state import InFlight, QueueCounts, RateLookup
 
 
 class OwnedPartitions:
@@ -88,6 +88,17 @@ class OwnedPartitions:
 
     def queue_names(self) -> list[str]:
         return [q for p in self._by_number.values() for q in p.state.queue_names()]
+
+    def queue_counts(self) -> dict[str, QueueCounts]:
+        # A queue lives in one partition (its queue name picks it), so no sums are needed;
+        # during a rebind's move a message may sit in two, and counts there are approximate.
+        merged: dict[str, QueueCounts] = {}
+        for partition in self._by_number.values():
+            for queue, count in partition.state.queue_counts().items():
+                held = merged.setdefault(queue, QueueCounts())
+                held.waiting += count.waiting
+                held.in_flight += count.in_flight
+        return merged
 
     def claim_waiting(self, message_ids: Iterable[str], now_ms: int) -> list[SpoolEntry]:
         wanted = list(message_ids)

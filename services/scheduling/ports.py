@@ -12,14 +12,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, Protocol
 
-from ..core.domain.admin_rules import AdminRuleSet
+from ..core.domain.admin_rules import AdminRuleCounts, AdminRuleSet
 from ..core.domain.log_record import LogRecord
 from ..core.kafka.producer import EventProducer
 from ..core.kafka.topics import TopicCatalog
 from ..core.spool.entry import SpoolEntry
 from ..core.spool.reader import SpoolReader
 from .config_resolver import QueueConfigResolver
-from .state import InFlight
+from .state import InFlight, QueueCounts
 
 
 class MessageIndex(Protocol):
@@ -34,6 +34,8 @@ class MessageIndex(Protocol):
     def entries_of(self, queue: str) -> list[SpoolEntry]: ...
 
     def queue_names(self) -> list[str]: ...
+
+    def queue_counts(self) -> dict[str, QueueCounts]: ...
 
     def claim_waiting(self, message_ids: Iterable[str], now_ms: int) -> list[SpoolEntry]:
         """The waiting ones of `message_ids`, now in flight (an action is under way)."""
@@ -100,5 +102,15 @@ class AdminApiPort(Protocol):
 
     @property
     def spool(self) -> SpoolReader: ...
+
+    @property
+    def rule_counts(self) -> AdminRuleCounts:
+        """What each bounce and rebind did on this instance, per queue."""
+        ...
+
+    @property
+    def ready(self) -> bool:
+        """Every assigned partition is built: the instance schedules."""
+        ...
 
     def now_ms(self) -> int: ...

@@ -29,7 +29,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 
-from ..core.domain.admin_rules import AdminRuleSet
+from ..core.domain.admin_rules import AdminRuleCounts, AdminRuleSet
 from ..core.domain.log_record import LogRecord
 from ..core.domain.log_writer import LogWriter
 from ..core.domain.retry import RandomSource
@@ -139,6 +139,7 @@ class Scheduler:
             group=SERVICE_NAME,
         )
         self.partitions = OwnedPartitions()
+        metrics.CURRENT.counts = self.partitions.queue_counts
         self.actions = OperatorActions(self)
         self._outcomes = OutcomeApplier(
             self.partitions,
@@ -221,6 +222,10 @@ class Scheduler:
     # --- partitions ------------------------------------------------------------------
 
     @property
+    def rule_counts(self) -> AdminRuleCounts:
+        return self.actions.counts
+
+    @property
     def ready(self) -> bool:
         """Every assigned partition is built (and the group is not rebalancing)."""
         return self._assignment.ready
@@ -298,8 +303,6 @@ class Scheduler:
                 if time.monotonic() - last_due_metric > DUE_METRIC_INTERVAL_SECONDS:
                     last_due_metric = time.monotonic()
                     metrics.DUE_MESSAGES.set(self.partitions.due_count(self.now_ms()))
-                metrics.QUEUED_MESSAGES.set(self.partitions.message_count)
-                metrics.IN_FLIGHT_MESSAGES.set(self.partitions.in_flight_count)
         finally:
             await self._assignment.stop()
             await self.commit_outcomes()

@@ -33,9 +33,7 @@ async def main(runtime: ServiceRuntime) -> None:
     own = settings.scheduling
     api = None
     if own.admin_api_enabled:
-        api = await start_admin_api(
-            scheduler, own.admin_api_bind, own.admin_api_port, own.admin_api_tokens
-        )
+        api = await start_admin_api(scheduler, settings)
     try:
         await scheduler.run(runtime.shutdown_requested)
     finally:

@@ -34,6 +34,12 @@ class InFlight:
     outcome_accepted: bool = False
 
 
+@dataclass(slots=True)
+class QueueCounts:
+    waiting: int = 0
+    in_flight: int = 0
+
+
 class _QueueSchedule:
     """Waiting messages of one scheduled queue, by due time."""
 
@@ -273,6 +279,19 @@ class SchedulerState:
 
     def queue_names(self) -> list[str]:
         return list({e.queue for e in self._entries.values()})
+
+    def queue_counts(self) -> dict[str, QueueCounts]:
+        """Per scheduled queue: messages waiting and in flight (one scan: metrics, admin)."""
+        counts: dict[str, QueueCounts] = {}
+        for entry in self._entries.values():
+            count = counts.get(entry.queue)
+            if count is None:
+                count = counts[entry.queue] = QueueCounts()
+            if entry.id in self._in_flight:
+                count.in_flight += 1
+            else:
+                count.waiting += 1
+        return counts
 
     def message_ids(self) -> KeysView[str]:
         """The ids of the messages held (a live view: do not change the state while using it)."""

@@ -185,3 +185,26 @@ def rule_applies_to_rebind(rule: AdminRule, created_at_ms: int) -> bool:
     """A rebind reaches messages that were received before the rule was created ("queued
     now"), never later arrivals."""
     return rule.action is AdminAction.REBIND and created_at_ms <= rule.created_at
+
+
+class AdminRuleCounts:
+    """Messages each rule acted on, per scheduled queue (KumoMTA's `bounced` of a bounce
+    list entry): counted by the instance that acted, since it started."""
+
+    def __init__(self) -> None:
+        self._by_rule: dict[str, dict[str, int]] = {}
+
+    def add(self, rule_id: str, queue: str, count: int = 1) -> None:
+        by_queue = self._by_rule.setdefault(rule_id, {})
+        by_queue[queue] = by_queue.get(queue, 0) + count
+
+    def of(self, rule_id: str) -> dict[str, int]:
+        return dict(self._by_rule.get(rule_id, {}))
+
+    def total(self, rule_id: str) -> int:
+        return sum(self._by_rule.get(rule_id, {}).values())
+
+    def keep_only(self, rule_ids: set[str]) -> None:
+        """Drops the counts of rules no longer held (cancelled, compacted away)."""
+        for rule_id in set(self._by_rule) - rule_ids:
+            del self._by_rule[rule_id]

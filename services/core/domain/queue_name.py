@@ -99,3 +99,12 @@ def _meta_string(meta: Mapping[str, Any], key: str) -> str | None:
     if value is None or isinstance(value, str):
         return value
     raise QueueNameError(f"meta {key!r} must be a string, got {type(value).__name__}")
+
+
+READY_QUEUE_PROTOCOL = "smtp_client"
+
+
+def ready_queue_name(egress_source: str, site_name: str) -> str:
+    """KumoMTA's ready queue name (`source->site@smtp_client`): what delivery's connection
+    pool for an egress source and MX site stands for."""
+    return f"{egress_source}->{site_name}@{READY_QUEUE_PROTOCOL}"

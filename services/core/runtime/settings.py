@@ -139,6 +139,14 @@ def _items(value: object) -> list[object]:
     raise _Invalid("a list (comma-separated in the environment)")
 
 
+def _user_password(value: object) -> str:
+    text = _string(value)
+    user, colon, password = text.partition(":")
+    if not colon or not user or not password:
+        raise _Invalid("user:password")
+    return text
+
+
 def _list_of(item: Callable[[object], T], expected: str) -> Callable[[object], tuple[T, ...]]:
     def parse(value: object) -> tuple[T, ...]:
         if value is None:
@@ -500,21 +508,37 @@ class SchedulingSettings:
         default=(),
         metadata=_about(
             _list_of(_string, "tokens"),
-            "admin HTTP API bearer tokens; required when the API listens beyond loopback "
-            "(prefer a Secret in env)",
+            "admin HTTP API bearer tokens; a token or a basic user is required when the API "
+            "listens beyond loopback (prefer a Secret in env)",
+        ),
+    )
+    admin_api_basic_users: tuple[str, ...] = field(
+        default=(),
+        metadata=_about(
+            _list_of(_user_password, "user:password"),
+            "admin HTTP API HTTP Basic credentials, each user:password (prefer a Secret in env)",
+        ),
+    )
+    # KumoMTA's `trusted_hosts`: requests from these networks need no credentials.
+    admin_api_trusted_hosts: tuple[Network, ...] = field(
+        default=(ipaddress.ip_network("127.0.0.1/32"), ipaddress.ip_network("::1/128")),
+        metadata=_about(
+            _list_of(_network, "IP addresses or CIDR networks"),
+            "admin HTTP API clients that need no credentials (KumoMTA's trusted_hosts); "
+            "empty: every request authenticates",
         ),
     )
 
     def validate(self) -> None:
-        if self.admin_api_enabled and not self.admin_api_tokens:
+        if self.admin_api_enabled and not (self.admin_api_tokens or self.admin_api_basic_users):
             try:
                 loopback = ipaddress.ip_address(self.admin_api_bind).is_loopback
             except ValueError:
                 loopback = self.admin_api_bind == "localhost"
             if not loopback:
                 raise SettingsError(
-                    "RELAYSTREAM_SCHEDULING_ADMIN_API_TOKENS: required when the admin API "
-                    f"listens beyond loopback ({self.admin_api_bind})"
+                    "RELAYSTREAM_SCHEDULING_ADMIN_API_TOKENS or _BASIC_USERS: required when the "
+                    f"admin API listens beyond loopback ({self.admin_api_bind})"
                 )
 
 
