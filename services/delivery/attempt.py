@@ -18,9 +18,11 @@ from ..core.dns.resolver import MxResolver
 from ..core.domain.log_record import LogRecord, PeerAddress, RecordType, SourceAddress
 from ..core.domain.log_writer import ANONYMOUS, LogWriter
 from ..core.domain.queue_config import QueueConfig, QueueConfigError
+from ..core.domain.queue_name import ready_queue_name
 from ..core.domain.smtp_reply import ReplyKind, SmtpResponse, classify_reply
 from ..core.events import records
 from ..core.events.records import DeliveryOutcome, DeliveryRequest, OutcomeKind
+from ..core.runtime.kumo_metrics import SMTP_CLIENT
 from ..core.runtime.settings import DeliverySettings
 from . import metrics
 from .planning import DeliveryPlan, DestinationPlanner, Undeliverable
@@ -115,7 +117,12 @@ class Deliverer:
     async def deliver(self, request: DeliveryRequest) -> AttemptResult:
         started = time.monotonic()
         result = await self._deliver(request)
-        metrics.DELIVERIES.labels(result.metric_label).inc()
+        ready_queue = (
+            ready_queue_name(result.egress_source, result.site)
+            if result.egress_source and result.site
+            else None
+        )
+        metrics.note_attempt(result.kind, ready_queue)
         metrics.DELIVERY_SECONDS.labels(result.metric_label).observe(time.monotonic() - started)
         return result
 
@@ -153,7 +160,7 @@ class Deliverer:
                 self.egress_source,
             )
         if sent.new_connection:
-            metrics.CONNECTIONS_OPENED.labels("yes" if sent.tls else "no").inc()
+            metrics.CONNECTIONS_OPENED.inc(SMTP_CLIENT)
         response = response_from_peer(sent.reply)
         kind = _OUTCOME_KIND[classify_reply(response).kind]
         return AttemptResult(

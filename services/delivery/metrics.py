@@ -1,8 +1,12 @@
 """Prometheus metrics of the delivery service, in the process's default registry (/metrics).
 
-Labels stay low-cardinality: results and TLS, never sites, queues or message ids (a busy MTA
-talks to hundreds of thousands of sites). Pool sizes are totals over every pool, read from the
-pools at scrape time.
+KumoMTA's names where the meaning is the same: `total_messages_delivered`, `_transfail` and
+`_fail` by `service` (`smtp_client` for all, `smtp_client:<source>-><site>@smtp_client` per
+ready queue, i.e. per connection pool), `connection_count` and `total_connection_count`.
+Per-ready-queue series are bounded (a busy MTA talks to hundreds of thousands of sites): the
+least recently counted are dropped past `PER_QUEUE_SERIES`, as KumoMTA prunes idle queues.
+Other labels stay low-cardinality: results, never message ids. Pool sizes are totals over
+every pool, read from the pools at scrape time.
 """
 
 from __future__ import annotations
@@ -13,23 +17,42 @@ from prometheus_client import REGISTRY, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from ..core.runtime.kumo_metrics import (
+    CONNECTION_COUNT,
+    SMTP_CLIENT,
+    KumoCounter,
+    smtp_client_service,
+)
 from .pool import PoolRegistry
 
-DELIVERIES = Counter(
-    "relaystream_delivery_attempts",
-    "Delivery attempts by result: delivered, transient_failure, bounce",
-    ["result"],
+PER_QUEUE_SERIES = 2_000
+DELIVERED = KumoCounter(
+    "total_messages_delivered",
+    "total number of messages ever delivered",
+    ("service",),
+    max_series=PER_QUEUE_SERIES,
+)
+TRANSFAILED = KumoCounter(
+    "total_messages_transfail",
+    "total number of message delivery attempts that transiently failed",
+    ("service",),
+    max_series=PER_QUEUE_SERIES,
+)
+FAILED = KumoCounter(
+    "total_messages_fail",
+    "total number of message delivery attempts that permanently failed",
+    ("service",),
+    max_series=PER_QUEUE_SERIES,
+)
+_BY_KIND = {"DELIVERED": DELIVERED, "TRANSIENT_FAILURE": TRANSFAILED, "BOUNCE": FAILED}
+CONNECTIONS_OPENED = KumoCounter(
+    "total_connection_count", "total number of active connections ever made", ("service",)
 )
 DELIVERY_SECONDS = Histogram(
     "relaystream_delivery_latency_seconds",
     "Time from taking a DeliveryRequest to knowing its result (planning, DNS, SMTP)",
     ["result"],
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600),
-)
-CONNECTIONS_OPENED = Counter(
-    "relaystream_delivery_connections_opened",
-    "SMTP sessions made ready (banner, EHLO, STARTTLS per the TLS mode)",
-    ["tls"],
 )
 CONNECT_FAILURES = Counter(
     "relaystream_delivery_connect_failures",
@@ -46,6 +69,14 @@ SKIPPED_FINISHED_ATTEMPTS = Counter(
 )
 
 
+def note_attempt(kind: str, ready_queue: str | None) -> None:
+    """One attempt's result (`kind` as AttemptResult's), overall and for its ready queue."""
+    counter = _BY_KIND[kind]
+    counter.inc(SMTP_CLIENT)
+    if ready_queue is not None:
+        counter.inc(smtp_client_service(ready_queue))
+
+
 class PoolSizeCollector(Collector):
     """Open and idle SMTP connections, and pools, summed over the registry's pools."""
 
@@ -55,16 +86,11 @@ class PoolSizeCollector(Collector):
     def collect(self) -> Iterator[GaugeMetricFamily]:
         registry = self._pools()
         pools = registry.pools() if registry is not None else []
-        connections = GaugeMetricFamily(
-            "relaystream_delivery_connections",
-            "SMTP connections held by the pools, by state (idle or in use)",
-            labels=["state"],
+        yield GaugeMetricFamily(
+            "relaystream_delivery_idle_connections",
+            "SMTP connections held open by the pools for reuse, not in use",
+            value=sum(pool.idle_connections for pool in pools),
         )
-        idle = sum(pool.idle_connections for pool in pools)
-        in_use = sum(pool.connections for pool in pools) - idle
-        connections.add_metric(["idle"], idle)
-        connections.add_metric(["in_use"], in_use)
-        yield connections
         yield GaugeMetricFamily(
             "relaystream_delivery_connection_pools",
             "Connection pools (one per egress source and site) currently known",
@@ -83,3 +109,12 @@ class CurrentPools:
 
 CURRENT_POOLS = CurrentPools()
 REGISTRY.register(PoolSizeCollector(lambda: CURRENT_POOLS.registry))
+
+
+def _open_connections() -> int:
+    registry = CURRENT_POOLS.registry
+    return 0 if registry is None else sum(pool.connections for pool in registry.pools())
+
+
+# SMTP connections held by the pools, in use or idle (KumoMTA's connection_count).
+CONNECTION_COUNT.labels(SMTP_CLIENT).set_function(_open_connections)

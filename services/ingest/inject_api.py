@@ -176,7 +176,7 @@ class InjectApi:
                     "injection not accepted: Kafka did not commit", extra={"error": str(error)}
                 )
                 return _json(503, {"errors": ["temporarily unable to accept messages, retry"]})
-            metrics.MESSAGES_ACCEPTED.labels(PROTOCOL).inc(len(events))
+            metrics.note_received(PROTOCOL, len(events))
         return _json(
             200,
             {

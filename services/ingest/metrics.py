@@ -6,22 +6,34 @@ peers or message ids.
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Histogram
+
+from ..core.runtime.kumo_metrics import (
+    CONNECTION_COUNT,
+    ESMTP_LISTENER,
+    HTTP_LISTENER,
+    KumoCounter,
+)
 
 SMTP_CONNECTIONS = Counter(
     "relaystream_ingest_smtp_connections",
     "SMTP connections by result: served, or refused because the listener was full",
     ["result"],
 )
-SMTP_SESSIONS = Gauge(
-    "relaystream_ingest_smtp_sessions",
-    "SMTP sessions open now",
+# KumoMTA's names: open SMTP sessions under service esmtp_listener; accepted messages (one
+# per recipient, acknowledged by Kafka and then to the client) by listener service.
+SMTP_SESSIONS = CONNECTION_COUNT.labels(ESMTP_LISTENER)
+MESSAGES_RECEIVED = KumoCounter(
+    "total_messages_received", "total number of messages ever received", ("service",)
 )
-MESSAGES_ACCEPTED = Counter(
-    "relaystream_ingest_messages_accepted",
-    "Messages (one per recipient) acknowledged by Kafka and acknowledged to the client",
-    ["protocol"],
-)
+# KumoMTA's service per reception protocol (Kafka submissions: relaystream's own).
+RECEIVED_SERVICE = {"ESMTP": ESMTP_LISTENER, "HTTP": HTTP_LISTENER, "Kafka": "kafka_submit"}
+
+
+def note_received(protocol: str, count: int) -> None:
+    MESSAGES_RECEIVED.inc(RECEIVED_SERVICE[protocol], amount=count)
+
+
 MESSAGES_REJECTED = Counter(
     "relaystream_ingest_messages_rejected",
     "Recipients, transactions or events refused, by protocol and reason",

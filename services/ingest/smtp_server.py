@@ -462,7 +462,7 @@ class IngestHandler:
                 extra={"transaction_id": transaction_id, "error": str(error)},
             )
             return "451 4.3.0 Temporary failure storing the message, try again later"
-        metrics.MESSAGES_ACCEPTED.labels(PROTOCOL).inc(len(recipients))
+        metrics.note_received(PROTOCOL, len(recipients))
         ids = ",".join(event["id"] for event in events)
         return f"250 2.0.0 OK queued as {transaction_id} ids={ids}"
 

@@ -188,7 +188,7 @@ class SubmissionConverter:
 
 def count_committed(records: Sequence[Any], converted: Sequence[Converted]) -> None:
     """After a commit: the messages it accepted and the submissions it refused."""
-    metrics.MESSAGES_ACCEPTED.labels(PROTOCOL).inc(sum(result.accepted for result in converted))
+    metrics.note_received(PROTOCOL, sum(result.accepted for result in converted))
     refused = sum(1 for result in converted if result.rejections)
     if refused:
         metrics.MESSAGES_REJECTED.labels(PROTOCOL, "invalid_event").inc(refused)

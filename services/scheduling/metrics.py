@@ -1,17 +1,26 @@
-"""Prometheus metrics of the scheduling service (served on /metrics by the health endpoint)."""
+"""Prometheus metrics of the scheduling service (served on /metrics by the health endpoint
+and the admin API).
+
+The held messages per queue are KumoMTA's gauges, read from the owned partitions at scrape
+time: `scheduled_count{queue}` (waiting), `scheduled_count_total`, `scheduled_queue_count`,
+`scheduled_by_domain{domain}`, and `ready_count{service="smtp_client"}`, the messages released
+to delivery and awaiting an outcome (relaystream's ready stage).
+"""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge
+from collections.abc import Callable, Iterator
 
-QUEUED_MESSAGES = Gauge(
-    "relaystream_scheduling_queued_messages", "messages waiting or in flight in owned queues"
-)
+from prometheus_client import REGISTRY, Counter, Gauge
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from ..core.domain.queue_name import QueueName, QueueNameError
+from ..core.runtime.kumo_metrics import SMTP_CLIENT
+from .state import QueueCounts
+
 DUE_MESSAGES = Gauge(
     "relaystream_scheduling_due_messages", "waiting messages already due (throttled or pending)"
-)
-IN_FLIGHT_MESSAGES = Gauge(
-    "relaystream_scheduling_in_flight_messages", "released attempts without an outcome yet"
 )
 RELEASES = Counter("relaystream_scheduling_releases", "DeliveryRequests produced")
 SPOOL_FETCHES = Counter(
@@ -48,3 +57,61 @@ ADMIN_ACTIONS = Counter(
 def note_partition_built(partition: int, seconds: float) -> None:
     PARTITION_BUILDS.labels(str(partition)).inc()
     PARTITION_BUILD_SECONDS.labels(str(partition)).set(seconds)
+
+
+class HeldMessagesCollector(Collector):
+    """KumoMTA's scheduled and ready gauges over the partitions this instance owns."""
+
+    def __init__(self, counts: Callable[[], dict[str, QueueCounts] | None]) -> None:
+        self._counts = counts
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        counts = self._counts() or {}
+        by_queue = GaugeMetricFamily(
+            "scheduled_count", "number of messages in the scheduled queue", labels=["queue"]
+        )
+        by_domain: dict[str, int] = {}
+        for queue, count in sorted(counts.items()):
+            by_queue.add_metric([queue], count.waiting)
+            try:
+                domain = QueueName.parse(queue).domain
+            except QueueNameError:
+                domain = queue
+            by_domain[domain] = by_domain.get(domain, 0) + count.waiting
+        yield by_queue
+        yield GaugeMetricFamily(
+            "scheduled_count_total",
+            "number of messages in all scheduled queues",
+            value=sum(c.waiting for c in counts.values()),
+        )
+        yield GaugeMetricFamily(
+            "scheduled_queue_count", "how many scheduled queues are held", value=len(counts)
+        )
+        domains = GaugeMetricFamily(
+            "scheduled_by_domain",
+            "number of messages in the scheduled queue for a specific domain",
+            labels=["domain"],
+        )
+        for domain, waiting in sorted(by_domain.items()):
+            domains.add_metric([domain], waiting)
+        yield domains
+        ready = GaugeMetricFamily(
+            "ready_count",
+            "number of messages released to delivery and awaiting an outcome",
+            labels=["service"],
+        )
+        ready.add_metric([SMTP_CLIENT], sum(c.in_flight for c in counts.values()))
+        yield ready
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        return iter(())
+
+
+class CurrentScheduler:
+    """The held messages of the running scheduler (one per process), for the collector."""
+
+    counts: Callable[[], dict[str, QueueCounts]] | None = None
+
+
+CURRENT = CurrentScheduler()
+REGISTRY.register(HeldMessagesCollector(lambda: CURRENT.counts() if CURRENT.counts else None))
