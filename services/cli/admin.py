@@ -30,7 +30,8 @@ from typing import Any
 from ..core.domain.admin_rules import AdminAction, AdminRule, AdminRuleError
 from ..core.domain.durations import DurationError, format_duration, parse_duration
 from ..core.kafka.admin_commands import cancel_rule_once, new_rule, publish_rule_once, read_rules
-from .common import add_kafka_options, kafka_target
+from .admin_client import AdminApiError, AdminClient, add_client_options, follow_progress
+from .common import add_kafka_options, kafka_target, table
 
 EXIT_USAGE = 2
 EXIT_NOT_FOUND = 1
@@ -66,6 +67,15 @@ def register(subparsers: Any) -> None:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         _add_match_options(parser)
+        if action is not AdminAction.SUSPEND:
+            parser.add_argument(
+                "--wait",
+                action="store_true",
+                help="then follow its progress on the scheduling admin API until nothing "
+                "matching is left (a progress bar; --endpoint, --token: see bounce-list)",
+            )
+            parser.add_argument("--wait-timeout", type=float, default=600.0, metavar="SECONDS")
+            add_client_options(parser, json_option=False)
         if action is AdminAction.REBIND:
             parser.add_argument(
                 "--set",
@@ -186,7 +196,29 @@ def create_command(args: argparse.Namespace) -> int:
         print(json.dumps(rule_json(rule, int(now.timestamp() * 1000)), sort_keys=True))
     else:
         print(rule.id)
+    if getattr(args, "wait", False):
+        return _wait(args, rule)
     return 0
+
+
+def _wait(args: argparse.Namespace, rule: AdminRule) -> int:
+    """Follows a bulk bounce or rebind on the admin API and prints what it did per queue."""
+    action = rule.action.value.lower()
+    client = AdminClient.from_args(args)
+    try:
+        entry = follow_progress(client, action, rule.id, timeout=args.wait_timeout)
+    except (AdminApiError, OSError) as error:
+        print(f"relaystream {action} --wait: {client.endpoint}: {error}", file=sys.stderr)
+        return EXIT_NOT_FOUND
+    if entry is None:
+        print(f"relaystream {action} --wait: {client.endpoint} never listed {rule.id}",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_NOT_FOUND
+    count_key = "bounced" if rule.action is AdminAction.BOUNCE else "rebound"
+    rows: list[tuple[str, ...]] = [("QUEUE", count_key.upper())]
+    rows += [(queue, str(n)) for queue, n in sorted(entry[count_key].items())]
+    print(table(rows))
+    return 0 if entry["pending"] == 0 else EXIT_NOT_FOUND
 
 
 def list_command(args: argparse.Namespace) -> int:

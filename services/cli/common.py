@@ -29,3 +29,12 @@ def kafka_target(args: argparse.Namespace) -> tuple[str, TopicCatalog]:
     bootstrap = args.bootstrap or runtime.kafka_bootstrap
     prefix = runtime.topic_prefix if args.prefix is None else args.prefix
     return bootstrap, deployment_topics(prefix)
+
+
+def table(rows: list[tuple[str, ...]]) -> str:
+    """Rows (the first: headers) as left-aligned columns."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    )

@@ -31,7 +31,7 @@ from ..core.kafka.dead_letter_store import (
     reinject_dead_letter,
 )
 from ..core.kafka.replay import ReplayedRecord
-from .common import add_kafka_options, kafka_target
+from .common import add_kafka_options, kafka_target, table
 
 PREVIEW_BYTES = 256
 _COLUMNS = ("ID", "SOURCE", "SERVICE", "ERROR", "REASON", "FAILED AT")
@@ -49,14 +49,6 @@ def _row(dead: StoredDeadLetter) -> tuple[str, ...]:
     reason = dead.reason if len(dead.reason) <= _REASON_WIDTH else dead.reason[:57] + "..."
     source = f"{dead.source_topic} p{dead.source_partition} @{dead.source_offset}"
     return (dead.id, source, dead.service, dead.error_type, reason, iso_time(dead.failed_at))
-
-
-def _table(rows: list[tuple[str, ...]]) -> str:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        for row in rows
-    )
 
 
 def _preview(data: bytes | None) -> list[str]:
@@ -80,7 +72,7 @@ async def list_command_async(args: argparse.Namespace) -> int:
         for dead in found:
             print(json.dumps(as_json(dead), sort_keys=True))
     elif found:
-        print(_table([_COLUMNS, *(_row(dead) for dead in found)]))
+        print(table([_COLUMNS, *(_row(dead) for dead in found)]))
     else:
         print("no dead letters")
     return 0

@@ -28,6 +28,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "audit",
     "queue_config",
     "admin",
+    "admin_client",
     "dead_letters",
     "queues",
     "publish",

@@ -19,7 +19,12 @@ from typing import Any
 
 from aiohttp import web
 
-from ..core.domain.admin_rules import AdminAction, AdminRule, AdminRuleError
+from ..core.domain.admin_rules import (
+    AdminAction,
+    AdminRule,
+    AdminRuleError,
+    rule_applies_to_rebind,
+)
 from ..core.domain.durations import DurationError, parse_duration
 from ..core.kafka.admin_commands import cancel_rule, new_rule, publish_rule
 from ..core.runtime.settings import Settings
@@ -174,10 +179,27 @@ class AdminApi:
                 if count_key is not None:
                     entry[count_key] = counts.of(rule.id)
                     entry[f"total_{count_key}"] = counts.total(rule.id)
+                    entry["pending"] = self._pending(rule)
                 entries.append(entry)
             return web.json_response(entries)
 
         return list_rules
+
+    def _pending(self, rule: AdminRule) -> int:
+        """Messages held here that `rule` has yet to act on: waiting in a queue it matches
+        (a rebind: received before it, and still in such a queue). What progress is
+        measured against; 0 once a bulk bounce or rebind is done on this instance."""
+        messages = self._scheduler.messages
+        queues = [q for q in messages.queue_names() if rule.matches(q)]
+        if rule.action is AdminAction.BOUNCE:
+            counts = messages.queue_counts()
+            return sum(counts[q].waiting for q in queues if q in counts)
+        return sum(
+            1
+            for q in queues
+            for e in messages.entries_of(q)
+            if rule_applies_to_rebind(rule, e.created_at) and messages.in_flight(e.id) is None
+        )
 
     def _canceller(self, action: AdminAction) -> Handler:
         async def cancel(request: web.Request) -> web.StreamResponse:

@@ -221,6 +221,7 @@ async def test_bounce_removes_queued_messages_and_arrivals(running: Running) -> 
     assert [r["id"] for r in listed] == [created["id"]]
     # The bulk bounce of queued mail and the arrival after it, counted per queue.
     assert listed[0]["bounced"] == {queue: 3} and listed[0]["total_bounced"] == 3
+    assert listed[0]["pending"] == 0
     conforms(listed[0], "BounceV1ListEntry")
     assert running.attempts.records == []
 
@@ -399,3 +400,36 @@ async def test_queues_command_reads_the_topics(running: Running, kafka_bootstrap
 
     rules = await asyncio.to_thread(relaystream, "rules", "list", "--json", *target)
     assert [r["reason"] for r in rules] == ["hold"]
+
+
+def relaystream_text(*args: str) -> subprocess.CompletedProcess[str]:
+    command = Path(sys.executable).parent / "relaystream"
+    return subprocess.run([str(command), *args], capture_output=True, text=True, timeout=120)
+
+
+async def test_bulk_bounce_from_the_cli_follows_progress(
+    running: Running, kafka_bootstrap: str
+) -> None:
+    prefix = running.topics.queued.name.removesuffix("queued")
+    queue = "bulk.example"
+    later = now_ms() + 3_600_000
+    for n in range(3):
+        await queue_message(running.producer, running.topics, f"m{n}", queue=queue, due_at=later)
+    await eventually(lambda: running.scheduler.messages.message_count == 3)
+    api = ("--endpoint", running.base, "--token", TOKEN)
+    target = ("--bootstrap", kafka_bootstrap, "--prefix", prefix)
+
+    done = await asyncio.to_thread(
+        relaystream_text, "bounce", "--domain", queue, "--reason", "cleanup", "--wait",
+        *api, *target,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "3 bounced, 0 pending" in done.stderr
+    assert done.stdout.splitlines()[-2:] == ["QUEUE         BOUNCED", f"{queue}  3"]
+
+    listed = await asyncio.to_thread(relaystream_text, "bounce-list", *api)
+    header, row = listed.stdout.splitlines()
+    assert header.split() == ["ID", "MATCH", "LEFT", "REASON", "BOUNCED", "PENDING"]
+    assert row.split()[-3:] == ["cleanup", "3", "0"]
+    refused = await asyncio.to_thread(relaystream_text, "bounce-list", "--endpoint", running.base)
+    assert refused.returncode == 1 and "HTTP 401" in refused.stderr
