@@ -32,6 +32,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "dead_letters",
     "queues",
     "publish",
+    "top",
 )
 # Each entry point names a module with `register(subparsers)`; its commands follow the product's.
 COMMAND_ENTRY_POINTS = "relaystream.commands"

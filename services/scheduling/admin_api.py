@@ -190,15 +190,16 @@ class AdminApi:
         (a rebind: received before it, and still in such a queue). What progress is
         measured against; 0 once a bulk bounce or rebind is done on this instance."""
         messages = self._scheduler.messages
-        queues = [q for q in messages.queue_names() if rule.matches(q)]
+        counts = messages.queue_counts()
+        queues = {q for q in counts if rule.matches(q)}
         if rule.action is AdminAction.BOUNCE:
-            counts = messages.queue_counts()
-            return sum(counts[q].waiting for q in queues if q in counts)
+            return sum(counts[q].waiting for q in queues)
         return sum(
             1
-            for q in queues
-            for e in messages.entries_of(q)
-            if rule_applies_to_rebind(rule, e.created_at) and messages.in_flight(e.id) is None
+            for e in messages.entries()
+            if e.queue in queues
+            and rule_applies_to_rebind(rule, e.created_at)
+            and messages.in_flight(e.id) is None
         )
 
     def _canceller(self, action: AdminAction) -> Handler:
