@@ -186,20 +186,19 @@ class AdminApi:
         return list_rules
 
     def _pending(self, rule: AdminRule) -> int:
-        """Messages held here that `rule` has yet to act on: waiting in a queue it matches
-        (a rebind: received before it, and still in such a queue). What progress is
-        measured against; 0 once a bulk bounce or rebind is done on this instance."""
+        """Messages held here that `rule` has yet to act on: in a queue it matches, waiting
+        or in flight (being bounced or moved, or released to delivery and not yet back); a
+        rebind's, received before it. What progress is measured against: 0 once a bulk
+        bounce or rebind is done on this instance."""
         messages = self._scheduler.messages
         counts = messages.queue_counts()
         queues = {q for q in counts if rule.matches(q)}
         if rule.action is AdminAction.BOUNCE:
-            return sum(counts[q].waiting for q in queues)
+            return sum(counts[q].waiting + counts[q].in_flight for q in queues)
         return sum(
             1
             for e in messages.entries()
-            if e.queue in queues
-            and rule_applies_to_rebind(rule, e.created_at)
-            and messages.in_flight(e.id) is None
+            if e.queue in queues and rule_applies_to_rebind(rule, e.created_at)
         )
 
     def _canceller(self, action: AdminAction) -> Handler:
