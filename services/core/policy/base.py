@@ -8,6 +8,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 
 from ..domain.bounce_class import RuleSet
+from ..domain.egress import EgressPathConfig, EgressPool, EgressSource
 from .types import JsonValue, PolicyMessage, PolicyResult, ReceptionProtocol
 
 
@@ -43,3 +44,24 @@ class Policy(ABC):
         """The policy's queue config fields for a scheduled queue (the parsed components of
         its name), or None when the policy has no opinion (the caller applies defaults).
         Raises `PolicyRuntimeError` when the handler fails."""
+
+    @abstractmethod
+    def get_egress_path_config(
+        self, routing_domain: str, egress_source: str, site_name: str
+    ) -> EgressPathConfig:
+        """KumoMTA's get_egress_path_config: how mail from `egress_source` to the site
+        `site_name` (MX rollup name, or mx_list:/literal) travels. No handler: KumoMTA's
+        defaults. Raises `PolicyRuntimeError` when the handler fails or rejects (never a
+        default then: smarthosted mail must not go to the public MX)."""
+
+    @abstractmethod
+    def get_egress_source(self, source_name: str) -> EgressSource:
+        """KumoMTA's get_egress_source. The source "unspecified" is KumoMTA's built-in one
+        (no handler called); any other name needs the policy's handler. Raises
+        `PolicyRuntimeError` when there is none, or it fails."""
+
+    @abstractmethod
+    def get_egress_pool(self, pool_name: str | None) -> EgressPool:
+        """KumoMTA's get_egress_pool for a queue config's egress_pool. None or "unspecified"
+        is KumoMTA's built-in pool of the "unspecified" source; any other name needs the
+        policy's handler. Raises `PolicyRuntimeError` when there is none, or it fails."""

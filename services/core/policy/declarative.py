@@ -32,8 +32,10 @@ from typing import Any
 
 import yaml
 
+from ..domain.egress import UNSPECIFIED, EgressPathConfig, EgressPool, EgressSource
 from ..domain.queue_config import QueueConfig, QueueConfigError
 from .base import Policy, content_hash
+from .egress_events import builtin_pool, builtin_source, no_handler
 from .types import (
     JsonValue,
     PolicyAccepted,
@@ -135,6 +137,27 @@ class DeclarativePolicy(Policy):
             if rule.matches_queue(domain, tenant, campaign):
                 return copy.deepcopy(rule.queue_config)
         return None
+
+    # A declarative policy has no egress handlers: KumoMTA's defaults, and its built-in
+    # "unspecified" source and pool; any other source or pool name is an error.
+
+    def get_egress_path_config(
+        self, routing_domain: str, egress_source: str, site_name: str
+    ) -> EgressPathConfig:
+        return EgressPathConfig()
+
+    def get_egress_source(self, source_name: str) -> EgressSource:
+        source = builtin_source(source_name)
+        if source is None:
+            raise no_handler("get_egress_source", source_name)
+        return source
+
+    def get_egress_pool(self, pool_name: str | None) -> EgressPool:
+        name = UNSPECIFIED if pool_name is None else pool_name
+        pool = builtin_pool(name)
+        if pool is None:
+            raise no_handler("get_egress_pool", name)
+        return pool
 
 
 def _parse_rules(text: str, name: str) -> list[DomainRule]:

@@ -21,6 +21,9 @@ RUN_EVENTS: frozenset[str] = frozenset(
         "smtp_server_message_received",
         "http_message_generated",
         "get_queue_config",
+        "get_egress_path_config",
+        "get_egress_source",
+        "get_egress_pool",
     }
 )
 
@@ -29,9 +32,6 @@ RUN_EVENTS: frozenset[str] = frozenset(
 NOT_RUN_EVENTS: frozenset[str] = frozenset(
     {
         "get_acl_definition",
-        "get_egress_path_config",
-        "get_egress_pool",
-        "get_egress_source",
         "get_listener_domain",
         "http_server_validate_auth_basic",
         "http_server_validate_auth_bearer",

@@ -13,8 +13,10 @@ from typing import Any
 
 import lupa.lua54 as lua54
 
+from ..domain.egress import UNSPECIFIED, EgressPathConfig, EgressPool, EgressSource
 from ..runtime.settings import ENV_PREFIX
 from .base import Policy, content_hash
+from .egress_events import builtin_pool, builtin_source, checked_result, no_handler
 from .headers import decode_header_value, parse_header_block
 from .host import HostContext, host_table
 from .kumo_surface import CONFIGURATION_ELSEWHERE, EventKind, event_registration
@@ -122,6 +124,7 @@ class LuaPolicy(Policy):
         )
         self._run_message = engine.run_message
         self._run_queue_config = engine.run_queue_config
+        self._run_egress_event = engine.run_egress_event
         status = self._call_engine_at_load(engine.load_policy, source, name)
         if status[0] != "ok":
             raise PolicyLoadError(_load_failure_text(status))
@@ -197,6 +200,50 @@ class LuaPolicy(Policy):
                     "get_queue_config returned an array; expected kumo.make_queue_config{...}"
                 )
             return config
+        raise PolicyRuntimeError(str(out[1]), status, str(out[2]) if len(out) > 2 else "")
+
+    def get_egress_path_config(
+        self, routing_domain: str, egress_source: str, site_name: str
+    ) -> EgressPathConfig:
+        event = "get_egress_path_config"
+        text = self._egress_event(event, routing_domain, egress_source, site_name)
+        if text is None:
+            return EgressPathConfig()
+        return checked_result(event, text, EgressPathConfig.from_mapping)
+
+    def get_egress_source(self, source_name: str) -> EgressSource:
+        source = builtin_source(source_name)
+        if source is not None:
+            return source
+        text = self._egress_event("get_egress_source", source_name)
+        if text is None:
+            raise no_handler("get_egress_source", source_name)
+        return checked_result("get_egress_source", text, EgressSource.from_mapping)
+
+    def get_egress_pool(self, pool_name: str | None) -> EgressPool:
+        name = UNSPECIFIED if pool_name is None else pool_name
+        pool = builtin_pool(name)
+        if pool is not None:
+            return pool
+        text = self._egress_event("get_egress_pool", name)
+        if text is None:
+            raise no_handler("get_egress_pool", name)
+        return checked_result("get_egress_pool", text, EgressPool.from_mapping)
+
+    def _egress_event(self, event: str, *args: str) -> str | None:
+        """Runs an egress event: its result's JSON text, None without a handler; raises
+        PolicyRuntimeError when the handler fails, rejects or returns something else."""
+        try:
+            out = _as_tuple(self._run_egress_event(self._deadline(), event, *args))
+        except (lua54.LuaError, lua54.LuaMemoryError, UnicodeError) as err:
+            raise PolicyRuntimeError(str(err)) from err
+        status = out[0]
+        if status == "none":
+            return None
+        if status == "ok":
+            return str(out[1])
+        if status == "reject":
+            raise PolicyRuntimeError(f"{event}: kumo.reject({out[1]}, {out[2]!r})", "reject")
         raise PolicyRuntimeError(str(out[1]), status, str(out[2]) if len(out) > 2 else "")
 
     def _deadline(self) -> float:

@@ -957,4 +957,31 @@ function engine.run_queue_config(deadline_at, domain, tenant, campaign, routing_
   return "none"
 end
 
+-- The egress events, one handler each as in KumoMTA. Runs the handler; returns "none" (no
+-- handler), "ok" and the result as JSON text (it must be an object of the event's kumo.make_*
+-- constructor: namespaces/egress.lua), or the outcome of a failure.
+local EGRESS_EVENTS = { "get_egress_path_config", "get_egress_source", "get_egress_pool" }
+for i = 1, #EGRESS_EVENTS do
+  SINGLE_EVENTS[EGRESS_EVENTS[i]] = true
+end
+
+function engine.run_egress_event(deadline_at, event, ...)
+  local handler = single_handlers[event]
+  if handler == nil then
+    return "none"
+  end
+  start_budget(deadline_at)
+  local ok, result = xpcall(handler, on_error, ...)
+  stop_budget()
+  if not ok then
+    return outcome(result)
+  end
+  local text, why = lib.egress_result_json(event, result)
+  if text == nil then
+    local info = debug_getinfo(handler, "S")
+    return "error", string_format("%s:%d: %s", as_text(info.short_src), info.linedefined, why), ""
+  end
+  return "ok", text
+end
+
 return engine

@@ -27,8 +27,8 @@ class PolicyLoadError(Exception):
 
 class PolicyRuntimeError(Exception):
     """A handler failed outside a message (get_queue_config). `reason` is "error",
-    "budget" (instruction budget exhausted), "timeout" (deadline passed) or "memory"
-    (memory limit exceeded)."""
+    "budget" (instruction budget exhausted), "timeout" (deadline passed), "memory"
+    (memory limit exceeded) or "reject" (kumo.reject in an egress event)."""
 
     def __init__(self, message: str, reason: str = "error", traceback: str = "") -> None:
         super().__init__(message)

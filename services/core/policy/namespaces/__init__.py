@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from importlib import resources
 
 from ..host import HostCallback, HostContext
-from . import bounce_classifier, serde
+from . import bounce_classifier, egress, serde
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +26,7 @@ NAMESPACES: tuple[Namespace, ...] = (
     Namespace("serde", serde.host_callbacks),
     # After serde: it encodes its parameters with kumo.serde.json_encode.
     Namespace("bounce_classifier", bounce_classifier.host_callbacks),
+    Namespace("egress", egress.host_callbacks),
 )
 
 
