@@ -973,13 +973,20 @@ function engine.run_egress_event(deadline_at, event, ...)
   start_budget(deadline_at)
   local ok, result = xpcall(handler, on_error, ...)
   stop_budget()
+  local info = debug_getinfo(handler, "S")
+  local where = string_format("%s:%d: ", as_text(info.short_src), info.linedefined)
   if not ok then
-    return outcome(result)
+    local status, message, traceback = outcome(result)
+    -- `return kumo.make_egress_path{...}` is a tail call: its error has no policy line left
+    -- to name, so it names the handler.
+    if status == "error" and not string_match(message, "^[^\n]-:%d+: ") then
+      message = where .. "in the " .. event .. " handler: " .. message
+    end
+    return status, message, traceback
   end
   local text, why = lib.egress_result_json(event, result)
   if text == nil then
-    local info = debug_getinfo(handler, "S")
-    return "error", string_format("%s:%d: %s", as_text(info.short_src), info.linedefined, why), ""
+    return "error", where .. why, ""
   end
   return "ok", text
 end

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from importlib import resources
 
 from ..host import HostCallback, HostContext
-from . import bounce_classifier, egress, serde
+from . import bounce_classifier, egress, serde, shaping
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +27,7 @@ NAMESPACES: tuple[Namespace, ...] = (
     # After serde: it encodes its parameters with kumo.serde.json_encode.
     Namespace("bounce_classifier", bounce_classifier.host_callbacks),
     Namespace("egress", egress.host_callbacks),
+    Namespace("shaping", shaping.host_callbacks),
 )
 
 
