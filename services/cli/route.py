@@ -1,14 +1,19 @@
 """`relaystream route`: what a policy does with one message, without Kafka.
 
 Runs the policy's reception handler on a message built from the options, then shows the
-meta after it, the scheduled queue name with its parts, and the queue config that the
-policy's get_queue_config gives that queue (defaults filled in). Exit status: 0 accepted,
-1 rejected or failed by the policy, 2 bad input or a policy that does not load.
+meta after it, the scheduled queue name with its parts, the queue config that the
+policy's get_queue_config gives that queue (defaults filled in), and its egress: the pool
+the queue config names (get_egress_pool), the source its weighted round-robin picks first
+(get_egress_source), the destination site (from MX, unless --site-name gives it) and the
+egress path config the policy's get_egress_path_config gives for that source and site.
+Exit status: 0 accepted, 1 rejected or failed by the policy, 2 bad input or a policy that
+does not load.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import logging
 import sys
@@ -17,9 +22,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, cast
 
+from ..core.dns.resolver import MxResolver
+from ..core.domain.egress import RoundRobinState, next_source
 from ..core.domain.envelope import EnvelopeAddress, EnvelopeAddressError
+from ..core.domain.mx_plan import MxLookupFailed, plan_for_mx_list
 from ..core.domain.queue_config import QueueConfig, QueueConfigError
 from ..core.domain.queue_name import QueueName
+from ..core.domain.routing_target import RoutingTarget, RoutingTargetError
 from ..core.policy import (
     JsonValue,
     Policy,
@@ -33,6 +42,8 @@ from ..core.policy.lua_policy import policy_log
 from ..core.policy.routing_rule import RefusedMessage, route_message
 
 MESSAGE_ID = "route-cli"
+# How long the MX lookup that names the destination site may take.
+MX_LOOKUP_SECONDS = 5.0
 
 
 class RouteInputError(ValueError):
@@ -79,6 +90,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default="ESMTP",
         help="reception protocol: picks the handler (default ESMTP)",
     )
+    parser.add_argument(
+        "--site-name",
+        metavar="SITE",
+        help="the destination site for get_egress_path_config (default: from the MX lookup)",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON")
     parser.set_defaults(handler=run)
 
@@ -104,8 +120,14 @@ def header_block(items: list[str]) -> str:
     return "".join(f"{item}\r\n" for item in items)
 
 
-def route(policy: Policy, protocol: ReceptionProtocol, message: PolicyMessage) -> dict[str, Any]:
-    """The report `route` prints, as data."""
+def route(
+    policy: Policy,
+    protocol: ReceptionProtocol,
+    message: PolicyMessage,
+    site_name: str | None = None,
+) -> dict[str, Any]:
+    """The report `route` prints, as data. `site_name`: the destination site, instead of
+    the one the MX lookup gives."""
     report: dict[str, Any] = {
         "policy": {"name": policy.name, "content_hash": policy.content_hash},
         "protocol": protocol,
@@ -137,7 +159,62 @@ def route(policy: Policy, protocol: ReceptionProtocol, message: PolicyMessage) -
         return report
     report["queue_config_source"] = "defaults" if fields is None else "policy"
     report["queue_config"] = config.to_mapping()
+    if not routed.discarded:
+        target = parsed.routing_domain or parsed.domain
+        _report_egress(report, policy, config, target, site_name)
     return report
+
+
+def _report_egress(
+    report: dict[str, Any],
+    policy: Policy,
+    config: QueueConfig,
+    routing_target: str,
+    site_name: str | None,
+) -> None:
+    """The egress the policy gives the queue, as KumoMTA resolves it: pool, source, site,
+    then the path config for that source and site."""
+    egress: dict[str, Any] = {}
+    report["egress"] = egress
+    try:
+        pool = policy.get_egress_pool(config.egress_pool)
+        egress["pool"] = pool.to_mapping()
+        picked = next_source(pool.entries, RoundRobinState())
+        if picked is None:
+            report["outcome"] = "failed"
+            report["error"] = f"egress pool {pool.name!r} has no source with a weight above 0"
+            return
+        source = policy.get_egress_source(picked[0])
+        egress["source"] = source.to_mapping()
+        if site_name is None:
+            site_name, note = destination_site(routing_target, config)
+            if note:
+                egress["site_note"] = note
+        egress["site_name"] = site_name
+        path = policy.get_egress_path_config(routing_target, source.name, site_name)
+    except PolicyRuntimeError as err:
+        report["outcome"] = "failed"
+        report["error"] = str(err)
+        return
+    egress["path_config"] = path.to_mapping(redact=True)
+
+
+def destination_site(routing_target: str, config: QueueConfig) -> tuple[str, str]:
+    """The site name KumoMTA would give the queue's destination: its mx_list, its literal
+    address, or its MX hosts. When the MX lookup fails, the routing target itself, with a
+    note saying why."""
+    if config.mx_list is not None:
+        return plan_for_mx_list(routing_target, config).site_name, ""
+    try:
+        target = RoutingTarget.classify(routing_target)
+        if target.is_literal:
+            return target.literal_site_name, ""
+        plan = asyncio.run(MxResolver(timeout=MX_LOOKUP_SECONDS).resolve_mx(routing_target))
+    except (RoutingTargetError, MxLookupFailed) as err:
+        return routing_target, f"MX lookup failed ({err}); the site is the routing target"
+    if plan.is_null_mx:
+        return routing_target, "null MX: no delivery; the site is the routing target"
+    return plan.site_name, ""
 
 
 def _report_refusal(report: dict[str, Any], refused: RefusedMessage) -> None:
@@ -169,7 +246,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     message = PolicyMessage(MESSAGE_ID, args.sender, args.recipient, meta, headers)
     with policy_log_on_stderr():
-        report = route(policy, cast(ReceptionProtocol, args.protocol), message)
+        report = route(policy, cast(ReceptionProtocol, args.protocol), message, args.site_name)
     if args.json:
         print(json.dumps(report, indent=2))
     else:
@@ -214,6 +291,27 @@ def print_report(report: dict[str, Any]) -> None:
         print(f"queue_config (from {report['queue_config_source']})")
         for key, value in report["queue_config"].items():
             print(f"  {key:18} {json.dumps(value)}")
+    egress = report.get("egress", {})
+    if "pool" in egress:
+        entries = ", ".join(
+            f"{e['name']} (weight {e['weight']})" for e in egress["pool"]["entries"]
+        )
+        print("egress")
+        print(f"  {'pool':14} {egress['pool']['name']}: {entries or '(no sources)'}")
+    if "source" in egress:
+        source = egress["source"]
+        details = ", ".join(
+            f"{key} {value}" for key, value in source.items() if key != "name" and value
+        )
+        print(f"  {'source':14} {source['name']}" + (f" ({details})" if details else ""))
+    if "site_name" in egress:
+        print(f"  {'site_name':14} {egress['site_name']}")
+    if "site_note" in egress:
+        print(f"  {'':14} {egress['site_note']}")
+    if "path_config" in egress:
+        print("egress_path_config")
+        for key, value in egress["path_config"].items():
+            print(f"  {key:46} {json.dumps(value)}")
 
 
 def _show(value: object) -> str:

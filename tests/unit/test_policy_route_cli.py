@@ -173,8 +173,10 @@ def test_a_kumomta_style_policy_loads_and_says_what_it_does_not_run(tmp_path: Pa
     # pre_init ran at load: its timestamp reached the message handler.
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", report["meta"]["policy_started_at"])
     lines = routed.stderr.splitlines()
-    # get_egress_path_config runs now: no "does not run" warning for it.
+    # get_egress_path_config runs: its config is in the report, and no warning names it.
     assert not [line for line in lines if "get_egress_path_config" in line], lines
+    assert report["egress"]["source"]["name"] == "unspecified"
+    assert report["egress"]["path_config"]["enable_tls"] == "Opportunistic"
     # One line per configuration call, however often the policy makes it (define_spool: 2).
     for call, line, instead in [
         ("start_esmtp_listener", 14, "the SMTP listener is ingest's"),
@@ -187,3 +189,90 @@ def test_a_kumomta_style_policy_loads_and_says_what_it_does_not_run(tmp_path: Pa
         assert len(matching) == 1, lines
         assert matching[0].startswith(prefix), matching
         assert instead in matching[0]
+
+
+def test_route_shows_the_egress_pool_source_and_path_config(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "sources.toml").write_text(
+        '[source."ip-1"]\nsource_address = "127.0.0.2"\nehlo_domain = "one.example"\n'
+        '[source."ip-2"]\nsource_address = "127.0.0.3"\n'
+        '[pool."warm"."ip-1"]\nweight = 1\n[pool."warm"."ip-2"]\nweight = 3\n'
+    )
+    (tmp_path / "shaping.toml").write_text(
+        '["[192.0.2.7]"]\nconnection_limit = 2\nmax_message_rate = "20/s"\n'
+        '["[192.0.2.7]".sources."ip-2"]\nenable_tls = "Required"\n'
+        'smtp_auth_plain_password = { key_data = "hunter2" }\n'
+    )
+    policy = tmp_path / "init.lua"
+    policy.write_text(
+        "local kumo = require 'kumo'\n"
+        "local sources = require 'policy-extras.sources'\n"
+        "local shaping = require 'policy-extras.shaping'\n"
+        "sources:setup { 'sources.toml' }\n"
+        "local shaper = shaping:setup_with_automation {\n"
+        "  no_default_files = true, extra_files = { 'shaping.toml' } }\n"
+        "kumo.on('get_egress_path_config', shaper.get_egress_path_config)\n"
+        "kumo.on('get_queue_config', function(domain, tenant, campaign, routing_domain)\n"
+        "  return kumo.make_queue_config { egress_pool = 'warm' }\n"
+        "end)\n"
+    )
+    code, report = route_json(
+        capsys,
+        "--policy", str(policy),
+        "--sender", "a@b.example",
+        "--recipient", "c@[192.0.2.7]",
+    )  # fmt: skip
+    assert code == 0, report
+    egress = report["egress"]
+    assert isinstance(egress, dict)
+    assert egress["pool"] == {
+        "name": "warm",
+        "entries": [{"name": "ip-1", "weight": 1}, {"name": "ip-2", "weight": 3}],
+        "ttl": 60,
+    }
+    # KumoMTA's weighted round-robin picks ip-2 first from a fresh state.
+    assert egress["source"]["name"] == "ip-2"
+    assert egress["source"]["source_address"] == "127.0.0.3"
+    assert egress["site_name"] == "192.0.2.7"
+    path = egress["path_config"]
+    assert (path["connection_limit"], path["max_message_rate"]) == (2, "20/s")
+    assert path["enable_tls"] == "Required"
+    assert path["smtp_auth_plain_password"] == {"key_data": "(redacted)"}
+
+    # --site-name names the site instead; text output shows the same sections.
+    assert main_text(["--policy", str(policy), "--sender", "", "--recipient", "c@d.example",
+                      "--site-name", "mx.d.example"], capsys) == 0  # fmt: skip
+    text = capsys.readouterr().out
+    assert "  pool           warm: ip-1 (weight 1), ip-2 (weight 3)\n" in text
+    assert "  source         ip-2 (source_address 127.0.0.3, ttl 60)\n" in text
+    assert "  site_name      mx.d.example\n" in text
+    assert "egress_path_config\n  connection_limit" in text
+    assert "hunter2" not in text
+
+
+def test_route_fails_when_get_egress_path_config_fails(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    policy = tmp_path / "init.lua"
+    policy.write_text(
+        "local kumo = require 'kumo'\n"
+        "kumo.on('get_egress_path_config', function(domain, source, site)\n"
+        "  kumo.reject(421, 'no path to ' .. domain)\n"
+        "end)\n"
+    )
+    code, report = route_json(
+        capsys, "--policy", str(policy), "--sender", "", "--recipient", "c@[192.0.2.7]"
+    )
+    assert code == 1
+    assert report["outcome"] == "failed"
+    assert report["error"] == "get_egress_path_config: kumo.reject(421, 'no path to [192.0.2.7]')"
+
+
+def main_text(argv: list[str], capsys: pytest.CaptureFixture[str]) -> int:
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exited:
+        main(["route", *argv])
+    code = exited.value.code
+    assert isinstance(code, int)
+    return code
