@@ -31,6 +31,7 @@ from relaystream.core.policy.kumo_surface import (
     EventKind,
     event_registration,
 )
+from relaystream.core.policy.lua_policy import EXTRAS_SOURCES
 
 MESSAGE = PolicyMessage("msg-1", "alice@example.org", "bob@example.com", {})
 
@@ -84,8 +85,12 @@ def test_require_kumo_gives_the_kumo_module() -> None:
     assert meta_after(policy) == {"same": True}
 
 
+# What `require` allows: kumo, and the policy-extras modules relaystream ships.
+ALLOWED_MODULES = ", ".join(["kumo", *(f"policy-extras.{name}" for name in sorted(EXTRAS_SOURCES))])
+
+
 @pytest.mark.parametrize(
-    "name", ["foo", "kumo.http", "policy-extras.shaping", "tsa", "os", "string", "./init"]
+    "name", ["foo", "kumo.http", "policy-extras.no_such_module", "tsa", "os", "string", "./init"]
 )
 def test_require_of_a_module_not_allowed_fails_at_load_at_its_line(name: str) -> None:
     with pytest.raises(PolicyLoadError) as caught:
@@ -93,7 +98,8 @@ def test_require_of_a_module_not_allowed_fails_at_load_at_its_line(name: str) ->
             f"-- policy\nlocal kumo = require 'kumo'\nlocal m = require '{name}'\n", "policy.lua"
         )
     assert str(caught.value) == (
-        f"policy.lua:3: module '{name}' is not available in relaystream (allowed: kumo)"
+        f"policy.lua:3: module '{name}' is not available in relaystream "
+        f"(allowed: {ALLOWED_MODULES})"
     )
 
 
@@ -122,7 +128,7 @@ def test_package_path_is_a_string_nothing_searches_and_setting_it_warns_once(
     assert meta_after(policy) == {"path": f"{tmp_path}/?.lua;{tmp_path}/?.lua;", "found": False}
     assert policy_warnings(caplog) == [
         "policy.lua:2: package.path is not searched in relaystream: require gives only its "
-        "allow-listed modules (kumo)"
+        f"allow-listed modules ({ALLOWED_MODULES})"
     ]
     with pytest.raises(PolicyLoadError, match=r"^policy\.lua:2: module 'helper' is not available"):
         policy_from_source(
