@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from ..core.dns.resolver import MxResolver
-from ..core.domain.egress import RoundRobinState, next_source
+from ..core.domain.egress_source import RoundRobinState, next_source
 from ..core.domain.envelope import EnvelopeAddress, EnvelopeAddressError
 from ..core.domain.mx_plan import MxLookupFailed, plan_for_mx_list
 from ..core.domain.queue_config import QueueConfig, QueueConfigError

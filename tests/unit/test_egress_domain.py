@@ -11,20 +11,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from relaystream.core.domain.durations import Rate
-from relaystream.core.domain.egress import (
+from relaystream.core.domain.egress import EgressPathConfig, Tls
+from relaystream.core.domain.egress_source import (
     UNSPECIFIED_POOL,
-    CidrSet,
-    EgressConfigError,
-    EgressPathConfig,
     EgressPool,
     EgressPoolEntry,
     EgressSource,
-    LimitSpec,
     RoundRobinState,
-    Tls,
     next_source,
     source_sequence,
 )
+from relaystream.core.domain.egress_values import CidrSet, EgressConfigError, LimitSpec
 
 
 def test_defaults_are_kumomtas() -> None:

@@ -12,14 +12,13 @@ from pathlib import Path
 import pytest
 
 from relaystream.core.domain.durations import Rate
-from relaystream.core.domain.egress import (
+from relaystream.core.domain.egress import EgressPathConfig, Tls
+from relaystream.core.domain.egress_source import (
     UNSPECIFIED_POOL,
     UNSPECIFIED_SOURCE,
-    EgressPathConfig,
     EgressPoolEntry,
-    LimitSpec,
-    Tls,
 )
+from relaystream.core.domain.egress_values import LimitSpec
 from relaystream.core.policy import (
     Policy,
     PolicyLoadError,

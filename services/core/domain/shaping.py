@@ -30,7 +30,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .egress import EgressConfigError, EgressPathConfig
+from .egress import EgressPathConfig
+from .egress_values import EgressConfigError
 
 DEFAULT_ENTRY = "default"
 _ENTRY_KEYS = frozenset({"mx_rollup", "replace_base", "automation", "sources"})

@@ -8,7 +8,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 
 from ..domain.bounce_class import RuleSet
-from ..domain.egress import EgressPathConfig, EgressPool, EgressSource
+from ..domain.egress import EgressPathConfig
+from ..domain.egress_source import EgressPool, EgressSource
 from .types import JsonValue, PolicyMessage, PolicyResult, ReceptionProtocol
 
 

@@ -32,7 +32,8 @@ from typing import Any
 
 import yaml
 
-from ..domain.egress import UNSPECIFIED, EgressPathConfig, EgressPool, EgressSource
+from ..domain.egress import EgressPathConfig
+from ..domain.egress_source import UNSPECIFIED, EgressPool, EgressSource
 from ..domain.queue_config import QueueConfig, QueueConfigError
 from .base import Policy, content_hash
 from .egress_events import builtin_pool, builtin_source, no_handler

@@ -8,14 +8,14 @@ import json
 from collections.abc import Callable
 from typing import TypeVar
 
-from ..domain.egress import (
+from ..domain.egress_source import (
     UNSPECIFIED,
     UNSPECIFIED_POOL,
     UNSPECIFIED_SOURCE,
-    EgressConfigError,
     EgressPool,
     EgressSource,
 )
+from ..domain.egress_values import EgressConfigError
 from .types import PolicyRuntimeError
 
 T = TypeVar("T")

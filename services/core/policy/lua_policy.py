@@ -13,7 +13,8 @@ from typing import Any
 
 import lupa.lua54 as lua54
 
-from ..domain.egress import UNSPECIFIED, EgressPathConfig, EgressPool, EgressSource
+from ..domain.egress import EgressPathConfig
+from ..domain.egress_source import UNSPECIFIED, EgressPool, EgressSource
 from ..runtime.settings import ENV_PREFIX
 from .base import Policy, content_hash
 from .egress_events import builtin_pool, builtin_source, checked_result, no_handler

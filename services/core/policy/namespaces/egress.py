@@ -7,7 +7,9 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-from ...domain.egress import EgressConfigError, EgressPathConfig, EgressPool, EgressSource
+from ...domain.egress import EgressPathConfig
+from ...domain.egress_source import EgressPool, EgressSource
+from ...domain.egress_values import EgressConfigError
 from ..host import HostCallback, HostContext, HostError
 
 
