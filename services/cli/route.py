@@ -38,7 +38,7 @@ from ..core.policy import (
     ReceptionProtocol,
     policy_from_file,
 )
-from ..core.policy.lua_policy import policy_log
+from ..core.policy.host import policy_log
 from ..core.policy.routing_rule import RefusedMessage, route_message
 
 MESSAGE_ID = "route-cli"

@@ -46,7 +46,10 @@ def failure(body: str, limits: PolicyLimits = SMALL) -> PolicyFailed:
         ("require('debug')", "module 'debug' is not available in relaystream (allowed: kumo"),
         ("require('python')", "module 'python' is not available in relaystream"),
         ("require('/etc/passwd')", "module '/etc/passwd' is not available in relaystream"),
-        ("require('policy-extras.queue')", "module 'policy-extras.queue' is not available"),
+        (
+            "require('policy-extras.nonexistent')",
+            "module 'policy-extras.nonexistent' is not available",
+        ),
         ("load('return 1')", "attempt to call a nil value (global 'load')"),
         ("loadstring('return 1')", "attempt to call a nil value (global 'loadstring')"),
         ("dofile('/etc/passwd')", "attempt to call a nil value (global 'dofile')"),

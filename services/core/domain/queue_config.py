@@ -210,6 +210,17 @@ _OPTIONAL_STRING_FIELDS = frozenset({"egress_pool", "provider_name"})
 _KNOWN_FIELDS = frozenset(f.name for f in fields(QueueConfig)) - {"mx_list"} | {"protocol"}
 
 
+def is_queue_config_field(name: str) -> bool:
+    """Whether `name` is a field of a queue config here (its value may still be bad)."""
+    return name in _KNOWN_FIELDS
+
+
+def is_kumomta_tuning_field(name: str) -> bool:
+    """Whether `name` is one of KumoMTA's in-memory queue tuning fields, which mean nothing
+    here (a policy's own make_queue_config refuses them)."""
+    return name in _UNSUPPORTED_FIELDS
+
+
 def merge_overrides(base: QueueConfig, overrides: Mapping[str, Any]) -> QueueConfig:
     """`base` with each field named in `overrides` replaced. A null value resets a field to
     its default; `protocol` replaces the whole protocol table."""

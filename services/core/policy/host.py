@@ -7,12 +7,16 @@ line. So no Python exception or Python object ever reaches a policy.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 HostCallback = Callable[..., object]
+
+# Where a policy's own output (print, warnings about what relaystream does not do) is logged.
+policy_log = logging.getLogger("relaystream.policy")
 
 # The most a policy may read from one data file (kumo.serde.*_load and the like).
 MAX_DATA_FILE_BYTES = 16 * 1024 * 1024

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import time
 from collections.abc import Mapping
@@ -19,7 +18,7 @@ from ..runtime.settings import ENV_PREFIX
 from .base import Policy, content_hash
 from .egress_events import builtin_pool, builtin_source, checked_result, no_handler
 from .headers import decode_header_value, parse_header_block
-from .host import HostContext, host_table
+from .host import HostContext, host_table, policy_log
 from .kumo_surface import CONFIGURATION_ELSEWHERE, EventKind, event_registration
 from .namespaces import host_callbacks, namespace_sources
 from .namespaces.bounce_classifier import configured_bounce_rules
@@ -58,8 +57,6 @@ EXTRAS_SOURCES = _extras_sources()
 # Tags of the set_meta triples sandbox.lua returns (TAG_SCALAR, TAG_JSON, TAG_NULL there).
 _TAG_JSON = 2
 _TAG_NULL = 3
-
-policy_log = logging.getLogger("relaystream.policy")
 
 
 def _deny_attribute_get(obj: object, name: object) -> object:

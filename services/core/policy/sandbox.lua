@@ -684,7 +684,7 @@ local function require_extra(short_name)
     error(err, 0)
   end
   extras_loaded[short_name] = LOADING
-  local ok, result = pcall(chunk, EXTRAS_PREFIX .. short_name)
+  local ok, result = pcall(chunk, EXTRAS_PREFIX .. short_name, lib.extras_host)
   if not ok then
     extras_loaded[short_name] = nil
     error(result, 0)

@@ -1,0 +1,12 @@
+-- Not a KumoMTA namespace: what relaystream's policy-extras modules (extras/*.lua) may use
+-- beyond a policy's own environment. `require` hands this table to each module as its
+-- second argument; a policy never sees it unless a module gives it away (none does).
+local lib = ...
+
+lib.extras_host = {
+  -- One warning in relaystream's policy log, logged once per policy load.
+  warn = lib.host_function("extras_warn"),
+  -- queue_config_field(name, json_value): "field" (its value is good), "tuning" (a KumoMTA
+  -- queue tuning field that means nothing here) or "unknown"; a bad value is an error.
+  queue_config_field = lib.host_function("extras_queue_config_field"),
+}
