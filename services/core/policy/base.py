@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from ..domain.bounce_class import RuleSet
 from ..domain.egress import EgressPathConfig
 from ..domain.egress_source import EgressPool, EgressSource
+from ..domain.listener_domain import ListenerDomain
 from .types import JsonValue, PolicyMessage, PolicyResult, ReceptionProtocol
 
 
@@ -66,3 +67,12 @@ class Policy(ABC):
         """KumoMTA's get_egress_pool for a queue config's egress_pool. None or "unspecified"
         is KumoMTA's built-in pool of the "unspecified" source; any other name needs the
         policy's handler. Raises `PolicyRuntimeError` when there is none, or it fails."""
+
+    def get_listener_domain(
+        self, domain: str, listener: str, conn_meta: Mapping[str, JsonValue]
+    ) -> ListenerDomain | None:
+        """KumoMTA's get_listener_domain: what the policy says about mail to (at RCPT TO) or
+        from `domain` on the listener at `listener` (`ip:port`), given the connection's meta
+        (`received_from`, `authn_id`, ...); None when it has no opinion (the listener's own
+        relay rules apply). Raises `PolicyRuntimeError` when the handler fails."""
+        return None

@@ -14,6 +14,7 @@ import lupa.lua54 as lua54
 
 from ..domain.egress import EgressPathConfig
 from ..domain.egress_source import UNSPECIFIED, EgressPool, EgressSource
+from ..domain.listener_domain import ListenerDomain, ListenerDomainError
 from ..runtime.settings import ENV_PREFIX
 from .base import Policy, content_hash
 from .egress_events import builtin_pool, builtin_source, checked_result, no_handler
@@ -123,6 +124,7 @@ class LuaPolicy(Policy):
         self._run_message = engine.run_message
         self._run_queue_config = engine.run_queue_config
         self._run_egress_event = engine.run_egress_event
+        self._run_listener_domain = engine.run_listener_domain
         status = self._call_engine_at_load(engine.load_policy, source, name)
         if status[0] != "ok":
             raise PolicyLoadError(_load_failure_text(status))
@@ -242,6 +244,34 @@ class LuaPolicy(Policy):
             return str(out[1])
         if status == "reject":
             raise PolicyRuntimeError(f"{event}: kumo.reject({out[1]}, {out[2]!r})", "reject")
+        raise PolicyRuntimeError(str(out[1]), status, str(out[2]) if len(out) > 2 else "")
+
+    def get_listener_domain(
+        self, domain: str, listener: str, conn_meta: Mapping[str, JsonValue]
+    ) -> ListenerDomain | None:
+        try:
+            out = _as_tuple(
+                self._run_listener_domain(
+                    self._deadline(),
+                    domain,
+                    listener,
+                    self._runtime.table_from(dict(conn_meta), recursive=True),
+                )
+            )
+        except (lua54.LuaError, lua54.LuaMemoryError, UnicodeError) as err:
+            raise PolicyRuntimeError(str(err)) from err
+        status = out[0]
+        if status == "none":
+            return None
+        if status == "ok":
+            try:
+                return ListenerDomain.from_mapping(json.loads(out[1]))
+            except ListenerDomainError as err:
+                raise PolicyRuntimeError(f"get_listener_domain result: {err}") from err
+        if status == "reject":
+            raise PolicyRuntimeError(
+                f"get_listener_domain: kumo.reject({out[1]}, {out[2]!r})", "reject"
+            )
         raise PolicyRuntimeError(str(out[1]), status, str(out[2]) if len(out) > 2 else "")
 
     def _deadline(self) -> float:

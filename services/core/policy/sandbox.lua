@@ -18,6 +18,7 @@ local SMTP_EVENT = "smtp_server_message_received"
 local INIT_EVENT, PRE_INIT_EVENT = "init", "pre_init"
 local HTTP_EVENT = "http_message_generated"
 local QUEUE_CONFIG_EVENT = "get_queue_config"
+local LISTENER_DOMAIN_EVENT = "get_listener_domain"
 local MEMORY_ERROR = "not enough memory"
 
 local debug_sethook, debug_getinfo = debug.sethook, debug.getinfo
@@ -987,6 +988,50 @@ function engine.run_egress_event(deadline_at, event, ...)
   local text, why = lib.egress_result_json(event, result)
   if text == nil then
     return "error", where .. why, ""
+  end
+  return "ok", text
+end
+
+-- The connection metadata a get_listener_domain handler reads (conn_meta:get_meta), from the
+-- `meta` table Python passes; read-only, and each get_meta hands out a copy.
+local function listener_conn_meta(meta)
+  local methods = {}
+  function methods:get_meta(key)
+    return deep_copy(meta[key], 0)
+  end
+  function methods:set_meta()
+    error("conn_meta:set_meta: connection metadata is read-only in get_listener_domain", 2)
+  end
+  return setmetatable({}, { __index = methods, __metatable = false, __name = "ConnectionMetaData" })
+end
+
+-- get_listener_domain: one handler, as in KumoMTA. Returns "none" (no handler, or it returned
+-- nil), "ok" and its kumo.make_listener_domain table as JSON text, or a failure's outcome.
+SINGLE_EVENTS[LISTENER_DOMAIN_EVENT] = true
+
+function engine.run_listener_domain(deadline_at, domain, listener, meta)
+  local handler = single_handlers[LISTENER_DOMAIN_EVENT]
+  if handler == nil then
+    return "none"
+  end
+  start_budget(deadline_at)
+  local ok, result = xpcall(handler, on_error, domain, listener, listener_conn_meta(meta))
+  stop_budget()
+  if not ok then
+    return outcome(result)
+  end
+  if result == nil then
+    return "none"
+  end
+  if type(result) ~= "table" then
+    local info = debug_getinfo(handler, "S")
+    return "error", string_format(
+      "%s:%d: get_listener_domain returned a %s; expected kumo.make_listener_domain{...}",
+      as_text(info.short_src), info.linedefined, type(result)), ""
+  end
+  local encoded, text = pcall(encode_value, result, 0)
+  if not encoded then
+    return "error", "get_listener_domain result: " .. tostring(text), ""
   end
   return "ok", text
 end

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from importlib import resources
 
 from ..host import HostCallback, HostContext
-from . import bounce_classifier, egress, extras_host, serde, shaping
+from . import bounce_classifier, egress, extras_host, listener_domain, serde, shaping
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +28,7 @@ NAMESPACES: tuple[Namespace, ...] = (
     Namespace("bounce_classifier", bounce_classifier.host_callbacks),
     Namespace("egress", egress.host_callbacks),
     Namespace("shaping", shaping.host_callbacks),
+    Namespace("listener_domain", listener_domain.host_callbacks),
     Namespace("extras_host", extras_host.host_callbacks),
 )
 
