@@ -11,6 +11,7 @@ from ..domain.bounce_class import RuleSet
 from ..domain.egress import EgressPathConfig
 from ..domain.egress_source import EgressPool, EgressSource
 from ..domain.listener_domain import ListenerDomain
+from ..domain.log_hook import LogHookDeclaration
 from .types import JsonValue, PolicyMessage, PolicyResult, ReceptionProtocol
 
 
@@ -27,6 +28,8 @@ class Policy(ABC):
     # The rules files `init` gave kumo.configure_bounce_classifier, read and parsed:
     # (file, rule set) in order; empty when the policy configured none.
     bounce_rule_sets: tuple[tuple[str, RuleSet], ...] = ()
+    # The log hooks the policy declared (policy-extras.log_hooks), in order.
+    log_hooks: tuple[LogHookDeclaration, ...] = ()
 
     @abstractmethod
     def on_message_received(

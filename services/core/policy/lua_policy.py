@@ -23,6 +23,7 @@ from .host import HostContext, host_table, policy_log
 from .kumo_surface import CONFIGURATION_ELSEWHERE, EventKind, event_registration
 from .namespaces import host_callbacks, namespace_sources
 from .namespaces.bounce_classifier import configured_bounce_rules
+from .namespaces.extras_host import declared_log_hooks
 from .types import (
     HANDLER_FOR_PROTOCOL,
     JsonValue,
@@ -129,6 +130,7 @@ class LuaPolicy(Policy):
         if status[0] != "ok":
             raise PolicyLoadError(_load_failure_text(status))
         self.bounce_rule_sets = configured_bounce_rules(host)
+        self.log_hooks = declared_log_hooks(host)
         self._handler_defined = {
             event: bool(engine.has_handler(event)) for event in set(HANDLER_FOR_PROTOCOL.values())
         }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 
+from ...domain.log_hook import LogHookDeclaration, LogHookError, LogHookKind
 from ...domain.queue_config import (
     QueueConfig,
     QueueConfigError,
@@ -13,6 +14,16 @@ from ...domain.queue_config import (
     merge_overrides,
 )
 from ..host import HostCallback, HostContext, HostError, policy_log
+
+# The key of the declared log hooks in the host context's `configured` table.
+LOG_HOOKS_KEY = "log_hooks"
+
+
+def declared_log_hooks(context: HostContext) -> tuple[LogHookDeclaration, ...]:
+    """The log hooks the policy declared at load, in order (none: an empty tuple)."""
+    declared = context.configured.get(LOG_HOOKS_KEY, [])
+    assert isinstance(declared, list)
+    return tuple(declared)
 
 
 def queue_config_field(name: str, json_value: str) -> str:
@@ -29,6 +40,21 @@ def queue_config_field(name: str, json_value: str) -> str:
     return "field"
 
 
+def log_hook_warning(hook: LogHookDeclaration) -> str:
+    """The one warning a declared log hook gets: relaystream does not run it."""
+    if hook.kind is LogHookKind.JSON:
+        effect = f"nothing is POSTed to {hook.url}"
+    elif hook.kind is LogHookKind.LUA:
+        effect = "its constructor is never called and no record is delivered by it"
+    else:
+        effect = "its function is never called"
+    return (
+        f"policy-extras.log_hooks: {hook.description} is declared but not run: relaystream "
+        f"does not forward log records to log hooks yet (issue 20), {effect}; the log "
+        "records are on the log topic (relaystream logs)"
+    )
+
+
 def host_callbacks(context: HostContext) -> Mapping[str, HostCallback]:
     warned: set[str] = set()
 
@@ -37,4 +63,18 @@ def host_callbacks(context: HostContext) -> Mapping[str, HostCallback]:
             warned.add(text)
             policy_log.warning("%s", text)
 
-    return {"extras_warn": warn, "extras_queue_config_field": queue_config_field}
+    def declare_log_hook(json_text: str) -> None:
+        try:
+            hook = LogHookDeclaration.from_json(json_text)
+        except LogHookError as err:
+            raise HostError(str(err)) from err
+        declared = context.configured.setdefault(LOG_HOOKS_KEY, [])
+        assert isinstance(declared, list)  # only this callback writes this key
+        declared.append(hook)
+        warn(log_hook_warning(hook))
+
+    return {
+        "extras_warn": warn,
+        "extras_queue_config_field": queue_config_field,
+        "extras_declare_log_hook": declare_log_hook,
+    }
