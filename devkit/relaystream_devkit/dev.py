@@ -55,9 +55,13 @@ def sample_policy_path() -> Path:
     return Path(str(resources.files(__package__).joinpath("sample-policy.lua")))
 
 
-def write_dev_settings(state_dir: Path, bootstrap: str, ports: DevPorts) -> Path:
-    """The settings file every local service reads (health ports are given per process)."""
-    policy = str(sample_policy_path())
+def write_dev_settings(
+    state_dir: Path, bootstrap: str, ports: DevPorts, policy_path: Path | None = None
+) -> Path:
+    """The settings file every local service reads (health ports are given per process).
+    `policy_path`: the routing and scheduling policy (default: the sample policy); its data
+    files are read from its folder, so it is written as an absolute path."""
+    policy = str((policy_path or sample_policy_path()).resolve())
     settings = {
         "kafka_bootstrap": bootstrap,
         "ingest": {"smtp_port": ports.smtp, "http_port": ports.http},
@@ -122,8 +126,14 @@ def stop_services(processes: dict[str, subprocess.Popen[bytes]], grace_s: float 
             process.wait()
 
 
-def run_dev(state_dir: Path, ports: DevPorts = DevPorts(), keep_broker: bool = False) -> int:
-    """Run everything until Ctrl-C (or SIGTERM); the exit code.
+def run_dev(
+    state_dir: Path,
+    ports: DevPorts = DevPorts(),
+    keep_broker: bool = False,
+    policy_path: Path | None = None,
+) -> int:
+    """Run everything until Ctrl-C (or SIGTERM); the exit code. `policy_path`: the operator's
+    own routing policy instead of the sample one.
 
     Either signal, at any point (the broker still starting included), stops what was started.
     """
@@ -135,7 +145,7 @@ def run_dev(state_dir: Path, ports: DevPorts = DevPorts(), keep_broker: bool = F
     previous = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
     signal.signal(signal.SIGTERM, _interrupt)
     try:
-        return _run(broker, started_broker, processes, sink, state_dir, ports)
+        return _run(broker, started_broker, processes, sink, state_dir, ports, policy_path)
     except KeyboardInterrupt:
         _say("\ndev: interrupted while starting")
         return 130
@@ -163,6 +173,7 @@ def _run(
     sink: MailSink,
     state_dir: Path,
     ports: DevPorts,
+    policy_path: Path | None,
 ) -> int:
     if started_broker:
         print("dev: starting Kafka (first run fetches the jars from Maven Central) ...", flush=True)
@@ -175,7 +186,7 @@ def _run(
         for drift in report.drifts:
             print(f"dev: topic drift: {drift}", file=sys.stderr)
     sink.start()
-    settings_path = write_dev_settings(state_dir, bootstrap, ports)
+    settings_path = write_dev_settings(state_dir, bootstrap, ports, policy_path)
     logs_dir = state_dir / "logs"
     logs_dir.mkdir(exist_ok=True)
     health_ports = {name: ports.first_health + i for i, name in enumerate(SERVICE_NAMES)}
@@ -192,7 +203,7 @@ def _run(
     except RuntimeError as failure:
         print(f"dev: {failure}", file=sys.stderr, flush=True)
         return 1
-    print_endpoints(bootstrap, ports, state_dir, processes)
+    print_endpoints(bootstrap, ports, state_dir, processes, policy_path)
     return supervise(Supervisor(processes, start, health_ports, logs_dir))
 
 
@@ -351,6 +362,7 @@ def print_endpoints(
     ports: DevPorts,
     state_dir: Path,
     processes: dict[str, subprocess.Popen[bytes]],
+    policy_path: Path | None = None,
 ) -> None:
     pids = ", ".join(f"{name} {process.pid}" for name, process in processes.items())
     health = ", ".join(
@@ -363,11 +375,17 @@ def print_endpoints(
         f"  HTTP injection http://127.0.0.1:{ports.http}/api/inject/v1\n"
         f"  Kafka          {bootstrap}\n"
         f"  mail sink      127.0.0.1:{ports.sink}   (messages in {state_dir / 'sink'})\n"
-        f"  policy         {sample_policy_path()}\n"
+        f"  policy         {(policy_path or sample_policy_path()).resolve()}\n"
         f"  service logs   {state_dir / 'logs'}\n"
         f"  service pids   {pids}\n"
         f"  health/metrics {health}\n"
-        "Try:  swaks --server 127.0.0.1:2525 --from me@example.org --to you@example.com\n"
+        + (
+            ""
+            if policy_path is None
+            else f"  (your policy routes the mail; the sink is routing_domain "
+            f"'[127.0.0.1]:{ports.sink}')\n"
+        )
+        + "Try:  swaks --server 127.0.0.1:2525 --from me@example.org --to you@example.com\n"
         "      relaystream logs --follow\n"
         "A service that exits is restarted; Ctrl-C stops everything.\n",
         flush=True,
