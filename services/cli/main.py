@@ -20,6 +20,7 @@ from types import ModuleType
 COMMAND_MODULES: tuple[str, ...] = (
     "run",
     "logs",
+    "log_hooks",
     "topics",
     "queue_name",
     "retry_schedule",

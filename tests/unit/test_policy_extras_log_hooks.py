@@ -4,9 +4,11 @@ to relaystream (Policy.log_hooks) and each is named in one warning saying what b
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pytest
 
+from relaystream.cli.main import main
 from relaystream.core.domain.log_hook import LogHookDeclaration, LogHookKind
 from relaystream.core.policy import PolicyLoadError, policy_from_source
 
@@ -62,11 +64,17 @@ def test_declared_hooks_reach_relaystream_and_each_is_warned_about(
     assert len(warnings) == 3
     assert warnings[0].startswith(
         "policy-extras.log_hooks: log hook 'webhook' (new_json, POST to "
-        "http://10.0.0.1:4242/log) is declared but not run"
+        "http://10.0.0.1:4242/log): the services do not POST log records themselves; they are "
+        "POSTed only while `relaystream log-hooks --policy FILE` runs"
     )
-    assert "nothing is POSTed to http://10.0.0.1:4242/log" in warnings[0]
-    assert "log hook 'webhookbatch' (new, with a Lua constructor)" in warnings[1]
-    assert "disposition hook 'ndr_generator'" in warnings[2]
+    assert warnings[1].startswith(
+        "policy-extras.log_hooks: log hook 'webhookbatch' (new, with a Lua constructor) is "
+        "declared but not run: relaystream runs no Lua log hook"
+    )
+    assert (
+        "disposition hook 'ndr_generator' (new_disposition_hook) is declared but not run"
+        in (warnings[2])
+    )
 
 
 @pytest.mark.parametrize(
@@ -106,3 +114,22 @@ def test_two_hooks_cannot_share_a_name() -> None:
             "log_hooks:new_disposition_hook { name = 'w', hook = print }\n",
             "init.lua",
         )
+
+
+def test_log_hooks_command_needs_a_policy_with_a_json_hook(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    policy = tmp_path / "init.lua"
+    policy.write_text(
+        "local log_hooks = require 'policy-extras.log_hooks'\n"
+        "log_hooks:new_disposition_hook { name = 'ndr', hook = print }\n"
+    )
+    with pytest.raises(SystemExit) as exit_info:
+        main(["log-hooks", "--policy", str(policy)])
+    assert exit_info.value.code == 2
+    assert "declares no new_json hook" in capsys.readouterr().err
+    policy.write_text("local log_hooks = require 'policy-extras.log_hooks'\nlog_hooks:new {}\n")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["log-hooks", "--policy", str(policy)])
+    assert exit_info.value.code == 2
+    assert "init.lua:2: policy-extras.log_hooks: new: " in capsys.readouterr().err

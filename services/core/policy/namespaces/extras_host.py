@@ -41,17 +41,21 @@ def queue_config_field(name: str, json_value: str) -> str:
 
 
 def log_hook_warning(hook: LogHookDeclaration) -> str:
-    """The one warning a declared log hook gets: relaystream does not run it."""
+    """The one warning a declared log hook gets: what relaystream does with it."""
     if hook.kind is LogHookKind.JSON:
-        effect = f"nothing is POSTed to {hook.url}"
-    elif hook.kind is LogHookKind.LUA:
+        return (
+            f"policy-extras.log_hooks: {hook.description}: the services do not POST log "
+            "records themselves; they are POSTed only while `relaystream log-hooks --policy "
+            "FILE` runs (a process of its own that reads the log topic)"
+        )
+    if hook.kind is LogHookKind.LUA:
         effect = "its constructor is never called and no record is delivered by it"
     else:
         effect = "its function is never called"
     return (
         f"policy-extras.log_hooks: {hook.description} is declared but not run: relaystream "
-        f"does not forward log records to log hooks yet (issue 20), {effect}; the log "
-        "records are on the log topic (relaystream logs)"
+        f"runs no Lua log hook, {effect}; the log records are on the log topic (relaystream "
+        "logs), and `relaystream log-hooks` forwards them to new_json hooks"
     )
 
 
