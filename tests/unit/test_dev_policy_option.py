@@ -12,6 +12,7 @@ from relaystream.cli.main import build_parser
 from relaystream.core.domain.queue_config import QueueConfig
 from relaystream.core.domain.queue_name import QueueName
 from relaystream.core.policy import PolicyMessage
+from relaystream.core.policy.loader import service_policy
 from relaystream.core.policy.routing_rule import RoutedMessage, route_message
 from relaystream.core.runtime.settings import load_settings
 from relaystream.routing.service import load_policy
@@ -84,7 +85,8 @@ def test_the_services_route_and_configure_queues_with_the_operators_policy(
     assert isinstance(routed, RoutedMessage), routed
     assert routed.queue == "acme@example.com![127.0.0.1]:2526"
 
-    config = policy_queue_config(settings)(QueueName.parse(routed.queue))
+    scheduling_policy = service_policy(settings, settings.scheduling.policy_path)
+    config = policy_queue_config(scheduling_policy)(QueueName.parse(routed.queue))
     assert config == QueueConfig.from_mapping({"retry_interval": "1m", "egress_pool": "acme-pool"})
 
 
