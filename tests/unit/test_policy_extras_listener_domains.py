@@ -206,3 +206,14 @@ def test_bad_data_stops_the_policy_load(tmp_path: Path, toml: str, error: str) -
         helper_policy(tmp_path, toml)
     assert str(caught.value).startswith("init.lua:5: policy-extras.listener_domains: ")
     assert error in str(caught.value)
+
+
+def test_domains_compare_as_queue_names_spell_them(tmp_path: Path) -> None:
+    policy = helper_policy(
+        tmp_path, "['Bücher.de']\nrelay_to = true\n['*.Ünï.org']\nlog_oob = true\n"
+    )
+    relay = ListenerDomain(relay_to=True)
+    assert policy.get_listener_domain("xn--bcher-kva.de", "l:25", CONN) == relay
+    assert policy.get_listener_domain("BÜCHER.de", "l:25", CONN) == relay
+    oob = ListenerDomain(log_oob=ReportHandling.LOG_THEN_RELAY)
+    assert policy.get_listener_domain("mx.ünï.org", "l:25", CONN) == oob

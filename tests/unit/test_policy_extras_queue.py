@@ -299,3 +299,12 @@ def test_the_most_specific_section_that_sets_a_field_gives_it(
     fields = policy.get_queue_config("d.com", "t", "c", None)
     got = None if fields is None else QueueConfig.from_mapping(fields).retry_interval
     assert got == expected
+
+
+def test_domains_compare_as_queue_names_spell_them(tmp_path: Path) -> None:
+    toml = "[queue.'Bücher.de']\nrouting_domain = '[10.0.0.2]'\nretry_interval = '2m'\n"
+    policy = load(tmp_path, files={"queues.toml": toml})
+    result = routed(policy, "bob@BÜCHER.de")
+    assert isinstance(result, RoutedMessage), result
+    assert result.queue == "xn--bcher-kva.de![10.0.0.2]"
+    assert queue_config(policy, result.queue).retry_interval == timedelta(minutes=2)

@@ -12,6 +12,7 @@
 -- `setup` runs (when the policy loads).
 local kumo = require 'kumo'
 local utils = require 'policy-extras.policy_utils'
+local host = select(2, ...)
 
 local mod = {}
 
@@ -65,7 +66,7 @@ local function add_entries(by_listener, listener, prefix, entries)
       fail(prefix, 'domain names must be strings, got a ' .. type(domain))
     end
     local entry = read_entry(prefix .. "'" .. domain .. "'", params)
-    local name = string.lower(domain)
+    local name = host.ascii_domain(domain)
     local existing = target[name]
     if existing == nil then
       target[name] = entry
@@ -123,7 +124,8 @@ local function load_data(data_files)
 end
 
 -- A domain's entry in one listener's table: its exact name, else the nearest wildcard above
--- it ('*.example.com' matches 'mx.example.com', not 'example.com').
+-- it ('*.example.com' matches 'mx.example.com', not 'example.com'). Names compare as queue
+-- names spell them (IDNA A-labels, lower case).
 local function entry_for(entries, domain)
   if entries == nil then
     return nil
@@ -164,7 +166,7 @@ local function listener_domain(entry, conn_meta)
 end
 
 local function lookup(by_listener, domain, listener, conn_meta)
-  domain = string.lower(domain)
+  domain = host.ascii_domain(domain)
   local entry = entry_for(by_listener[listener], domain)
     or entry_for(by_listener[ANY], domain)
     or (by_listener[ANY] and by_listener[ANY][ANY])

@@ -209,7 +209,7 @@ local function read_data(data, source, notes)
         return read_queue_section(where, section, 1, notes)
       end)
       for domain, layer in pairs(sections) do
-        local name = string.lower(domain)
+        local name = host.ascii_domain(domain)
         data.queues[name] = data.queues[name] or new_layer()
         merge_layer(data.queues[name], layer)
       end
@@ -285,8 +285,9 @@ end
 
 -- The [queue...] section of a domain: its exact name, else the nearest wildcard above it
 -- ('*.example.com' matches 'mx.example.com' and 'a.mx.example.com', not 'example.com').
+-- Names compare as queue names spell them (IDNA A-labels, lower case).
 local function domain_section(queues, domain)
-  domain = string.lower(domain)
+  domain = host.ascii_domain(domain)
   local exact = queues[domain]
   if exact ~= nil then
     return exact

@@ -9,6 +9,8 @@ lib.extras_host = {
   -- queue_config_field(name, json_value): "field" (its value is good), "tuning" (a KumoMTA
   -- queue tuning field that means nothing here) or "unknown"; a bad value is an error.
   queue_config_field = lib.host_function("extras_queue_config_field"),
+  -- ascii_domain(name): a domain as queue names spell it (A-labels, lower case; '*.' kept).
+  ascii_domain = lib.host_function("extras_ascii_domain"),
   -- declare_log_hook(json_declaration): a policy-extras.log_hooks hook (domain/log_hook.py).
   declare_log_hook = lib.host_function("extras_declare_log_hook"),
 }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 
+from ...domain.domain_names import DomainNameError, to_ascii_domain
 from ...domain.log_hook import LogHookDeclaration, LogHookError, LogHookKind
 from ...domain.queue_config import (
     QueueConfig,
@@ -59,6 +60,17 @@ def log_hook_warning(hook: LogHookDeclaration) -> str:
     )
 
 
+def ascii_domain(name: str) -> str:
+    """A domain as queue names spell it (IDNA A-labels, lower case), so that a data file's
+    'bücher.de' matches the queue of mail to BÜCHER.de; a leading '*.' is kept, and a name
+    that is no domain ('default', a literal) is only lower-cased."""
+    wildcard = "*." if name.startswith("*.") else ""
+    try:
+        return wildcard + to_ascii_domain(name[len(wildcard) :])
+    except DomainNameError:
+        return name.lower()
+
+
 def host_callbacks(context: HostContext) -> Mapping[str, HostCallback]:
     warned: set[str] = set()
 
@@ -80,5 +92,6 @@ def host_callbacks(context: HostContext) -> Mapping[str, HostCallback]:
     return {
         "extras_warn": warn,
         "extras_queue_config_field": queue_config_field,
+        "extras_ascii_domain": ascii_domain,
         "extras_declare_log_hook": declare_log_hook,
     }
