@@ -123,26 +123,9 @@ local function load_data(data_files)
   return by_listener
 end
 
--- A domain's entry in one listener's table: its exact name, else the nearest wildcard above
--- it ('*.example.com' matches 'mx.example.com', not 'example.com'). Names compare as queue
--- names spell them (IDNA A-labels, lower case).
+-- A domain's entry in one listener's table (exact name, else the nearest wildcard).
 local function entry_for(entries, domain)
-  if entries == nil then
-    return nil
-  end
-  local exact = entries[domain]
-  if exact ~= nil then
-    return exact
-  end
-  local rest = string.match(domain, '^[^.]*%.(.+)$')
-  while rest ~= nil do
-    local wildcard = entries['*.' .. rest]
-    if wildcard ~= nil then
-      return wildcard
-    end
-    rest = string.match(rest, '^[^.]*%.(.+)$')
-  end
-  return nil
+  return entries and host.domain_entry(entries, domain)
 end
 
 local function authorization_id(conn_meta)
@@ -166,7 +149,6 @@ local function listener_domain(entry, conn_meta)
 end
 
 local function lookup(by_listener, domain, listener, conn_meta)
-  domain = host.ascii_domain(domain)
   local entry = entry_for(by_listener[listener], domain)
     or entry_for(by_listener[ANY], domain)
     or (by_listener[ANY] and by_listener[ANY][ANY])

@@ -283,26 +283,6 @@ local function load_data(file_names)
   return data
 end
 
--- The [queue...] section of a domain: its exact name, else the nearest wildcard above it
--- ('*.example.com' matches 'mx.example.com' and 'a.mx.example.com', not 'example.com').
--- Names compare as queue names spell them (IDNA A-labels, lower case).
-local function domain_section(queues, domain)
-  domain = host.ascii_domain(domain)
-  local exact = queues[domain]
-  if exact ~= nil then
-    return exact
-  end
-  local rest = string.match(domain, '^[^.]*%.(.+)$')
-  while rest ~= nil do
-    local wildcard = queues['*.' .. rest]
-    if wildcard ~= nil then
-      return wildcard
-    end
-    rest = string.match(rest, '^[^.]*%.(.+)$')
-  end
-  return nil
-end
-
 -- The layers that apply to a queue, least specific first.
 local function layers_for(data, domain, tenant, campaign)
   local layers = {}
@@ -312,7 +292,7 @@ local function layers_for(data, domain, tenant, campaign)
     end
   end
   add(data.queues['default'])
-  local domain_layer = domain and domain_section(data.queues, domain)
+  local domain_layer = domain and host.domain_entry(data.queues, domain)
   add(domain_layer)
   local tenant_layer = tenant and data.tenants[tenant]
   add(tenant_layer)

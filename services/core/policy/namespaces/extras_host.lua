@@ -2,8 +2,9 @@
 -- beyond a policy's own environment. `require` hands this table to each module as its
 -- second argument; a policy never sees it unless a module gives it away (none does).
 local lib = ...
+local string_match = string.match
 
-lib.extras_host = {
+local host = {
   -- One warning in relaystream's policy log, logged once per policy load.
   warn = lib.host_function("extras_warn"),
   -- queue_config_field(name, json_value): "field" (its value is good), "tuning" (a KumoMTA
@@ -14,3 +15,26 @@ lib.extras_host = {
   -- declare_log_hook(json_declaration): a policy-extras.log_hooks hook (domain/log_hook.py).
   declare_log_hook = lib.host_function("extras_declare_log_hook"),
 }
+
+-- The entry of `domain` in a table keyed by domain names (written as ascii_domain spells
+-- them): its exact name, else the nearest wildcard above it ('*.example.com' matches
+-- 'mx.example.com' and 'a.mx.example.com', not 'example.com'), else nil. KumoMTA's
+-- domain_map, which its queue and listener_domains helpers look domains up in.
+function host.domain_entry(entries, domain)
+  domain = host.ascii_domain(domain)
+  local exact = entries[domain]
+  if exact ~= nil then
+    return exact
+  end
+  local rest = string_match(domain, "^[^.]*%.(.+)$")
+  while rest ~= nil do
+    local wildcard = entries["*." .. rest]
+    if wildcard ~= nil then
+      return wildcard
+    end
+    rest = string_match(rest, "^[^.]*%.(.+)$")
+  end
+  return nil
+end
+
+lib.extras_host = host
