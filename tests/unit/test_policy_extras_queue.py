@@ -16,10 +16,12 @@ from relaystream.core.domain.queue_config import QueueConfig
 from relaystream.core.domain.queue_name import QueueName
 from relaystream.core.policy import (
     Policy,
+    PolicyLimits,
     PolicyLoadError,
     PolicyMessage,
     PolicyRejected,
     policy_from_file,
+    policy_from_source,
 )
 from relaystream.core.policy.routing_rule import RefusedMessage, RoutedMessage, route_message
 
@@ -308,3 +310,11 @@ def test_domains_compare_as_queue_names_spell_them(tmp_path: Path) -> None:
     assert isinstance(result, RoutedMessage), result
     assert result.queue == "xn--bcher-kva.de![10.0.0.2]"
     assert queue_config(policy, result.queue).retry_interval == timedelta(minutes=2)
+
+
+def test_a_setup_that_runs_out_of_budget_says_so_rather_than_blaming_the_data() -> None:
+    endless = "setmetatable({}, {__pairs = function() while true do end end})"
+    source = f"local q = require 'policy-extras.queue'\nq:setup {{ {endless} }}\n"
+    with pytest.raises(PolicyLoadError) as caught:
+        policy_from_source(source, "init.lua", PolicyLimits(instruction_budget=200_000))
+    assert str(caught.value).startswith("init.lua:2: instruction budget of 200000 exceeded")

@@ -16,7 +16,6 @@ local host = select(2, ...)
 
 local mod = {}
 
-local MEMORY_ERROR = 'not enough memory'
 local ANY = '*'
 
 local function fail(where, text)
@@ -46,10 +45,10 @@ local function read_entry(where, params)
   end
   local ok, err = pcall(kumo.make_listener_domain, fields)
   if not ok then
-    if err == MEMORY_ERROR then
+    if host.is_fatal(err) then
       error(err, 0)
     end
-    fail(where, (string.gsub(tostring(err), '^[^:]*:%d+: ', '')))
+    fail(where, host.error_text(err))
   end
   return { fields = fields, relay_from_authz = authz }
 end
@@ -114,10 +113,10 @@ local function load_data(data_files)
       end
     end
     if not ok then
-      if data == MEMORY_ERROR then
+      if host.is_fatal(data) then
         error(data, 0)
       end
-      error((string.gsub(tostring(data), '^policy%-extras/[%w_]+%.lua:%d+: ', '')), 0)
+      error(host.error_text(data), 0)
     end
   end
   return by_listener
@@ -128,17 +127,11 @@ local function entry_for(entries, domain)
   return entries and host.domain_entry(entries, domain)
 end
 
-local function authorization_id(conn_meta)
-  -- KumoMTA sets authz_id after SMTP AUTH; relaystream's ingest records authn_id (the
-  -- identity that authenticated), which is the authorization identity when none is asked.
-  return conn_meta:get_meta 'authz_id' or conn_meta:get_meta 'authn_id'
-end
-
 local function listener_domain(entry, conn_meta)
   local fields = {}
   utils.merge_into(entry.fields, fields)
   if entry.relay_from_authz then
-    local identity = authorization_id(conn_meta)
+    local identity = host.authorization_id(conn_meta)
     if utils.table_contains(entry.relay_from_authz, identity) then
       -- The authenticated client may relay from this domain: from its own address.
       local peer = utils.split_ip_port(conn_meta:get_meta 'received_from')
@@ -165,7 +158,7 @@ function mod:setup(data_files)
   end
   local ok, by_listener = pcall(load_data, data_files)
   if not ok then
-    if by_listener == MEMORY_ERROR then
+    if host.is_fatal(by_listener) then
       error(by_listener, 0)
     end
     error('policy-extras.listener_domains: ' .. tostring(by_listener), 2)

@@ -60,7 +60,7 @@ local function check_queue_config(what, fields)
     local ok, err = queue.is_queue_config_option(key, value)
     if not ok then
       option_error(what, 'queue_config.' .. tostring(key) .. ': '
-        .. (err and string.gsub(tostring(err), '^[^:]*:%d+: ', '') or 'not a queue config field'))
+        .. (err and host.error_text(err) or 'not a queue config field'))
     end
   end
 end
@@ -115,7 +115,7 @@ local function method(declare_with)
   return function(_, options)
     local ok, err = pcall(declare_with, options)
     if not ok then
-      if err == 'not enough memory' then
+      if host.is_fatal(err) then
         error(err, 0)
       end
       error(err, 2)

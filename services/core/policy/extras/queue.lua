@@ -20,8 +20,6 @@ local host = select(2, ...)
 
 local mod = {}
 
-local MEMORY_ERROR = 'not enough memory'
-
 -- The top-level settings and their Lua types.
 local SETTINGS = {
   scheduling_header = 'string',
@@ -93,10 +91,10 @@ local function read_field(layer, where, key, value, own_fields, notes)
   end
   local ok, kind = pcall(host.queue_config_field, key, kumo.json_encode(value))
   if not ok then
-    if kind == MEMORY_ERROR then
+    if host.is_fatal(kind) then
       error(kind, 0)
     end
-    fail(path(where, key), (string.gsub(kind, '^[^:]*:%d+: ', '')))
+    fail(path(where, key), host.error_text(kind))
   end
   if kind == 'field' then
     layer.fields[key] = value
@@ -264,12 +262,11 @@ local function load_data(file_names)
   local notes = new_notes()
   local function check(ok, err, prefix)
     if not ok then
-      if err == MEMORY_ERROR then
+      if host.is_fatal(err) then
         error(err, 0)
       end
       -- Host errors name the line in the module that read the file: the file is what matters.
-      err = string.gsub(tostring(err), '^policy%-extras/[%w_]+%.lua:%d+: ', '')
-      error('policy-extras.queue: ' .. prefix .. err, 0)
+      error('policy-extras.queue: ' .. prefix .. host.error_text(err), 0)
     end
   end
   for index, source in ipairs(file_names) do
@@ -314,12 +311,6 @@ local function resolve(data, domain, tenant, campaign)
     fields = nil
   end
   return fields, own
-end
-
-local function authorization_id(msg)
-  -- KumoMTA sets authz_id after SMTP AUTH; relaystream's ingest records authn_id (the
-  -- identity that authenticated), which is the authorization identity when none is asked.
-  return msg:get_meta 'authz_id' or msg:get_meta 'authn_id'
 end
 
 local function message_method(msg, name, setting)
@@ -369,7 +360,7 @@ local function apply(msg, data)
     end
     local allowed = definition.own.require_authz
     if allowed then
-      local identity = authorization_id(msg)
+      local identity = host.authorization_id(msg)
       if not identity then
         kumo.reject(500, string.format("tenant '%s' requires SMTP AUTH", tenant))
       end
@@ -419,7 +410,7 @@ local function configure(options, level)
   end
   local ok, data = pcall(load_data, options.file_names)
   if not ok then
-    if data == MEMORY_ERROR then
+    if host.is_fatal(data) then
       error(data, 0)
     end
     error(data, level)

@@ -55,7 +55,7 @@ end
 local function keep_routing_on_failure(what, reroute)
   local ok, err = pcall(reroute)
   if not ok then
-    if err == 'not enough memory' or string.find(tostring(err), 'relaystream does not provide') then
+    if host.is_fatal(err) or string.find(tostring(err), 'relaystream does not provide') then
       error(err, 0)
     end
     host.warn('policy-extras.rollup: ' .. what .. ' failed, routing unchanged: ' .. tostring(err))

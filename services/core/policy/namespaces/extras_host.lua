@@ -2,7 +2,7 @@
 -- beyond a policy's own environment. `require` hands this table to each module as its
 -- second argument; a policy never sees it unless a module gives it away (none does).
 local lib = ...
-local string_match = string.match
+local string_match, string_gsub, tostring = string.match, string.gsub, tostring
 
 local host = {
   -- One warning in relaystream's policy log, logged once per policy load.
@@ -35,6 +35,23 @@ function host.domain_entry(entries, domain)
     rest = string_match(rest, "^[^.]*%.(.+)$")
   end
   return nil
+end
+
+-- Whether an error caught with pcall must be raised again as it is: the call's instruction
+-- budget or deadline ran out, or memory did.
+host.is_fatal = lib.is_fatal
+
+-- An error's text without the "file:line: " where it was raised (a helper adds its own
+-- context: the data file and key).
+function host.error_text(err)
+  return (string_gsub(tostring(err), "^[^:\n]*:%d+: ", ""))
+end
+
+-- Who the client authenticated as, from a message's or a connection's meta: KumoMTA's
+-- authz_id, else relaystream ingest's authn_id (the identity that authenticated, which is the
+-- authorization identity when the client asks for none).
+function host.authorization_id(meta_holder)
+  return meta_holder:get_meta("authz_id") or meta_holder:get_meta("authn_id")
 end
 
 lib.extras_host = host
