@@ -217,3 +217,15 @@ def test_domains_compare_as_queue_names_spell_them(tmp_path: Path) -> None:
     assert policy.get_listener_domain("BÜCHER.de", "l:25", CONN) == relay
     oob = ListenerDomain(log_oob=ReportHandling.LOG_THEN_RELAY)
     assert policy.get_listener_domain("mx.ünï.org", "l:25", CONN) == oob
+
+
+def test_get_listener_domain_takes_one_handler_as_in_kumomta() -> None:
+    with pytest.raises(PolicyLoadError) as caught:
+        policy_from_source(
+            "kumo.on('get_listener_domain', function() end)\n"
+            "kumo.on('get_listener_domain', function() end)\n",
+            "policy.lua",
+        )
+    assert str(caught.value) == (
+        "policy.lua:2: get_listener_domain event already has a handler defined at policy.lua:1"
+    )
