@@ -11,7 +11,10 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .message_state import MessageState
 
 HostCallback = Callable[..., object]
 
@@ -26,17 +29,30 @@ class HostError(Exception):
     """A callback's failure, shown to the policy as a Lua error with this text."""
 
 
+class MessageSlot:
+    """The message of the running handler (set by LuaPolicy around each handler call)."""
+
+    def __init__(self) -> None:
+        self.state: MessageState | None = None
+
+    def current(self, method: str) -> MessageState:
+        if self.state is None:
+            raise HostError(f"msg:{method}() called outside a message handler")
+        return self.state
+
+
 @dataclass(frozen=True, slots=True)
 class HostContext:
     """What a namespace's callbacks may use: the Lua runtime (to build tables), the folder
-    that relative data-file paths are read from (the policy file's own), and where to leave
-    what the policy configured."""
+    that relative data-file paths are read from (the policy file's own), where to leave
+    what the policy configured, and the message of the running handler."""
 
     runtime: Any
     base_dir: Path | None
     # What the policy configured through a namespace (kumo.configure_bounce_classifier's rule
     # sets, ...), by the namespace's key, for the service to apply after the load.
     configured: dict[str, object] = field(default_factory=dict)
+    message: MessageSlot = field(default_factory=MessageSlot)
 
     def to_lua(self, value: object) -> object:
         """A Python value as a Lua value: dicts and lists become tables (lists 1-based)."""

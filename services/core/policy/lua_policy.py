@@ -18,9 +18,9 @@ from ..domain.listener_domain import ListenerDomain, ListenerDomainError
 from ..runtime.settings import ENV_PREFIX
 from .base import Policy, content_hash
 from .egress_events import builtin_pool, builtin_source, checked_result, no_handler
-from .headers import decode_header_value, parse_header_block
 from .host import HostContext, host_table, policy_log
 from .kumo_surface import CONFIGURATION_ELSEWHERE, EventKind, event_registration
+from .message_state import MessageState
 from .namespaces import host_callbacks, namespace_sources
 from .namespaces.bounce_classifier import configured_bounce_rules
 from .namespaces.extras_host import declared_log_hooks
@@ -93,11 +93,11 @@ class LuaPolicy(Policy):
         self.content_hash = content_hash(source)
         self._deadline_seconds = limits.deadline_seconds
         self._current: PolicyMessage | None = None
-        self._current_headers: dict[str, list[str]] | None = None
         # What was already logged at this load: one line per event or configuration call.
         self._logged_once: set[str] = set()
         self._runtime = new_sandbox_runtime(limits)
         host = HostContext(self._runtime, base_dir)
+        self._message_slot = host.message
         bootstrap = self._runtime.eval(
             "function(source, ...)"
             " return assert(load(source, '=relaystream-sandbox', 't'))(...) end"
@@ -105,8 +105,6 @@ class LuaPolicy(Policy):
         engine = bootstrap(
             SANDBOX_SOURCE,
             self._lookup_meta,
-            self._first_header,
-            self._all_headers,
             self._print,
             time.monotonic,
             GUARDS_SOURCE,
@@ -148,20 +146,18 @@ class LuaPolicy(Policy):
         if not self._handler_defined[event]:
             return PolicyAccepted(dict(message.meta))
         self._current = message
-        self._current_headers = None
+        state = self._message_slot.state = MessageState(message)
         try:
-            out = self._run_message(
-                self._deadline(), event, message.id, message.sender, message.recipient
-            )
+            out = self._run_message(self._deadline(), event, message.id)
         except (lua54.LuaError, lua54.LuaMemoryError, UnicodeError, OverflowError) as err:
             # Only the engine's own bookkeeping can get here (e.g. memory exhausted while
             # returning the results); the message fails, the service carries on.
             return PolicyFailed("memory" if isinstance(err, MemoryError) else "error", str(err))
         finally:
             self._current = None
-            self._current_headers = None
+            self._message_slot.state = None
         if out.__class__ is str:
-            return PolicyAccepted(dict(message.meta))
+            return _accepted(dict(message.meta), state)
         status = out[0]
         if status == "ok":
             meta = dict(message.meta)
@@ -174,7 +170,7 @@ class LuaPolicy(Policy):
                     meta[out[index]] = None
                 else:
                     meta[out[index]] = value
-            return PolicyAccepted(meta)
+            return _accepted(meta, state)
         if status == "reject":
             return PolicyRejected(int(out[1]), str(out[2]))
         return PolicyFailed(status, str(out[1]), str(out[2]) if len(out) > 2 else "")
@@ -291,20 +287,6 @@ class LuaPolicy(Policy):
             return self._runtime.table_from(value, recursive=True)
         return value
 
-    def _headers(self) -> dict[str, list[str]]:
-        if self._current_headers is None:
-            message = self._current
-            self._current_headers = parse_header_block(message.headers if message else "")
-        return self._current_headers
-
-    def _first_header(self, name: str) -> str | None:
-        values = self._headers().get(name.lower())
-        return decode_header_value(values[0]) if values else None
-
-    def _all_headers(self, name: str) -> object:
-        values = self._headers().get(name.lower(), [])
-        return self._runtime.table_from([decode_header_value(value) for value in values])
-
     def _print(self, text: str) -> None:
         policy_log.info("%s: %s", self.name, text)
 
@@ -331,6 +313,16 @@ class LuaPolicy(Policy):
                 name,
                 CONFIGURATION_ELSEWHERE[name],
             )
+
+
+def _accepted(meta: dict[str, JsonValue], state: MessageState) -> PolicyAccepted:
+    """The handler returned: its meta, and the envelope and data where it changed them."""
+    return PolicyAccepted(
+        meta,
+        sender=state.sender if state.sender_changed else None,
+        recipient=state.recipient if state.recipient_changed else None,
+        data=state.data("get_data") if state.data_changed else None,
+    )
 
 
 def _policy_getenv(name: str) -> str | bool | None:

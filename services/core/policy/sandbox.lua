@@ -5,7 +5,7 @@
 -- policy could use to escape or to tamper with the engine, builds the policy's global
 -- environment, and returns the engine's entry points to Python. Policy code never sees a
 -- Python object: the Python callbacks below are upvalues of Lua closures only.
-local py_meta, py_first_header, py_all_headers, py_print, py_monotonic, guards_source,
+local py_meta, py_print, py_monotonic, guards_source,
   budget_step, budget_ticks, deadline_seconds, py_event_registered, configuration_calls,
   py_configuration_call, py_getenv, py_warning, host, namespace_sources, extras_sources = ...
 
@@ -361,13 +361,12 @@ end
 ---------------------------------------------------------------------------------------------
 -- The message object handed to smtp_server_message_received / http_message_generated.
 -- Its state lives in upvalues, not in the table, so rawset/rawget cannot reach it; it works
--- only while its handler runs.
+-- only while its handler runs. Here: the meta log; the other methods are namespaces/message.lua.
 ---------------------------------------------------------------------------------------------
 local TAG_SCALAR, TAG_JSON, TAG_NULL = 1, 2, 3
 
 local current = nil -- the message object of the running handler
-local cur_id, cur_sender, cur_recipient
-local cur_sender_address, cur_recipient_address
+local cur_id
 local log, log_n = {}, 0 -- set_meta results: key, tag, value triples, one per key
 local overrides = nil -- key -> position in log (created on the first set_meta of a call)
 local table_values = nil -- key -> Lua copy of a table value, for get_meta
@@ -383,42 +382,6 @@ local function active(self, method)
   if self ~= current then
     error("msg:" .. method .. "() called outside the handler that received this message", 3)
   end
-end
-
-local AddressMeta = {
-  __metatable = false,
-  __name = "EnvelopeAddress",
-  __tostring = function(a) return a.email end,
-}
-
--- KumoMTA's EnvelopeAddress fields: user, domain, email (the null sender: all empty).
-local function make_address(text)
-  local user, domain = string_match(text, "^(.*)@([^@]*)$")
-  if user == nil then
-    user, domain = text, ""
-  end
-  return setmetatable({ user = user, domain = domain, email = text }, AddressMeta)
-end
-
-function Message:id()
-  active(self, "id")
-  return cur_id
-end
-
-function Message:sender()
-  active(self, "sender")
-  if cur_sender_address == nil then
-    cur_sender_address = make_address(cur_sender)
-  end
-  return cur_sender_address
-end
-
-function Message:recipient()
-  active(self, "recipient")
-  if cur_recipient_address == nil then
-    cur_recipient_address = make_address(cur_recipient)
-  end
-  return cur_recipient_address
 end
 
 function Message:set_meta(key, value)
@@ -483,22 +446,6 @@ function Message:get_meta(key)
     return deep_copy(table_values[key], 0)
   end
   return nil
-end
-
-function Message:get_first_named_header_value(name)
-  active(self, "get_first_named_header_value")
-  if type(name) ~= "string" then
-    error("msg:get_first_named_header_value: the name must be a string", 2)
-  end
-  return py_first_header(name)
-end
-
-function Message:get_all_named_header_values(name)
-  active(self, "get_all_named_header_values")
-  if type(name) ~= "string" then
-    error("msg:get_all_named_header_values: the name must be a string", 2)
-  end
-  return py_all_headers(name)
 end
 
 -- The connection metadata passed to smtp_server_message_received. Connection facts are
@@ -899,14 +846,14 @@ end
 
 -- Runs a message handler. Returns "none" (no handler), "ok" followed by the set_meta
 -- key/tag/value triples, or the outcome of a failure.
-function engine.run_message(deadline_at, event, id, sender, recipient)
+-- The message's envelope and content are Python's (message_state.py), set around this call.
+function engine.run_message(deadline_at, event, id)
   local handler = single_handlers[event]
   if handler == nil then
     return "none"
   end
   local msg = setmetatable({}, MessageMeta)
-  current, cur_id, cur_sender, cur_recipient = msg, id, sender, recipient
-  cur_sender_address, cur_recipient_address = nil, nil
+  current, cur_id = msg, id
   log_n, overrides, table_values = 0, nil, nil
   start_budget(deadline_at)
   local ok, err = xpcall(handler, on_error, msg, event == SMTP_EVENT and conn_meta or nil)

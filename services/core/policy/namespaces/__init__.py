@@ -13,7 +13,16 @@ from dataclasses import dataclass
 from importlib import resources
 
 from ..host import HostCallback, HostContext
-from . import bounce_classifier, egress, extras_host, listener_domain, serde, shaping
+from . import (
+    bounce_classifier,
+    dkim,
+    egress,
+    extras_host,
+    listener_domain,
+    message,
+    serde,
+    shaping,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +39,8 @@ NAMESPACES: tuple[Namespace, ...] = (
     Namespace("shaping", shaping.host_callbacks),
     Namespace("listener_domain", listener_domain.host_callbacks),
     Namespace("extras_host", extras_host.host_callbacks),
+    Namespace("message", message.host_callbacks),
+    Namespace("dkim", dkim.host_callbacks),
 )
 
 

@@ -1,0 +1,149 @@
+"""The message a reception handler works on: envelope, header fields and body, as the message
+methods (namespaces/message.lua, dkim.lua) read and change them.
+
+The header fields keep their raw bytes, so a message whose headers the handler did not touch
+leaves exactly as it came; only fields the handler added are new bytes. When only the header
+block is known (PolicyMessage.data is None), reading works and changing fails clearly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from .headers import decode_header_value
+from .host import HostError
+from .types import PolicyMessage
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderField:
+    """One header field: `raw` is its bytes with folding and line endings; `name` is None for
+    a line without a colon (kept as it came, invisible to lookups)."""
+
+    raw: bytes
+    name: str | None
+    value: str  # unfolded, still encoded (RFC 2047 words undecoded), surrounding space removed
+
+    @staticmethod
+    def parse(raw: bytes) -> HeaderField:
+        text = raw.decode("utf-8", errors="replace")
+        name, colon, rest = text.partition(":")
+        if not colon:
+            return HeaderField(raw, None, "")
+        unfolded = rest.replace("\r\n", "").replace("\n", "").replace("\r", "")
+        return HeaderField(raw, name.strip(), unfolded.strip())
+
+    @property
+    def decoded(self) -> str:
+        return decode_header_value(self.value)
+
+
+def split_header_fields(block: bytes) -> list[HeaderField]:
+    """The fields of a header block (without the blank line that ends it)."""
+    fields: list[bytes] = []
+    for line in block.splitlines(keepends=True):
+        if line[:1] in (b" ", b"\t") and fields:
+            fields[-1] += line
+        else:
+            fields.append(line)
+    return [HeaderField.parse(raw) for raw in fields]
+
+
+def split_message(data: bytes) -> tuple[list[HeaderField], bytes, bytes]:
+    """(header fields, the blank line ending them, body). A message without a blank line is
+    all header block and has no body."""
+    position = 0
+    while position < len(data):
+        end = data.find(b"\n", position)
+        line_end = len(data) if end == -1 else end + 1
+        line = data[position:line_end]
+        if line in (b"\r\n", b"\n"):
+            return split_header_fields(data[:position]), line, data[line_end:]
+        position = line_end
+    return split_header_fields(data), b"", b""
+
+
+class MessageState:
+    """One message while its handler runs. `sender_changed`, `recipient_changed` and
+    `data_changed` say what PolicyAccepted must carry back."""
+
+    def __init__(self, message: PolicyMessage) -> None:
+        self.id = message.id
+        self.sender = message.sender
+        self.recipient = message.recipient
+        self.sender_changed = False
+        self.recipient_changed = False
+        self.data_changed = False
+        self.whole = message.data is not None
+        if message.data is not None:
+            self.fields, self._separator, self._body = split_message(message.data)
+        else:
+            # Only the header block counts, should the caller have passed more.
+            self.fields = split_message(message.headers.encode("utf-8"))[0]
+            self._separator, self._body = b"\r\n", b""
+        self._line_ending = _line_ending_of(self.fields)
+
+    # Reading.
+
+    def values(self, name: str) -> list[str]:
+        """Decoded values of the fields named `name` (any case), in order."""
+        wanted = name.lower()
+        return [f.decoded for f in self.fields if f.name is not None and f.name.lower() == wanted]
+
+    def named_fields(self) -> list[tuple[str, str]]:
+        return [(f.name, f.decoded) for f in self.fields if f.name is not None]
+
+    def require_whole(self, method: str) -> None:
+        if not self.whole:
+            raise HostError(
+                f"msg:{method}: only the message's headers are available here, not the whole "
+                "message; call it in smtp_server_message_received or http_message_generated "
+                "where the message is received"
+            )
+
+    def data(self, method: str) -> bytes:
+        self.require_whole(method)
+        return self.header_bytes() + self._separator + self._body
+
+    def header_bytes(self) -> bytes:
+        return b"".join(f.raw for f in self.fields)
+
+    @property
+    def body(self) -> bytes:
+        return self._body
+
+    @property
+    def line_ending(self) -> bytes:
+        return self._line_ending
+
+    # Changing.
+
+    def set_data(self, data: bytes) -> None:
+        self.fields, self._separator, self._body = split_message(data)
+        self._line_ending = _line_ending_of(self.fields)
+        self.whole = True
+        self.data_changed = True
+
+    def field_bytes(self, name: str, value: str) -> bytes:
+        return f"{name}: {value}".encode() + self._line_ending
+
+    def add_field(self, method: str, raw: bytes, *, first: bool) -> None:
+        self.require_whole(method)
+        field = HeaderField.parse(raw)
+        self.fields = [field, *self.fields] if first else [*self.fields, field]
+        self.data_changed = True
+
+    def remove_fields(self, method: str, doomed: Callable[[str], bool]) -> None:
+        """Removes every named field for which `doomed(lowercased name)` is true."""
+        kept = [f for f in self.fields if f.name is None or not doomed(f.name.lower())]
+        if len(kept) != len(self.fields):
+            self.require_whole(method)
+            self.fields = kept
+            self.data_changed = True
+
+
+def _line_ending_of(fields: Iterable[HeaderField]) -> bytes:
+    for field in fields:
+        return b"\r\n" if field.raw.endswith(b"\r\n") or not field.raw.endswith(b"\n") else b"\n"
+    return b"\r\n"
