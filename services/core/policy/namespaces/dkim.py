@@ -316,7 +316,10 @@ def sign(spec: SignerSpec, message: bytes, present_headers: list[str], linesep: 
 def host_callbacks(context: HostContext) -> Mapping[str, HostCallback]:
     def make_signer(algorithm: str, params_json: str) -> str:
         spec = parse_signer(algorithm, json.loads(params_json), context)
-        KEY_CACHE.key(spec)  # a bad or missing key fails where the signer is made
+        try:
+            KEY_CACHE.key(spec)  # a bad or missing key fails where the signer is made
+        except HostError as err:
+            raise HostError(f"kumo.dkim.{CONSTRUCTORS[algorithm]}: {err}") from err
         return params_json
 
     def dkim_sign(algorithm: str, params_json: str) -> None:
