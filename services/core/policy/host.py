@@ -11,10 +11,10 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from .message_state import MessageState
+from .host_error import HostError as HostError  # re-exported: the namespaces raise it
+from .message_state import MessageState
 
 HostCallback = Callable[..., object]
 
@@ -23,10 +23,6 @@ policy_log = logging.getLogger("relaystream.policy")
 
 # The most a policy may read from one data file (kumo.serde.*_load and the like).
 MAX_DATA_FILE_BYTES = 16 * 1024 * 1024
-
-
-class HostError(Exception):
-    """A callback's failure, shown to the policy as a Lua error with this text."""
 
 
 class MessageSlot:

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from .headers import decode_header_value
-from .host import HostError
+from .host_error import HostError
 from .types import PolicyMessage
 
 
