@@ -4,6 +4,10 @@ PolicyAccepted (sender, recipient, data), and nothing else does."""
 
 from __future__ import annotations
 
+import email
+import email.policy
+from email.message import EmailMessage
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -14,6 +18,7 @@ from relaystream.core.policy import (
     PolicyResult,
     policy_from_source,
 )
+from relaystream.core.policy.conformance import transport_encoded
 from relaystream.core.policy.message_state import split_message
 
 DATA = (
@@ -233,14 +238,43 @@ def test_check_fix_conformance_fixes_what_it_can_without_a_rewrite() -> None:
     assert b"\n" not in result.data.replace(b"\r\n", b"")
 
 
-def test_check_fix_conformance_refuses_fixes_that_need_a_rewrite_and_unknown_names() -> None:
-    long_line = b"Subject: x\r\n\r\n" + b"a" * 100 + b"\r\n"
-    message = PolicyMessage("m", "a@b.example", "c@d.example", {}, data=long_line)
-    assert "fixing LINE_TOO_LONG" in failure(
-        "msg:check_fix_conformance('', 'LINE_TOO_LONG')", message
+def test_check_fix_conformance_reencodes_long_lines_and_8bit_content() -> None:
+    data = (
+        "From: a@b.example\r\nSubject: café\r\nMIME-Version: 1.0\r\n\r\n" + "é" * 100 + "\r\n"
+    ).encode()
+    message = PolicyMessage("m", "a@b.example", "c@d.example", {}, data=data)
+    result = accepted(
+        "assert(msg:check_fix_conformance('', 'LINE_TOO_LONG|NEEDS_TRANSFER_ENCODING') == nil)\n"
+        "msg:set_meta('subject', msg:get_first_named_header_value('Subject'))",
+        message,
+    )
+    assert result.data is not None and result.meta["subject"] == "café"
+    assert all(byte < 0x80 for byte in result.data)
+    assert max(len(line) for line in result.data.split(b"\r\n")) <= 78
+    parsed = email.message_from_bytes(result.data, policy=email.policy.default)
+    assert isinstance(parsed, EmailMessage)
+    assert parsed.get_content().replace("\r\n", "\n") == "é" * 100 + "\n"
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.text(st.characters(codec="utf-8", exclude_characters="\r\n"), max_size=300))
+def test_reencoding_for_transport_keeps_the_text(text: str) -> None:
+    data = b"Subject: t\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n" + text.encode()
+    encoded = transport_encoded(data + b"\r\n")
+    assert all(byte < 0x80 for byte in encoded)
+    assert max(len(line) for line in encoded.split(b"\r\n")) <= 78
+    parsed = email.message_from_bytes(encoded, policy=email.policy.default)
+    assert isinstance(parsed, EmailMessage)
+    assert parsed.get_content().replace("\r\n", "\n").rstrip("\n") == text.rstrip("\n")
+
+
+def test_check_fix_conformance_refuses_to_guess_and_unknown_names() -> None:
+    message = PolicyMessage("m", "a@b.example", "c@d.example", {}, data=b"Subject\r\n\r\nx\r\n")
+    assert "fixing MISSING_COLON_VALUE" in failure(
+        "msg:check_fix_conformance('', 'MISSING_COLON_VALUE')", message
     )
     # Listed but absent: nothing to fix, nothing refused.
-    assert accepted("msg:check_fix_conformance('', 'LINE_TOO_LONG')").data is None
+    assert accepted("msg:check_fix_conformance('', 'MISSING_COLON_VALUE')").data is None
     assert "unknown conformance issue(s) NOPE" in failure("msg:check_fix_conformance('NOPE', '')")
 
 

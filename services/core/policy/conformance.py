@@ -1,14 +1,19 @@
 """`msg:check_fix_conformance`: KumoMTA's RFC conformance issues, found in a message and, on
-request, fixed where a fix leaves the content as it was (line endings, header names, missing
-Date, Message-ID and MIME-Version). Fixes that would need the MIME tree rebuilt and re-encoded
-(LINE_TOO_LONG, NEEDS_TRANSFER_ENCODING) are refused with an error instead of being skipped.
+request, fixed: line endings, header names, missing Date, Message-ID and MIME-Version in place;
+LINE_TOO_LONG and NEEDS_TRANSFER_ENCODING by re-encoding the MIME parts that need it (text as
+quoted-printable UTF-8, lossy for bytes that are not in their charset, as KumoMTA's default;
+other parts as base64) and the header values as RFC 2047 words. A header line without a colon
+(MISSING_COLON_VALUE) is not guessed at: fixing it is refused with an error.
 """
 
 from __future__ import annotations
 
+import email
+import email.policy
 import json
 import re
 from datetime import UTC, datetime
+from email.message import EmailMessage
 from email.utils import format_datetime
 
 from .message_state import HeaderField, MessageState, split_message
@@ -23,7 +28,8 @@ ISSUES = (
     "MISSING_MESSAGE_ID_HEADER",
     "MISSING_MIME_VERSION",
 )
-NOT_FIXABLE = ("MISSING_COLON_VALUE", "LINE_TOO_LONG", "NEEDS_TRANSFER_ENCODING")
+NOT_FIXABLE = ("MISSING_COLON_VALUE",)
+NEEDS_REWRITE = ("LINE_TOO_LONG", "NEEDS_TRANSFER_ENCODING")
 # MIME's wrapping width: a longer line (line ending excluded) is LINE_TOO_LONG.
 MAX_LINE_CHARS = 78
 _BARE_LINE_ENDING = re.compile(rb"\r(?!\n)|(?<!\r)\n")
@@ -92,15 +98,81 @@ def check_fix(state: MessageState, checks: object, fixes: object, settings: obje
     refused = to_fix & set(NOT_FIXABLE)
     if refused:
         raise ConformanceError(
-            f"fixing {_ordered(refused)} needs the message rebuilt and re-encoded, which "
-            "relaystream does not do; reject such mail with CHECKS instead"
+            f"fixing {_ordered(refused)} would mean guessing what a malformed header line "
+            "meant; reject such mail with CHECKS instead"
         )
     if to_fix:
         _fix(state, data, to_fix)
     return None
 
 
+def transport_encoded(data: bytes) -> bytes:
+    """`data` with every leaf part that has 8-bit bytes or long lines re-encoded, and every
+    header value with 8-bit text RFC 2047-encoded (the rest refolded where too long)."""
+    policy = email.policy.SMTP
+    message = email.message_from_bytes(data, _class=EmailMessage, policy=policy)
+    for part in message.walk():
+        if part.is_multipart() or not _needs_encoding(part.as_bytes(policy=policy)):
+            continue
+        if part.get_content_maintype() == "text":
+            text = _text_of(part)
+            part.set_content(
+                text, subtype=part.get_content_subtype(), charset="utf-8", cte="quoted-printable"
+            )
+        else:
+            payload = part.get_payload(decode=True)
+            part.set_content(
+                payload,
+                part.get_content_maintype(),
+                part.get_content_subtype(),
+                cte="base64",
+                disposition=part.get_content_disposition(),
+                filename=part.get_filename(),
+            )
+        if part is not message:
+            del part["MIME-Version"]  # set_content adds it; it belongs on the message only
+    for part in message.walk():
+        _encode_header_values(part)
+    return message.as_bytes(policy=policy)
+
+
+def _text_of(part: EmailMessage) -> str:
+    """A text part's content: from its declared charset; 8-bit bytes under no charset (or
+    US-ASCII) or not valid in it are read as UTF-8, lossily, as KumoMTA does by default."""
+    payload = part.get_payload(decode=True)
+    raw = payload if isinstance(payload, bytes) else b""
+    charset = part.get_content_charset()
+    if charset not in (None, "us-ascii"):
+        try:
+            return raw.decode(charset)
+        except (LookupError, UnicodeDecodeError):
+            pass
+    return raw.decode("utf-8", errors="replace")
+
+
+def _needs_encoding(raw: bytes) -> bool:
+    body = raw.split(b"\r\n\r\n", 1)[-1].split(b"\n\n", 1)[-1]
+    return any(byte >= 0x80 for byte in body) or any(
+        len(line.rstrip(b"\r")) > MAX_LINE_CHARS for line in body.split(b"\n")
+    )
+
+
+def _encode_header_values(part: EmailMessage) -> None:
+    """Re-sets each header with 8-bit text as text, which the SMTP policy writes as RFC 2047
+    words; all are removed and re-added so that their order is kept."""
+    items = part.items()
+    if all(str(value).isascii() for _, value in items):
+        return
+    for name in {name for name, _ in items}:
+        del part[name]
+    for name, value in items:
+        part[name] = str(value)
+
+
 def _fix(state: MessageState, data: bytes, to_fix: set[str]) -> None:
+    if to_fix & set(NEEDS_REWRITE):
+        data = transport_encoded(data)
+        state.set_data(data)
     if "NON_CANONICAL_LINE_ENDINGS" in to_fix:
         data = _BARE_LINE_ENDING.sub(b"\r\n", data)
         state.set_data(data)
