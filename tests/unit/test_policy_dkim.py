@@ -1,6 +1,6 @@
 """kumo.dkim signers, msg:dkim_sign and policy-extras.dkim_sign: parameters checked where the
 policy makes the signer, keys read once per ttl, and the extras module's data file checked at
-setup. (That the signatures verify is tests/integration/test_policy_dkim.py, with OpenDKIM.)"""
+setup. (That the signatures verify is tests/integration/test_dkim_verified.py, with OpenDKIM.)"""
 
 from __future__ import annotations
 

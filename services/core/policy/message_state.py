@@ -8,7 +8,7 @@ block is known (PolicyMessage.data is None), reading works and changing fails cl
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .headers import decode_header_value
@@ -53,20 +53,29 @@ def split_header_fields(block: bytes) -> list[HeaderField]:
 def split_message(data: bytes) -> tuple[list[HeaderField], bytes, bytes]:
     """(header fields, the blank line ending them, body). A message without a blank line is
     all header block and has no body."""
+    fields, separator, body_start = _split_at_body(data)
+    return fields, separator, data[body_start:]
+
+
+def _split_at_body(data: bytes) -> tuple[list[HeaderField], bytes, int]:
+    """(header fields, the blank line ending them, where the body starts)."""
     position = 0
     while position < len(data):
         end = data.find(b"\n", position)
         line_end = len(data) if end == -1 else end + 1
         line = data[position:line_end]
         if line in (b"\r\n", b"\n"):
-            return split_header_fields(data[:position]), line, data[line_end:]
+            return split_header_fields(data[:position]), line, line_end
         position = line_end
-    return split_header_fields(data), b"", b""
+    return split_header_fields(data), b"", len(data)
 
 
 class MessageState:
     """One message while its handler runs. `sender_changed`, `recipient_changed` and
-    `data_changed` say what PolicyAccepted must carry back."""
+    `data_changed` say what PolicyAccepted must carry back.
+
+    The header block is parsed on first use, and the body is never copied until a change
+    needs the message rebuilt: most handlers read a header or two, or nothing."""
 
     def __init__(self, message: PolicyMessage) -> None:
         self.id = message.id
@@ -76,13 +85,19 @@ class MessageState:
         self.recipient_changed = False
         self.data_changed = False
         self.whole = message.data is not None
-        if message.data is not None:
-            self.fields, self._separator, self._body = split_message(message.data)
-        else:
-            # Only the header block counts, should the caller have passed more.
-            self.fields = split_message(message.headers.encode("utf-8"))[0]
-            self._separator, self._body = b"\r\n", b""
-        self._line_ending = _line_ending_of(self.fields)
+        # Only the header block counts when that is all the caller has.
+        self._source = message.data if message.data is not None else message.headers.encode()
+        self._fields: list[HeaderField] | None = None
+        self._separator = b"\r\n"
+        self._body_start = len(self._source)
+
+    @property
+    def fields(self) -> list[HeaderField]:
+        if self._fields is None:
+            self._fields, separator, self._body_start = _split_at_body(self._source)
+            if self.whole:
+                self._separator = separator
+        return self._fields
 
     # Reading.
 
@@ -104,34 +119,34 @@ class MessageState:
 
     def data(self, method: str) -> bytes:
         self.require_whole(method)
-        return self.header_bytes() + self._separator + self._body
-
-    def header_bytes(self) -> bytes:
-        return b"".join(f.raw for f in self.fields)
-
-    @property
-    def body(self) -> bytes:
-        return self._body
+        if self._fields is None:
+            return self._source  # as received, or as set_data left it
+        header_block = b"".join(f.raw for f in self._fields)
+        return header_block + self._separator + self._source[self._body_start :]
 
     @property
     def line_ending(self) -> bytes:
-        return self._line_ending
+        """The header block's line ending, for the fields a handler adds."""
+        for field in self.fields:
+            ending_lf = field.raw.endswith(b"\n") and not field.raw.endswith(b"\r\n")
+            return b"\n" if ending_lf else b"\r\n"
+        return b"\r\n"
 
     # Changing.
 
     def set_data(self, data: bytes) -> None:
-        self.fields, self._separator, self._body = split_message(data)
-        self._line_ending = _line_ending_of(self.fields)
+        self._source = data
+        self._fields = None
         self.whole = True
         self.data_changed = True
 
     def field_bytes(self, name: str, value: str) -> bytes:
-        return f"{name}: {value}".encode() + self._line_ending
+        return f"{name}: {value}".encode() + self.line_ending
 
     def add_field(self, method: str, raw: bytes, *, first: bool) -> None:
         self.require_whole(method)
         field = HeaderField.parse(raw)
-        self.fields = [field, *self.fields] if first else [*self.fields, field]
+        self._fields = [field, *self.fields] if first else [*self.fields, field]
         self.data_changed = True
 
     def remove_fields(self, method: str, doomed: Callable[[str], bool]) -> None:
@@ -139,11 +154,5 @@ class MessageState:
         kept = [f for f in self.fields if f.name is None or not doomed(f.name.lower())]
         if len(kept) != len(self.fields):
             self.require_whole(method)
-            self.fields = kept
+            self._fields = kept
             self.data_changed = True
-
-
-def _line_ending_of(fields: Iterable[HeaderField]) -> bytes:
-    for field in fields:
-        return b"\r\n" if field.raw.endswith(b"\r\n") or not field.raw.endswith(b"\n") else b"\n"
-    return b"\r\n"
