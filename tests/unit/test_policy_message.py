@@ -129,6 +129,15 @@ def test_appended_and_prepended_headers_are_in_the_data_and_readable_at_once() -
     assert DATA.split(b"\r\n\r\n")[0] in result.data  # the original fields, byte for byte
 
 
+def test_an_encoded_long_ascii_value_is_folded_at_whitespace() -> None:
+    result = accepted("msg:append_header('X-Long', string.rep('word ', 40), true)")
+    assert result.data is not None
+    field = split_message(result.data)[0][-1]
+    lines = field.raw.split(b"\r\n")
+    assert len(lines) > 2 and all(len(line) <= 78 for line in lines)
+    assert field.value == " ".join(["word"] * 40)
+
+
 def test_a_header_value_cannot_smuggle_in_another_field() -> None:
     text = failure("msg:append_header('X-Note', 'a\\r\\nBcc: victim@example.com')")
     assert "msg:append_header('X-Note')" in text and "folded line" in text

@@ -46,9 +46,9 @@ def header_value(method: str, name: str, value: object, encode: object) -> str:
         raise HostError(f"msg:{method}('{name}'): the value must be a string")
     if encode:
         # RFC 2047 words for non-ASCII text; folding at whitespace for long ASCII text.
-        return Header(value, "utf-8" if not value.isascii() else "us-ascii", 900, name).encode(
-            linesep="\r\n"
-        )
+        return Header(
+            value, "utf-8" if not value.isascii() else "us-ascii", header_name=name
+        ).encode(linesep="\r\n")
     if "\r" in value or "\n" in value:
         # A value with its own line breaks could smuggle header fields (or a body) in.
         lines = value.replace("\r\n", "\n").split("\n")
@@ -98,7 +98,9 @@ def host_callbacks(context: HostContext) -> Mapping[str, HostCallback]:
         method = "prepend_header" if first else "append_header"
         state = slot.current(method)
         checked_name = header_name(method, name)
-        text = header_value(method, checked_name, value, encode)
+        text = header_value(method, checked_name, value, encode).replace("\r\n", "\n")
+        # Folded lines end like the message's other lines.
+        text = text.replace("\n", state.line_ending.decode())
         state.add_field(method, state.field_bytes(checked_name, text), first=first)
 
     def remove_named(name: object) -> None:
