@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric import utils as asym_utils
 
 from ...domain.durations import DurationError, parse_duration
+from ...domain.egress_values import EgressConfigError, key_source
 from ..host import MAX_DATA_FILE_BYTES, HostCallback, HostContext, HostError
 
 RSA_SHA256 = "rsa-sha256"
@@ -181,13 +182,19 @@ def _expiration(where: str, value: object) -> int | None:
 
 
 def _key_source(where: str, key: object, context: HostContext) -> KeySource:
-    if isinstance(key, str):
-        return KeySource(context.data_path(key), None)
-    if isinstance(key, dict) and isinstance(key.get("key_data"), str) and len(key) == 1:
-        return KeySource(None, key["key_data"].encode("utf-8"))
-    if isinstance(key, dict) and "vault_mount" in key:
-        raise HostError(f"{where}: keys from HashiCorp Vault are not available in relaystream")
-    raise HostError(f"{where}: key must be a file name or {{ key_data = '...' }}")
+    """A KumoMTA KeySource (its shapes are egress_values.key_source's): a file or key_data
+    is read here; Vault and event sources are refused, relaystream fetches no secret."""
+    try:
+        checked = key_source(key)
+    except EgressConfigError as err:
+        raise HostError(f"{where}: key: {err}") from err
+    if isinstance(checked, str):
+        return KeySource(context.data_path(checked), None)
+    assert isinstance(checked, dict)
+    if "key_data" in checked:
+        return KeySource(None, str(checked["key_data"]).encode("utf-8"))
+    kind = "HashiCorp Vault" if "vault_mount" in checked else "an event"
+    raise HostError(f"{where}: keys from {kind} are not available in relaystream")
 
 
 @dataclass(frozen=True, slots=True)
