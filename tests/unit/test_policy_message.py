@@ -8,6 +8,7 @@ import email
 import email.policy
 from email.message import EmailMessage
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -167,6 +168,75 @@ def test_import_x_headers_names_meta_keys_like_kumomta() -> None:
     assert listed == {"tenant": "acme", "x_campaign_id": "12345", "subject": "café and more"}
 
 
+def test_import_headers_by_name_and_pattern_with_kumomta_naming() -> None:
+    result = accepted(
+        """
+  msg:import_headers {
+    { name = 'X-Campaign-ID', target = 'campaign_id' },
+    { name = 'X-*', transform = 'camel_case', remove = true },
+    { name = 'Received', match = 'all' },
+    { name = 'received', match = 'first' },
+    { name = 'Subject', transform = 'pascal_case' },
+    { name = 'Cc', match = 'all' },
+  }
+"""
+    )
+    assert result.meta == {
+        "tenant": "acme",
+        "campaign_id": "12345",
+        "xMailer": "foobar",
+        "received": ["from a", "from b"],
+        "Subject": "café and more",
+    }
+    assert result.data is not None
+    assert b"X-Mailer" not in result.data and b"X-Campaign-ID" in result.data
+
+
+@pytest.mark.parametrize(
+    ("specs", "expected"),
+    [
+        ("{ { name = '*' } }", "only one trailing '*'"),
+        ("{ { name = 'X-*-Id' } }", "only one trailing '*'"),
+        ("{ { name = 'X-*', target = 'x' } }", "target cannot be used with a wildcard"),
+        ("{ { name = 'Subject', match = 'middle' } }", "match must be"),
+        ("{ { name = 'Subject', colour = 'red' } }", "unknown field(s) colour"),
+    ],
+)
+def test_import_headers_refuses_specs_kumomta_refuses(specs: str, expected: str) -> None:
+    text = failure(f"msg:import_headers {specs}")
+    assert "msg:import_headers: spec 1" in text and expected in text
+
+
+def test_append_text_plain_and_html() -> None:
+    multipart = (
+        b"From: a@b.example\r\nMIME-Version: 1.0\r\n"
+        b'Content-Type: multipart/alternative; boundary="b"\r\n\r\n'
+        b"--b\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\nplain text\r\n"
+        b"--b\r\nContent-Type: text/html; charset=us-ascii\r\n\r\n"
+        b"<html><BODY><b>rich</b></BODY></html>\r\n--b--\r\n"
+    )
+    message = PolicyMessage("m", "a@b.example", "c@d.example", {}, data=multipart)
+    result = accepted(
+        "assert(msg:append_text_plain('Unsubscribe: https://u.example/x'))\n"
+        "assert(msg:append_text_html('<img src=\"https://t.example/p.gif\">'))",
+        message,
+    )
+    assert result.data is not None
+    parsed = email.message_from_bytes(result.data, policy=email.policy.default)
+    assert isinstance(parsed, EmailMessage)
+    plain = parsed.get_body(preferencelist=("plain",))
+    html = parsed.get_body(preferencelist=("html",))
+    assert isinstance(plain, EmailMessage) and isinstance(html, EmailMessage)
+    assert plain.get_content().split() == ["plain", "text", "Unsubscribe:", "https://u.example/x"]
+    assert (
+        html.get_content()
+        .replace("\r\n", "")
+        .startswith('<html><BODY><b>rich</b><img src="https://t.example/p.gif"></BODY>')
+    )
+    # No text/html part: false, and the message is left alone.
+    assert accepted("assert(msg:append_text_html('x') == false)").data is None
+
+
 def test_get_data_and_set_data_including_bytes_that_are_not_utf8() -> None:
     result = accepted(
         """
@@ -306,7 +376,7 @@ def test_scheduling_is_checked_then_refused_until_the_scheduler_honours_it() -> 
 
 
 def test_methods_relaystream_does_not_offer_fail_naming_themselves() -> None:
-    for method in ("dkim_verify", "parse_mime", "set_due", "arc_seal"):
+    for method in ("dkim_verify", "parse_mime", "set_due", "arc_seal", "increment_num_attempts"):
         text = failure(f"msg:{method}()")
         assert f"policy.lua:3: msg:{method}() is not available in relaystream" in text
     assert accepted("msg:save() msg:shrink() msg:shrink_data()").data is None

@@ -8,14 +8,13 @@ other parts as base64) and the header values as RFC 2047 words. A header line wi
 
 from __future__ import annotations
 
-import email
-import email.policy
 import json
 import re
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import format_datetime
 
+from . import mime_text
 from .message_state import HeaderField, MessageState, split_message
 
 ISSUES = (
@@ -109,45 +108,26 @@ def check_fix(state: MessageState, checks: object, fixes: object, settings: obje
 def transport_encoded(data: bytes) -> bytes:
     """`data` with every leaf part that has 8-bit bytes or long lines re-encoded, and every
     header value with 8-bit text RFC 2047-encoded (the rest refolded where too long)."""
-    policy = email.policy.SMTP
-    message = email.message_from_bytes(data, _class=EmailMessage, policy=policy)
+    message = mime_text.parse(data)
     for part in message.walk():
-        if part.is_multipart() or not _needs_encoding(part.as_bytes(policy=policy)):
+        if part.is_multipart() or not _needs_encoding(part.as_bytes(policy=mime_text.POLICY)):
             continue
         if part.get_content_maintype() == "text":
-            text = _text_of(part)
-            part.set_content(
-                text, subtype=part.get_content_subtype(), charset="utf-8", cte="quoted-printable"
-            )
-        else:
-            payload = part.get_payload(decode=True)
-            part.set_content(
-                payload,
-                part.get_content_maintype(),
-                part.get_content_subtype(),
-                cte="base64",
-                disposition=part.get_content_disposition(),
-                filename=part.get_filename(),
-            )
+            mime_text.set_text(message, part, mime_text.text_of(part), cte="quoted-printable")
+            continue
+        part.set_content(
+            part.get_payload(decode=True),
+            part.get_content_maintype(),
+            part.get_content_subtype(),
+            cte="base64",
+            disposition=part.get_content_disposition(),
+            filename=part.get_filename(),
+        )
         if part is not message:
-            del part["MIME-Version"]  # set_content adds it; it belongs on the message only
+            del part["MIME-Version"]  # set_content adds it; the message has it
     for part in message.walk():
         _encode_header_values(part)
-    return message.as_bytes(policy=policy)
-
-
-def _text_of(part: EmailMessage) -> str:
-    """A text part's content: from its declared charset; 8-bit bytes under no charset (or
-    US-ASCII) or not valid in it are read as UTF-8, lossily, as KumoMTA does by default."""
-    payload = part.get_payload(decode=True)
-    raw = payload if isinstance(payload, bytes) else b""
-    charset = part.get_content_charset()
-    if charset not in (None, "us-ascii"):
-        try:
-            return raw.decode(charset)
-        except (LookupError, UnicodeDecodeError):
-            pass
-    return raw.decode("utf-8", errors="replace")
+    return message.as_bytes(policy=mime_text.POLICY)
 
 
 def _needs_encoding(raw: bytes) -> bool:

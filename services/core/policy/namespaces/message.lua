@@ -29,6 +29,8 @@ local queue_name = host_function("message_queue_name")
 local check_fix_conformance = host_function("message_check_fix_conformance")
 local scheduling = host_function("message_scheduling")
 local scheduling_header = host_function("message_scheduling_header")
+local import_headers = host_function("message_import_headers")
+local append_text = host_function("message_append_text")
 
 local function as_json(method, value)
   local ok, text = pcall(encode_value, value, 0)
@@ -181,6 +183,18 @@ function Message:import_x_headers(names)
   end
 end
 
+function Message:import_headers(specs)
+  active(self, "import_headers")
+  if type(specs) ~= "table" then
+    error(policy_location(2) .. "msg:import_headers: expected a list of specs, got a "
+      .. type(specs), 0)
+  end
+  local imported = import_headers(as_json("import_headers", specs))
+  for i = 1, #imported do
+    Message.set_meta(self, imported[i][1], imported[i][2])
+  end
+end
+
 local AddressHeaderMeta = { __metatable = false, __name = "AddressHeader" }
 local address_header_state = setmetatable({}, { __mode = "k" })
 
@@ -280,6 +294,19 @@ function Message:set_data(payload)
   end
 end
 
+-- Returns whether the message had such a part (KumoMTA's boolean).
+function Message:append_text_plain(content)
+  active(self, "append_text_plain")
+  need_string("append_text_plain", content, "the content")
+  return append_text("plain", content)
+end
+
+function Message:append_text_html(content)
+  active(self, "append_text_html")
+  need_string("append_text_html", content, "the content")
+  return append_text("html", content)
+end
+
 function Message:check_fix_conformance(checks, fixes, settings)
   active(self, "check_fix_conformance")
   return check_fix_conformance(checks, fixes,
@@ -326,12 +353,9 @@ end
 -- KumoMTA methods relaystream does not offer: a clear error naming each, never a silent no-op.
 local REFUSED = {
   add_authentication_results = "authentication results (and dkim_verify/arc_verify) are not built",
-  append_text_html = "MIME part rewriting is not built",
-  append_text_plain = "MIME part rewriting is not built",
   arc_seal = "ARC is not built",
   arc_verify = "ARC is not built",
   dkim_verify = "DKIM verification at reception is not built",
-  import_headers = "use msg:import_x_headers",
   increment_num_attempts = "attempts are counted by the scheduler",
   parse_mime = "MIME parsing for policies is not built",
   parse_rfc3464 = "delivery status report parsing for policies is not built",

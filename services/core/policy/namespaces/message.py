@@ -15,7 +15,7 @@ from email.utils import getaddresses
 from ...domain.envelope import EnvelopeAddress, EnvelopeAddressError
 from ...domain.queue_name import QueueName, QueueNameError
 from ...domain.scheduling_constraints import SchedulingError, parse_scheduling
-from .. import conformance
+from .. import conformance, header_import, mime_text
 from ..host import HostCallback, HostContext, HostError
 from ..message_state import MessageState
 
@@ -129,6 +129,28 @@ def host_callbacks(context: HostContext) -> Mapping[str, HostCallback]:
             if (name.lower().startswith("x-") if wanted is None else name.lower() in wanted)
         ]
 
+    def import_headers(specs_json: str) -> list[list[object]]:
+        state = slot.current("import_headers")
+        try:
+            specs = header_import.parse_specs(json.loads(specs_json))
+        except header_import.HeaderImportError as err:
+            raise HostError(f"msg:import_headers: {err}") from err
+        meta, removed = header_import.imported_meta(specs, state.named_fields())
+        if removed:
+            state.remove_fields("import_headers", lambda name: name in removed)
+        return [[key, value] for key, value in meta.items()]
+
+    def append_text(subtype: str, content: object) -> bool:
+        method = f"append_text_{'html' if subtype == 'html' else 'plain'}"
+        if not isinstance(content, str):
+            raise HostError(f"msg:{method}: the content must be a string")
+        state = slot.current(method)
+        changed = mime_text.append_text(state.data(method), subtype, content)
+        if changed is None:
+            return False
+        state.set_data(changed)
+        return True
+
     def set_data(text: object, latin1: object) -> None:
         if not isinstance(text, str):
             raise HostError("msg:set_data: the payload must be a string")
@@ -197,6 +219,8 @@ def host_callbacks(context: HostContext) -> Mapping[str, HostCallback]:
         "message_x_headers": x_headers,
         "message_get_data": lambda: slot.current("get_data").data("get_data"),
         "message_set_data": set_data,
+        "message_import_headers": import_headers,
+        "message_append_text": append_text,
         "message_address_header": lambda name: address_header(
             slot.current("get_address_header"), header_name("get_address_header", name)
         ),
