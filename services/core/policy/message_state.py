@@ -77,7 +77,23 @@ class MessageState:
     The header block is parsed on first use, and the body is never copied until a change
     needs the message rebuilt: most handlers read a header or two, or nothing."""
 
+    __slots__ = (
+        "_body_start",
+        "_fields",
+        "_message",
+        "_separator",
+        "_source",
+        "data_changed",
+        "id",
+        "recipient",
+        "recipient_changed",
+        "sender",
+        "sender_changed",
+        "whole",
+    )
+
     def __init__(self, message: PolicyMessage) -> None:
+        # Per message, so kept to plain assignments: the bytes are looked at on first use.
         self.id = message.id
         self.sender = message.sender
         self.recipient = message.recipient
@@ -85,16 +101,22 @@ class MessageState:
         self.recipient_changed = False
         self.data_changed = False
         self.whole = message.data is not None
-        # Only the header block counts when that is all the caller has.
-        self._source = message.data if message.data is not None else message.headers.encode()
+        self._message = message
+        self._source: bytes | None = message.data
         self._fields: list[HeaderField] | None = None
         self._separator = b"\r\n"
-        self._body_start = len(self._source)
+        self._body_start = 0
+
+    def _bytes(self) -> bytes:
+        if self._source is None:
+            # Only the header block counts when that is all the caller has.
+            self._source = self._message.headers.encode()
+        return self._source
 
     @property
     def fields(self) -> list[HeaderField]:
         if self._fields is None:
-            self._fields, separator, self._body_start = _split_at_body(self._source)
+            self._fields, separator, self._body_start = _split_at_body(self._bytes())
             if self.whole:
                 self._separator = separator
         return self._fields
@@ -120,9 +142,9 @@ class MessageState:
     def data(self, method: str) -> bytes:
         self.require_whole(method)
         if self._fields is None:
-            return self._source  # as received, or as set_data left it
+            return self._bytes()  # as received, or as set_data left it
         header_block = b"".join(f.raw for f in self._fields)
-        return header_block + self._separator + self._source[self._body_start :]
+        return header_block + self._separator + self._bytes()[self._body_start :]
 
     @property
     def line_ending(self) -> bytes:
