@@ -314,7 +314,7 @@ def test_syntax_error_names_file_and_line(tmp_path: Path) -> None:
 
 def test_top_level_runtime_error_names_file_and_line() -> None:
     with pytest.raises(PolicyLoadError, match=r"^policy.lua:2: attempt to call a nil value"):
-        policy_from_source("local x = 1\nkumo.spawn_task {}\n", "policy.lua")
+        policy_from_source("local x = 1\nundefined_function {}\n", "policy.lua")
 
 
 def test_a_single_event_cannot_have_two_handlers() -> None:

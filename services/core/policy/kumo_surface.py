@@ -84,6 +84,73 @@ CONFIGURATION_ELSEWHERE: Mapping[str, str] = {
     ),
     "configure_accounting_db_path": "accounting comes from the log topic, not a local database",
     "set_config_monitor_globs": "the policy is read when a service starts; restart to reload",
+    "eval_config_monitor_globs": "the policy is read when a service starts; restart to reload",
+    "bump_config_epoch": "the policy is read when a service starts; restart to reload",
+    "set_diagnostic_log_filter": (
+        "the log level is the service's setting RELAYSTREAM_LOG_LEVEL; logs are JSON on stderr"
+    ),
+    "set_memory_hard_limit": "memory is bounded by the container's limit and each policy call's",
+    "set_memory_soft_limit": "memory is bounded by the container's limit and each policy call's",
+    "set_memory_low_thresh": "memory is bounded by the container's limit and each policy call's",
+    "set_lruttl_cache_capacity": "relaystream's caches have fixed sizes",
+    "set_max_lua_context_age": "each service keeps one Lua state per policy for its lifetime",
+    "set_max_lua_context_use_count": "each service keeps one Lua state per policy for its lifetime",
+    "set_max_spare_lua_contexts": "each service keeps one Lua state per policy for its lifetime",
+    "suspend_delivery_when_spool_unhealthy": "Kafka is the spool; its health is Kafka's",
+    "set_httpinject_recipient_rate_limit": (
+        "ingest's HTTP API has no per-recipient rate limit; scheduling throttles each queue"
+    ),
+    "dns.set_mx_timeout": "delivery's MX lookups take RELAYSTREAM_DELIVERY_* settings",
+    "dns.set_mx_concurrency_limit": "delivery's MX lookups take RELAYSTREAM_DELIVERY_* settings",
+    "dns.set_mx_negative_cache_ttl": (
+        "delivery caches a failed MX lookup for five minutes, as KumoMTA's default"
+    ),
+    "dns.set_mta_sts_enabled": "relaystream's delivery does not apply MTA-STS",
+    "aaa.configure_acct_log": "accounting comes from the log topic, not a local log file",
+    "aaa.set_acl_cache_ttl": "relaystream applies no KumoMTA ACLs (kumo.aaa is refused)",
+    "aaa.set_check_cache_ttl": "relaystream applies no KumoMTA ACLs (kumo.aaa is refused)",
+    **{
+        f"set_{pool}_threads": "relaystream's services are asyncio processes; scale them by "
+        "running more instances (Kafka partitions spread the work)"
+        for pool in (
+            "httpinject",
+            "logging",
+            "qmaint",
+            "ready_qmaint",
+            "readyq",
+            "smtpsrv",
+            "spoolin",
+        )
+    },
+}
+
+# KumoMTA namespaces and functions refused here, with why: calling one is an error that names
+# it, at the policy's line. A namespace's name refuses everything under it.
+REFUSED: Mapping[str, str] = {
+    "http": "no outbound HTTP from a policy: it runs inside a message's processing, under a "
+    "deadline; send events to a webhook from the log topic instead",
+    "amqp": "no AMQP client in a policy: consume the log topic instead",
+    "nats": "no NATS client in a policy: consume the log topic instead",
+    "kafka": "no Kafka client in a policy: relaystream's topics carry every event already",
+    "jsonl": "no local log files to tail: the log topic is the log",
+    "fs": "a policy reads only its data files (kumo.serde.*_load, kumo.toml_load, ...)",
+    "glob": "a policy reads only its data files (kumo.serde.*_load, kumo.toml_load, ...)",
+    "uncached_glob": "a policy reads only its data files (kumo.serde.*_load, kumo.toml_load, ...)",
+    "read_dir": "a policy reads only its data files (kumo.serde.*_load, kumo.toml_load, ...)",
+    "secrets": "no secret stores (vault) from a policy: pass secrets as files or environment",
+    "crypto": "no AES or AWS signing in policies: relaystream ships no kumo.crypto",
+    "spf": "no SPF checks in relaystream policies yet",
+    "xfer": "no message transfer between nodes: every node reads the same Kafka topics",
+    "aaa": "no KumoMTA access control lists: ingest's settings (relay networks, API tokens) "
+    "decide who may submit",
+    "api": "no kumo.api.inject: submit over SMTP, HTTP or the inbound Kafka topic",
+    "mpsc": "no in-process queues between policy tasks: relaystream runs no policy tasks",
+    "counter_series": "no in-process counters: metrics come from the services' /metrics",
+    "spawn_task": "relaystream runs no background policy tasks: a policy runs only inside an "
+    "event, under its deadline; run long work as a separate consumer of the log topic",
+    "inject_message": "a policy cannot inject mail: submit over SMTP, HTTP or Kafka",
+    "string.normalize_smtp_response": "its tokenizer (dictionary words, hashes, ...) is "
+    "KumoMTA's own; relaystream does not imitate it",
 }
 
 
@@ -123,7 +190,8 @@ def event_registration(name: str) -> EventRegistration:
         )
     return EventRegistration(
         EventKind.USER_NAMED,
-        f"kumo.on('{name}'): '{name}' is not a KumoMTA event; taken as a user-named event "
-        "(kumo.spawn_task, log hooks), which relaystream does not run yet (issue 18); "
-        "its handler is never called",
+        f"kumo.on('{name}'): '{name}' is not a KumoMTA event; taken as a user-named event, "
+        "which KumoMTA fires from kumo.spawn_task (refused in relaystream: no background "
+        "policy tasks) or from a log hook (kumo.configure_log_hook); relaystream never calls "
+        "this handler otherwise",
     )

@@ -549,9 +549,16 @@ end
 
 -- KumoMTA configuration calls that mean nothing here (kumo_surface.CONFIGURATION_ELSEWHERE):
 -- accepted, and Python logs what relaystream does instead.
+-- A dotted name ("dns.set_mx_timeout") lives in that kumo sub-table.
 for i = 1, #configuration_calls do
   local name = configuration_calls[i]
-  kumo[name] = function()
+  local owner, field = kumo, name
+  local space, rest = string_match(name, "^([^.]+)%.([^.]+)$")
+  if space ~= nil then
+    kumo[space] = kumo[space] or {}
+    owner, field = kumo[space], rest
+  end
+  owner[field] = function()
     py_configuration_call(name, policy_location(2))
   end
 end
@@ -573,6 +580,14 @@ local function host_function(name)
     error("no host callback named " .. name, 2)
   end
   return function(...)
+    -- Lua strings cross to Python as UTF-8 text: anything else is the policy's error here
+    -- (binary data goes as hex: namespaces/encode.lua), never a Python exception.
+    for i = 1, select("#", ...) do
+      local arg = select(i, ...)
+      if type(arg) == "string" and utf8_len(arg) == nil then
+        error(policy_location(2) .. "argument " .. i .. " is not UTF-8 text", 0)
+      end
+    end
     local answer = callback(...)
     if answer[1] then
       return answer[2]
@@ -581,8 +596,14 @@ local function host_function(name)
   end
 end
 
+-- Seconds left before the running call's deadline (math.huge outside a call).
+local function remaining_seconds()
+  return deadline - py_monotonic()
+end
+
 local lib = {
   kumo = kumo,
+  remaining_seconds = remaining_seconds,
   Message = Message,
   active = active,
   as_text = as_text,
@@ -651,6 +672,9 @@ local function policy_require(name)
   local module = REQUIRABLE[name]
   if module ~= nil then
     return module
+  end
+  if lib.require_kumo_module ~= nil and string_sub(name, 1, 5) == "kumo." then
+    return lib.require_kumo_module(string_sub(name, 6)) -- surface.lua: kumo.string, ...
   end
   if string_sub(name, 1, #EXTRAS_PREFIX) == EXTRAS_PREFIX then
     local short_name = string_sub(name, #EXTRAS_PREFIX + 1)

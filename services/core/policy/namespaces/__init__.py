@@ -15,13 +15,23 @@ from importlib import resources
 from ..host import HostCallback, HostContext
 from . import (
     bounce_classifier,
+    digest,
     dkim,
+    dns,
     egress,
+    encode,
     extras_host,
     listener_domain,
+    log,
     message,
+    process,
+    regex,
     serde,
     shaping,
+    string,
+    surface,
+    time,
+    uuid,
 )
 
 
@@ -41,6 +51,20 @@ NAMESPACES: tuple[Namespace, ...] = (
     Namespace("extras_host", extras_host.host_callbacks),
     Namespace("message", message.host_callbacks),
     Namespace("dkim", dkim.host_callbacks),
+    Namespace("log", log.host_callbacks),
+    Namespace("process", process.host_callbacks),
+    # time before memoize (which takes its durations and clock) and dns; encode before
+    # digest and uuid (which pass binary strings the way it does).
+    Namespace("time", time.host_callbacks),
+    Namespace("memoize"),
+    Namespace("encode", encode.host_callbacks),
+    Namespace("digest", digest.host_callbacks),
+    Namespace("uuid", uuid.host_callbacks),
+    Namespace("string", string.host_callbacks),
+    Namespace("regex", regex.host_callbacks),
+    Namespace("dns", dns.host_callbacks),
+    # Last: it guards what the others left undefined.
+    Namespace("surface", surface.host_callbacks),
 )
 
 

@@ -1,0 +1,3 @@
+-- kumo.available_parallelism (process.py).
+local lib = ...
+lib.kumo.available_parallelism = lib.host_function("process_available_parallelism")

@@ -1,0 +1,139 @@
+"""kumo.string: splitting, trimming, replacing and wrapping text, the Public Suffix List, and
+MiniJinja templates (the engine KumoMTA uses), with KumoMTA's arguments and results."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from functools import cache
+
+import minijinja
+from publicsuffixlist import PublicSuffixList
+
+from ..host import HostCallback, HostContext, HostError
+
+# Template work allowed per evaluation (MiniJinja's fuel): bounds a template that loops.
+TEMPLATE_FUEL = 1_000_000
+_UNICODE_WHITESPACE = re.compile(r"\s+")
+_ASCII_WHITESPACE = re.compile(r"[ \t\n\r\x0c]+")
+
+
+def text_arg(value: object, what: str = "a string") -> str:
+    if not isinstance(value, str):
+        raise HostError(f"expected {what}, got {type(value).__name__}")
+    return value
+
+
+def count_arg(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise HostError(f"expected a count (a whole number, 0 or more), got {value!r}")
+    return value
+
+
+def split(text: object, pattern: object) -> list[str]:
+    return text_arg(text).split(text_arg(pattern, "a separator"))
+
+
+def splitn(text: object, limit: object, pattern: object) -> list[str]:
+    count = count_arg(limit)
+    if count == 0:
+        return []
+    return text_arg(text).split(text_arg(pattern, "a separator"), count - 1)
+
+
+def rsplit(text: object, pattern: object) -> list[str]:
+    return list(reversed(text_arg(text).split(text_arg(pattern, "a separator"))))
+
+
+def rsplitn(text: object, limit: object, pattern: object) -> list[str]:
+    count = count_arg(limit)
+    if count == 0:
+        return []
+    return list(reversed(text_arg(text).rsplit(text_arg(pattern, "a separator"), count - 1)))
+
+
+def replacen(text: object, old: object, new: object, count: object) -> str:
+    return text_arg(text).replace(text_arg(old), text_arg(new), count_arg(count))
+
+
+def wrap(text: object, soft: object = None, hard: object = None) -> str:
+    """Breaks at whitespace to keep lines under `soft`, and hard-breaks words over `hard`;
+    each break is CRLF then a tab (a folded header line)."""
+    soft_limit = 75 if soft is None else count_arg(soft)
+    hard_limit = 900 if hard is None else count_arg(hard)
+    if soft_limit < 1 or hard_limit < 1:
+        raise HostError("the limits must be 1 or more")
+    lines: list[str] = []
+    line = ""
+    for word in text_arg(text).split():
+        while len(word) > hard_limit:
+            if line:
+                lines.append(line)
+                line = ""
+            lines.append(word[:hard_limit])
+            word = word[hard_limit:]
+        if not line:
+            line = word
+        elif len(line) + 1 + len(word) <= soft_limit:
+            line = f"{line} {word}"
+        else:
+            lines.append(line)
+            line = word
+    if line:
+        lines.append(line)
+    return "\r\n\t".join(lines)
+
+
+@cache
+def public_suffix_list() -> PublicSuffixList:
+    return PublicSuffixList()
+
+
+def psl_domain(name: object) -> str | None:
+    return public_suffix_list().privatesuffix(text_arg(name).lower().rstrip("."))
+
+
+def psl_suffix(name: object) -> str | None:
+    return public_suffix_list().publicsuffix(text_arg(name).lower().rstrip("."))
+
+
+def eval_template(name: object, source: object, context_json: object, dialect: object) -> str:
+    if dialect is not None and dialect != "Jinja":
+        raise HostError(f"unknown template dialect {dialect!r} (relaystream has 'Jinja')")
+    context = json.loads(text_arg(context_json)) if context_json is not None else {}
+    if not isinstance(context, dict):
+        raise HostError("the context must be a table of names to values")
+    environment = minijinja.Environment()
+    environment.fuel = TEMPLATE_FUEL
+    try:
+        rendered = environment.render_str(text_arg(source), text_arg(name), **context)
+    except minijinja.TemplateError as err:
+        raise HostError(f"template {name}: {str(err).splitlines()[0]}") from err
+    return str(rendered)
+
+
+def host_callbacks(context: HostContext) -> Mapping[str, HostCallback]:
+    return {
+        "string_split": split,
+        "string_splitn": splitn,
+        "string_rsplit": rsplit,
+        "string_rsplitn": rsplitn,
+        "string_split_whitespace": lambda text: _UNICODE_WHITESPACE.split(text_arg(text).strip()),
+        "string_split_ascii_whitespace": lambda text: _ASCII_WHITESPACE.split(
+            text_arg(text).strip(" \t\n\r\x0c")
+        ),
+        "string_trim": lambda text: text_arg(text).strip(),
+        "string_trim_start": lambda text: text_arg(text).lstrip(),
+        "string_trim_end": lambda text: text_arg(text).rstrip(),
+        "string_replace": lambda text, old, new: text_arg(text).replace(
+            text_arg(old), text_arg(new)
+        ),
+        "string_replacen": replacen,
+        "string_starts_with": lambda text, prefix: text_arg(text).startswith(text_arg(prefix)),
+        "string_ends_with": lambda text, suffix: text_arg(text).endswith(text_arg(suffix)),
+        "string_wrap": wrap,
+        "string_psl_domain": psl_domain,
+        "string_psl_suffix": psl_suffix,
+        "string_eval_template": eval_template,
+    }
