@@ -45,6 +45,8 @@ class DnsRecords:
     hosts: Mapping[str, Sequence[str]] = field(default_factory=dict)
     # Domains publishing the RFC 7505 null MX (`MX 0 .`).
     null_mx: Sequence[str] = ()
+    # name -> TXT record texts (one record each).
+    txt: Mapping[str, Sequence[str]] = field(default_factory=dict)
     local_domains: Sequence[str] = ("test",)
     ttl: int = 60
 
@@ -88,6 +90,9 @@ def dnsmasq_arguments(records: DnsRecords, port: int) -> list[str]:
     arguments += [f"--local=/{domain}/" for domain in records.local_domains]
     arguments += [f"--mx-host={m.domain},{m.exchange},{m.preference}" for m in records.mx]
     arguments += [f"--mx-host={domain},.,0" for domain in records.null_mx]
+    for name, texts in records.txt.items():
+        # Unquoted (no shell): a comma would start another string of the record.
+        arguments += [f"--txt-record={name},{text}" for text in texts]
     # One --host-record per address: a single record holds at most one IPv4 and one IPv6.
     for name, addresses in records.hosts.items():
         arguments += [f"--host-record={name},{address}" for address in addresses]

@@ -96,6 +96,48 @@ def test_the_policy_environment_holds_no_python_object() -> None:
     assert result.meta["x_found"] == ""
 
 
+def test_the_kumo_namespaces_hand_out_no_python_object() -> None:
+    # What the namespaces return (objects with metatables included) and the errors their
+    # Python callbacks raise: no userdata anywhere, and errors are plain strings.
+    walk = """
+    local seen, found = {}, {}
+    local function walk(value, path)
+      if type(value) == 'userdata' then found[#found + 1] = path end
+      if type(value) ~= 'table' or seen[value] then return end
+      seen[value] = true
+      for k, v in pairs(value) do walk(v, path .. '.' .. tostring(k)) end
+      local mt = getmetatable(value)
+      if type(mt) == 'table' then walk(mt, path .. '<mt>') end
+    end
+    local t = kumo.time.now()
+    kumo.dns.configure_test_resolver { '$ORIGIN a.test.\\n@ 60 MX 1 mx.a.test.\\n' }
+    local values = {
+      time = t, delta = t.elapsed, fields = { t.rfc3339, t.year, t:format '%Y' },
+      digest = kumo.digest.sha256('x'), uuid = kumo.uuid.new_v4(),
+      regex = kumo.regex.compile('(?<n>x)'), captures = kumo.regex.compile('(?<n>x)'):captures 'x',
+      mx = kumo.dns.lookup_mx 'a.test', split = kumo.string.split('a,b', ','),
+      memo = kumo.memoize(function() return {1} end, { name = 'w', ttl = 1, capacity = 1 })(),
+      timer = kumo.time.start_timer 'w', refused = kumo.http, unknown = kumo.nothing,
+    }
+    walk(values, 'values')
+    for _, call in ipairs {
+      function() return kumo.string.split({}, ',') end,
+      function() return kumo.dns.lookup_mx 'b.test' end,
+      function() return kumo.regex.compile '(' end,
+      function() return kumo.encode.base64_decode '!' end,
+      function() return kumo.http.build_client {} end,
+      function() return kumo.time.parse_duration 'x' end,
+    } do
+      local ok, err = pcall(call)
+      if ok or type(err) ~= 'string' then found[#found + 1] = 'error:' .. type(err) end
+    end
+    msg:set_meta('x_found', table.concat(found, ','))
+    """
+    result = on_smtp(walk).on_message_received("ESMTP", MESSAGE)
+    assert isinstance(result, PolicyAccepted), result
+    assert result.meta["x_found"] == ""
+
+
 def test_the_runtime_denies_python_attribute_access() -> None:
     # Defence in depth behind "no Python object reachable": the runtime itself refuses
     # attribute access on any Python object that would be handed to Lua.

@@ -9,6 +9,7 @@ local kumo, policy_location, encode_value = lib.kumo, lib.policy_location, lib.e
 local deep_copy, is_fatal, host_function = lib.deep_copy, lib.is_fatal, lib.host_function
 local error, type, tostring, pcall, select = error, type, tostring, pcall, select
 local getmetatable, math_type, table_pack = getmetatable, math.type, table.pack
+local string_gsub = string.gsub
 
 local monotonic = host_function("time_monotonic")
 local caches = {} -- name -> { entries = key -> {value, expires}, order = {keys}, head, capacity }
@@ -72,7 +73,8 @@ function kumo.memoize(populate, params)
     if is_fatal(ttl) then
       error(ttl, 0)
     end
-    fail("ttl: " .. tostring(ttl))
+    -- The host error already names the policy line: keep only its text.
+    fail("ttl: " .. string_gsub(tostring(ttl), "^.-:%d+: ", "", 1))
   end
   local cache = caches[name]
   if cache == nil then

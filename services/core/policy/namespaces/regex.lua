@@ -1,8 +1,8 @@
 -- kumo.regex (regex.py): compile(PATTERN) gives a Regex with captures, is_match, find,
--- find_all, replace, replace_all, replacen and split; escape(TEXT). Matching is bounded by
--- what is left of the running call's deadline.
+-- find_all, replace, replace_all, replacen and split; escape(TEXT). RE2 matches in linear
+-- time, so no pattern backtracks past the running call's deadline.
 local lib = ...
-local kumo, host_function, remaining_seconds = lib.kumo, lib.host_function, lib.remaining_seconds
+local kumo, host_function = lib.kumo, lib.host_function
 local setmetatable, next = setmetatable, next
 
 local check = host_function("regex_compile")
@@ -20,20 +20,20 @@ local RegexMeta = {
 for _, name in next, { "captures", "is_match", "find", "find_all", "split" } do
   local run = host_function("regex_" .. name)
   Regex[name] = function(self, text)
-    return run(pattern_of[self], text, remaining_seconds())
+    return run(pattern_of[self], text)
   end
 end
 
 function Regex:replace(text, replacement)
-  return replacen(pattern_of[self], text, 1, replacement, remaining_seconds())
+  return replacen(pattern_of[self], text, 1, replacement)
 end
 
 function Regex:replace_all(text, replacement)
-  return replacen(pattern_of[self], text, 0, replacement, remaining_seconds())
+  return replacen(pattern_of[self], text, 0, replacement)
 end
 
 function Regex:replacen(text, limit, replacement)
-  return replacen(pattern_of[self], text, limit, replacement, remaining_seconds())
+  return replacen(pattern_of[self], text, limit, replacement)
 end
 
 local regex = { escape = host_function("regex_escape") }

@@ -1,8 +1,8 @@
-"""kumo.regex: regular expressions in the syntax KumoMTA's policies use (Perl-like, named
-groups as `(?<name>...)` or `(?P<name>...)`, replacements with `$name` / `${1}`), matched by
-the `regex` package with a timeout: what is left of the policy call's deadline, since Python
-code cannot be stopped by the Lua budget. regex.lua holds only the pattern text; compiled
-patterns are cached here."""
+"""kumo.regex: regular expressions in the syntax KumoMTA's policies use (RE2's, which Rust's
+regex crate shares: named groups as `(?<name>...)` or `(?P<name>...)`), replacements with
+`$name` / `${1}` / `$$`. RE2 matches in time linear in the input, so a pattern cannot hold a
+policy call past its deadline by backtracking (a Python callback is beyond the Lua budget's
+reach). regex.lua holds only the pattern text; compiled patterns are cached here."""
 
 from __future__ import annotations
 
@@ -10,29 +10,32 @@ from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 
-import regex
+import re2
 
 from ..host import HostCallback, HostContext, HostError
 
 _COMPILED_CACHE_SIZE = 256
-# A match gets at least this long, so a call just at its deadline still reports clearly.
-_MIN_TIMEOUT = 0.001
 _GROUP_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
 
 
+def _options() -> Any:
+    options = re2.Options()
+    options.log_errors = False  # RE2 would write its own (non-JSON) line to stderr
+    return options
+
+
+_OPTIONS = _options()
+
+
 @lru_cache(maxsize=_COMPILED_CACHE_SIZE)
-def compiled(pattern: str) -> regex.Pattern[str]:
+def compiled(pattern: str) -> Any:
     try:
-        return regex.compile(pattern, regex.VERSION1)
-    except regex.error as err:
-        raise HostError(f"invalid regular expression {pattern!r}: {err}") from err
-
-
-def check_pattern(pattern: object) -> str:
-    if not isinstance(pattern, str):
-        raise HostError(f"expected a pattern string, got {type(pattern).__name__}")
-    compiled(pattern)
-    return pattern
+        return re2.compile(pattern, _OPTIONS)
+    except re2.error as err:
+        reason = err.args[0].decode("utf-8", "replace") if err.args else str(err)
+        if isinstance(reason, bytes):
+            reason = reason.decode("utf-8", "replace")
+        raise HostError(f"invalid regular expression {pattern!r}: {reason}") from err
 
 
 def _text(value: object) -> str:
@@ -41,12 +44,13 @@ def _text(value: object) -> str:
     return value
 
 
-def _timeout(seconds: object) -> float:
-    return max(_MIN_TIMEOUT, float(seconds)) if isinstance(seconds, int | float) else 1.0
+def _pattern(value: object) -> Any:
+    return compiled(_text(value))
 
 
-def _expand(match: regex.Match[str], template: str) -> str:
-    """The replacement for `match`: Rust regex's `$name`, `${name}` and `$$`."""
+def _expand(match: Any, template: str) -> str:
+    """The replacement for `match`: Rust regex's `$name`, `${name}` and `$$`; a group that
+    does not exist or did not take part gives ''."""
     out: list[str] = []
     i = 0
     while i < len(template):
@@ -77,28 +81,24 @@ def _expand(match: regex.Match[str], template: str) -> str:
             name, i = template[i + 1 : end], end
         try:
             group = match.group(int(name) if name.isdigit() else name)
-        except (IndexError, regex.error):
+        except (IndexError, KeyError, re2.error):
             group = None
         out.append(group or "")
     return "".join(out)
 
 
-def _run(what: str, call: Any) -> Any:
-    try:
-        return call()
-    except TimeoutError as err:
-        raise HostError(f"{what}: the match ran past the policy call's deadline") from err
+def check_pattern(pattern: object) -> str:
+    _pattern(pattern)
+    return str(pattern)
 
 
-def captures(pattern: object, text: object, seconds: object) -> dict[object, str] | None:
-    found = _run(
-        "captures",
-        lambda: compiled(_text(pattern)).search(_text(text), timeout=_timeout(seconds)),
-    )
+def captures(pattern: object, text: object) -> dict[object, str] | None:
+    regex = _pattern(pattern)
+    found = regex.search(_text(text))
     if found is None:
         return None
     out: dict[object, str] = {}
-    for index in range(found.re.groups + 1):
+    for index in range(regex.groups + 1):
         value = found.group(index)
         if value is not None:
             out[index] = value
@@ -108,52 +108,31 @@ def captures(pattern: object, text: object, seconds: object) -> dict[object, str
     return out
 
 
-def replacen(
-    pattern: object, text: object, limit: object, template: object, seconds: object
-) -> str:
+def find(pattern: object, text: object) -> str | None:
+    found = _pattern(pattern).search(_text(text))
+    return None if found is None else str(found.group(0))
+
+
+def replacen(pattern: object, text: object, limit: object, template: object) -> str:
+    """`limit` replacements, 0 for all (as Rust's Regex::replacen)."""
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
         raise HostError(f"expected a count (a whole number, 0 or more), got {limit!r}")
     replacement = _text(template)
     return str(
-        _run(
-            "replace",
-            lambda: compiled(_text(pattern)).sub(
-                lambda match: _expand(match, replacement),
-                _text(text),
-                count=limit,
-                timeout=_timeout(seconds),
-            ),
-        )
+        _pattern(pattern).sub(lambda match: _expand(match, replacement), _text(text), count=limit)
     )
 
 
 def host_callbacks(context: HostContext) -> Mapping[str, HostCallback]:
-    def search(pattern: object, text: object, seconds: object) -> regex.Match[str] | None:
-        return _run(
-            "match",
-            lambda: compiled(_text(pattern)).search(_text(text), timeout=_timeout(seconds)),
-        )
-
     return {
         "regex_compile": check_pattern,
-        "regex_escape": lambda text: regex.escape(_text(text), special_only=True),
+        "regex_escape": lambda text: re2.escape(_text(text)),
         "regex_captures": captures,
-        "regex_is_match": lambda pattern, text, seconds: search(pattern, text, seconds) is not None,
-        "regex_find": lambda pattern, text, seconds: (
-            found.group(0) if (found := search(pattern, text, seconds)) else None
-        ),
-        "regex_find_all": lambda pattern, text, seconds: [
-            match.group(0)
-            for match in _run(
-                "find_all",
-                lambda: list(
-                    compiled(_text(pattern)).finditer(_text(text), timeout=_timeout(seconds))
-                ),
-            )
+        "regex_is_match": lambda pattern, text: _pattern(pattern).search(_text(text)) is not None,
+        "regex_find": find,
+        "regex_find_all": lambda pattern, text: [
+            str(match.group(0)) for match in _pattern(pattern).finditer(_text(text))
         ],
         "regex_replacen": replacen,
-        "regex_split": lambda pattern, text, seconds: _run(
-            "split",
-            lambda: compiled(_text(pattern)).split(_text(text), timeout=_timeout(seconds)),
-        ),
+        "regex_split": lambda pattern, text: list(_pattern(pattern).split(_text(text))),
     }
