@@ -114,3 +114,22 @@ def test_bad_configuration_fails_the_load_at_its_line(call: str, error: str) -> 
     with pytest.raises(PolicyLoadError) as caught:
         policy_from_source(f"kumo.on('init', function()\n  {call}\nend)\n", "init.lua")
     assert str(caught.value).startswith(f"init.lua:2: {error}")
+
+
+def test_kumomtas_table_form_of_the_test_resolver_with_servfail_names(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, "relaystream.policy")
+    meta = meta_of(
+        f"kumo.dns.configure_test_resolver {{ zones = {{ {{ zone = [[{ZONE}]], secure = true }} }},"
+        " servfail = { 'mx.example.com' } }\n"
+        "msg:set_meta('hosts', kumo.dns.lookup_mx('example.com').hosts)\n"
+        "msg:set_meta('fails', select(2, pcall(kumo.dns.lookup_addr, 'mx.example.com')))"
+    )
+    assert meta == {
+        "hosts": ["mx.example.com."],
+        # Line 10: the zone text spans the lines before it.
+        "fails": "policy.lua:10: A lookup for mx.example.com. failed: SERVFAIL",
+    }
+    (logged,) = [r.getMessage() for r in caplog.records if r.name == "relaystream.policy"]
+    assert logged.endswith("; not applied here: secure")

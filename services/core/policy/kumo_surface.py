@@ -110,6 +110,7 @@ CONFIGURATION_ELSEWHERE: Mapping[str, str] = {
         "delivery caches a failed MX lookup for five minutes, as KumoMTA's default"
     ),
     "dns.set_mta_sts_enabled": "relaystream's delivery does not apply MTA-STS",
+    "dns.configure_test_mta_sts": "relaystream's delivery does not apply MTA-STS",
     "aaa.configure_acct_log": "accounting comes from the log topic, not a local log file",
     "aaa.set_acl_cache_ttl": "relaystream applies no KumoMTA ACLs (kumo.aaa is refused)",
     "aaa.set_check_cache_ttl": "relaystream applies no KumoMTA ACLs (kumo.aaa is refused)",

@@ -40,8 +40,7 @@ function dns.configure_unbound_resolver(params)
 end
 
 function dns.configure_test_resolver(zones)
-  configure_test(as_json("configure_test_resolver", zones))
-  configured("configure_test_resolver")
+  configured("configure_test_resolver", configure_test(as_json("configure_test_resolver", zones)))
 end
 
 function dns.define_resolver(name, params)

@@ -45,11 +45,15 @@ class NoSuchName(Exception):
 
 @dataclass
 class TestZones:
-    """configure_test_resolver: answers from zone texts; names outside them do not exist."""
+    """configure_test_resolver: answers from zone texts; names outside them do not exist, and
+    the `servfail` names fail."""
 
     zones: list[dns.zone.Zone] = field(default_factory=list)
+    servfail: frozenset[dns.name.Name] = frozenset()
 
     def query(self, name: dns.name.Name, rdtype: dns.rdatatype.RdataType) -> list[Any]:
+        if name in self.servfail:
+            raise HostError(f"{dns.rdatatype.to_text(rdtype)} lookup for {name} failed: SERVFAIL")
         for zone in self.zones:
             if zone.origin is not None and name.is_subdomain(zone.origin):
                 node = zone.get_node(name)
@@ -125,11 +129,24 @@ def configured_resolver(
     return resolver, ignored
 
 
-def test_zones(zone_texts: object) -> TestZones:
-    if not isinstance(zone_texts, Sequence) or isinstance(zone_texts, str):
-        raise HostError("expected a list of zone texts")
-    zones = TestZones()
-    for text in zone_texts:
+def test_zones(config: object) -> tuple[TestZones, list[str]]:
+    """The zones of configure_test_resolver's argument: a list of zone texts, or KumoMTA's
+    { zones = { text or { zone = text, secure = ... }, ... }, servfail = { names } }; and
+    what is not applied (`secure`: relaystream validates no DNSSEC)."""
+    ignored: list[str] = []
+    servfail: list[object] = []
+    zone_entries: object = config
+    if isinstance(config, Mapping):
+        zone_entries = config.get("zones", [])
+        servfail = list(config.get("servfail") or [])
+        ignored += sorted(str(key) for key in config if key not in ("zones", "servfail"))
+    if not isinstance(zone_entries, Sequence) or isinstance(zone_entries, str):
+        raise HostError("expected a list of zone texts, or { zones = { ... } }")
+    zones = TestZones(servfail=frozenset(as_name(name) for name in servfail))
+    for entry in zone_entries:
+        text = entry.get("zone") if isinstance(entry, Mapping) else entry
+        if isinstance(entry, Mapping) and "secure" in entry and "secure" not in ignored:
+            ignored.append("secure")
         if not isinstance(text, str):
             raise HostError("each zone must be a string in zone file format")
         try:
@@ -138,7 +155,7 @@ def test_zones(zone_texts: object) -> TestZones:
             )
         except (dns.exception.DNSException, ValueError) as err:
             raise HostError(f"invalid zone: {err}") from err
-    return zones
+    return zones, ignored
 
 
 def as_name(text: object) -> dns.name.Name:
@@ -365,8 +382,10 @@ def host_callbacks(context: HostContext) -> Mapping[str, HostCallback]:
         policy_dns.set_resolver(DEFAULT_RESOLVER, resolver)
         return ignored
 
-    def configure_test(zones_json: object) -> None:
-        policy_dns.set_resolver(DEFAULT_RESOLVER, test_zones(json.loads(str(zones_json))))
+    def configure_test(zones_json: object) -> list[str]:
+        zones, ignored = test_zones(json.loads(str(zones_json)))
+        policy_dns.set_resolver(DEFAULT_RESOLVER, zones)
+        return ignored
 
     def define(name: object, params_json: object) -> list[str]:
         params = json.loads(str(params_json))
@@ -376,9 +395,9 @@ def host_callbacks(context: HostContext) -> Mapping[str, HostCallback]:
             raise HostError("expected { Hickory = {...} }, { Unbound = {...} } or { Test = {...} }")
         ((kind, inner),) = params.items()
         if kind == "Test":
-            zones = inner.get("zones") if isinstance(inner, Mapping) else inner
-            policy_dns.set_resolver(name, test_zones(zones))
-            return []
+            zones, ignored = test_zones(inner)
+            policy_dns.set_resolver(name, zones)
+            return ignored
         if kind not in ("Hickory", "Unbound"):
             raise HostError(f"unknown resolver kind {kind!r} (Hickory, Unbound or Test)")
         resolver, ignored = configured_resolver(inner, kind == "Unbound")
