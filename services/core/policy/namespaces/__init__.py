@@ -4,6 +4,10 @@ the way KumoMTA keeps one `mod-*` crate per namespace (`kumo.serde`, `kumo.dns`,
 To add one: write `NAME.lua` here (a chunk that receives sandbox.lua's `lib` and adds its
 functions to `lib.kumo`), and if it calls into Python, `NAME.py` with `host_callbacks`; then
 list it in NAMESPACES, in load order.
+
+`surface` loads last: from then on a missing `kumo.NAME` reads as a stand-in that fails,
+naming itself, when called (so `kumo.NAME or {}` is truthy); engine code that runs later
+tests a field with `rawget(kumo, NAME)`.
 """
 
 from __future__ import annotations
