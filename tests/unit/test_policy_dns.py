@@ -106,7 +106,7 @@ def test_configuring_logs_that_only_the_policys_lookups_change(
             "a name server must be an IP address",
         ),
         ("kumo.dns.configure_test_resolver { '$ORIGIN x.\\n@ 60 MX nonsense' }", "invalid zone"),
-        ("kumo.dns.define_resolver('x', { Other = {} })", "unknown resolver kind 'Other'"),
+        ("kumo.dns.define_resolver('x', { Other = {} })", "expected { Hickory = {...} }"),
         ("kumo.dns.lookup_ptr 'not-an-ip'", "not an IP address: 'not-an-ip'"),
     ],
 )
@@ -133,3 +133,11 @@ def test_kumomtas_table_form_of_the_test_resolver_with_servfail_names(
     }
     (logged,) = [r.getMessage() for r in caplog.records if r.name == "relaystream.policy"]
     assert logged.endswith("; not applied here: secure")
+
+
+def test_configure_resolver_takes_a_resolver_tagged_with_its_kind() -> None:
+    meta = meta_of(
+        f"kumo.dns.configure_resolver {{ Test = {{ zones = {{ [[{ZONE}]] }} }} }}\n"
+        "msg:set_meta('addr', kumo.dns.lookup_addr 'mx.example.com')"
+    )
+    assert meta == {"addr": ["127.0.0.1"]}

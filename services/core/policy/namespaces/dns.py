@@ -158,6 +158,20 @@ def test_zones(config: object) -> tuple[TestZones, list[str]]:
     return zones, ignored
 
 
+KINDS = frozenset({"Hickory", "Unbound", "Test"})
+
+
+def any_resolver(params: object, unbound: bool = False) -> tuple[Resolver, list[str]]:
+    """A resolver from configure_resolver's table: plain, or tagged with its kind
+    ({ Hickory = {...} }, { Unbound = {...} }, { Test = {...} }), and what it does not apply."""
+    if isinstance(params, Mapping) and len(params) == 1 and set(params) <= KINDS:
+        ((kind, inner),) = params.items()
+        if kind == "Test":
+            return test_zones(inner)
+        return configured_resolver(inner, kind == "Unbound")
+    return configured_resolver(params, unbound)
+
+
 def as_name(text: object) -> dns.name.Name:
     if not isinstance(text, str) or not text:
         raise HostError(f"expected a DNS name, got {text!r}")
@@ -378,7 +392,7 @@ def host_callbacks(context: HostContext) -> Mapping[str, HostCallback]:
     policy_dns = PolicyDns()
 
     def configure(params_json: object, unbound: object = False) -> list[str]:
-        resolver, ignored = configured_resolver(json.loads(str(params_json)), unbound is True)
+        resolver, ignored = any_resolver(json.loads(str(params_json)), unbound is True)
         policy_dns.set_resolver(DEFAULT_RESOLVER, resolver)
         return ignored
 
@@ -388,19 +402,12 @@ def host_callbacks(context: HostContext) -> Mapping[str, HostCallback]:
         return ignored
 
     def define(name: object, params_json: object) -> list[str]:
-        params = json.loads(str(params_json))
         if not isinstance(name, str) or not name:
             raise HostError(f"a resolver name must be a non-empty string, got {name!r}")
-        if not isinstance(params, Mapping) or len(params) != 1:
+        params = json.loads(str(params_json))
+        if not (isinstance(params, Mapping) and len(params) == 1 and set(params) <= KINDS):
             raise HostError("expected { Hickory = {...} }, { Unbound = {...} } or { Test = {...} }")
-        ((kind, inner),) = params.items()
-        if kind == "Test":
-            zones, ignored = test_zones(inner)
-            policy_dns.set_resolver(name, zones)
-            return ignored
-        if kind not in ("Hickory", "Unbound"):
-            raise HostError(f"unknown resolver kind {kind!r} (Hickory, Unbound or Test)")
-        resolver, ignored = configured_resolver(inner, kind == "Unbound")
+        resolver, ignored = any_resolver(params)
         policy_dns.set_resolver(name, resolver)
         return ignored
 
