@@ -27,6 +27,7 @@ from . import (
     extras_host,
     listener_domain,
     log,
+    maps,
     message,
     process,
     regex,
@@ -66,6 +67,7 @@ NAMESPACES: tuple[Namespace, ...] = (
     Namespace("uuid", uuid.host_callbacks),
     Namespace("string", string.host_callbacks),
     Namespace("regex", regex.host_callbacks),
+    Namespace("maps", maps.host_callbacks),
     Namespace("dns", dns.host_callbacks),
     # Last: it guards what the others left undefined.
     Namespace("surface", surface.host_callbacks),
