@@ -13,7 +13,6 @@ import pytest
 from relaystream.core.domain.queue_config import QueueConfig
 from relaystream.core.policy import (
     PolicyAccepted,
-    PolicyFailed,
     PolicyLoadError,
     PolicyMessage,
     PolicyResult,
@@ -104,18 +103,6 @@ def test_an_ip_rollup_queue_goes_to_the_preferred_hosts_addresses_in_a_stable_or
     config = QueueConfig.from_mapping(fields)
     assert config.mx_list_site_name == "mx_list:104.47.24.36,104.47.25.36"
     assert policy.get_queue_config("foo.com", None, None, None) == {}
-
-
-def test_rollup_without_kumo_dns_fails_clearly() -> None:
-    policy = policy_from_source(
-        "local rollup = require 'policy-extras.rollup'\nkumo.dns = nil\n"
-        "kumo.on('smtp_server_message_received', function(msg)\n"
-        "  rollup.reroute_based_on_mx_host_suffix(msg, { ['.x.'] = 'x.com' })\nend)\n",
-        "init.lua",
-    )
-    result = policy.on_message_received("ESMTP", PolicyMessage("m", "", "b@x.com", {}))
-    assert isinstance(result, PolicyFailed)
-    assert "policy-extras.rollup needs kumo.dns.lookup_mx" in result.message
 
 
 @pytest.mark.parametrize(

@@ -113,7 +113,7 @@ def test_load_json_or_toml_file_picks_the_format_by_name(tmp_path: Path) -> None
     [
         ("utils.assert_eq({ 1 }, { 2 }, 'lists')", "init.lua:4: lists. expected\n[1]\n == \n[2]"),
         ("utils.assert_ne('a', 'a')", 'init.lua:4: expected\n"a"\n != \n"a"'),
-        ("utils.assert_matches('a', 'a')", "init.lua:4: policy_utils.assert_matches needs"),
+        ("utils.assert_matches('abc', '^b')", 'init.lua:4: expected\n "abc"\n to match\n "^b"'),
     ],
 )
 def test_assertions_fail_at_the_policy_line(tmp_path: Path, body: str, error: str) -> None:

@@ -88,7 +88,6 @@ def test_require_kumo_name_gives_the_namespace_or_the_refusal() -> None:
         "set_memory_hard_limit",
         "dns.set_mx_timeout",
         "aaa.configure_acct_log",
-        "configure_bounce_classifier",
         "set_diagnostic_log_filter",
     ],
 )

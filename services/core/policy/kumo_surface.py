@@ -84,10 +84,6 @@ CONFIGURATION_ELSEWHERE: Mapping[str, str] = {
     ),
     "configure_accounting_db_path": "accounting comes from the log topic, not a local database",
     "set_config_monitor_globs": "the policy is read when a service starts; restart to reload",
-    "configure_bounce_classifier": (
-        "log records carry bounce_classification 'Uncategorized': relaystream applies no "
-        "classification rules"
-    ),
     "eval_config_monitor_globs": "the policy is read when a service starts; restart to reload",
     "bump_config_epoch": "the policy is read when a service starts; restart to reload",
     "set_diagnostic_log_filter": (

@@ -67,12 +67,8 @@ function utils.assert_ne(a, b, message)
   end
 end
 
--- KumoMTA matches with its regex engine (kumo.regex); relaystream has none, so say so
--- rather than match with Lua patterns, whose syntax differs.
+-- KumoMTA matches with its regex engine: kumo.regex (RE2 here, the same syntax).
 function utils.assert_matches(text, pattern, message)
-  if kumo.regex == nil or kumo.regex.compile == nil then
-    error('policy_utils.assert_matches needs kumo.regex, which relaystream does not provide', 2)
-  end
   if not kumo.regex.compile(pattern):is_match(text) then
     error(
       string.format('%sexpected\n "%s"\n to match\n "%s"', prefixed(message), text, pattern),

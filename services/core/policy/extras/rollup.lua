@@ -19,10 +19,6 @@ local mod = {}
 local IP_ROLLUP_SUFFIX = '.ip_rollup'
 
 local function dns()
-  if kumo.dns == nil or kumo.dns.lookup_mx == nil then
-    error('policy-extras.rollup needs kumo.dns.lookup_mx, which this relaystream does not '
-      .. 'provide', 0)
-  end
   return kumo.dns
 end
 
