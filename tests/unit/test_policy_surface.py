@@ -30,6 +30,8 @@ from relaystream.core.policy.kumo_surface import CONFIGURATION_ELSEWHERE, REFUSE
         ("kumo.spawn_task { event_name = 'my.task' }", "spawn_task"),
         ("kumo.jsonl.new_tailer {}", "jsonl"),
         ("kumo.api.inject.inject_v1 {}", "api"),
+        ("kumo.mimepart.new_text_plain('x')", "mimepart"),
+        ("kumo.file_type.from_extension 'pdf'", "file_type"),
     ],
 )
 def test_a_refused_kumomta_function_names_itself_and_why_at_the_line(

@@ -15,6 +15,8 @@ from prometheus_client import REGISTRY
 def test_a_time_has_kumomtas_fields() -> None:
     meta = meta_of(
         "local t = kumo.time.with_ymd_hms(2024, 2, 29, 13, 4, 5)\n"
+        "local early = kumo.time.with_ymd_hms(2000, 1, 2, 3, 4, 5)\n"
+        "msg:set_meta('early', early.rfc2822)\n"
         "msg:set_meta('fields', { t.year, t.month, t.day, t.hour, t.minute, t.second })\n"
         "msg:set_meta('unix', t.unix_timestamp)\n"
         "msg:set_meta('millis', t.unix_timestamp_millis)\n"
@@ -31,6 +33,7 @@ def test_a_time_has_kumomtas_fields() -> None:
         "rfc2822": "Thu, 29 Feb 2024 13:04:05 +0000",
         "text": "2024-02-29 13:04:05 UTC",
         "format": "13:04:05",
+        "early": "Sun, 2 Jan 2000 03:04:05 +0000",
     }
 
 

@@ -96,6 +96,7 @@ CONFIGURATION_ELSEWHERE: Mapping[str, str] = {
     "set_max_lua_context_age": "each service keeps one Lua state per policy for its lifetime",
     "set_max_lua_context_use_count": "each service keeps one Lua state per policy for its lifetime",
     "set_max_spare_lua_contexts": "each service keeps one Lua state per policy for its lifetime",
+    "set_lua_gc_on_put": "each service keeps one Lua state per policy for its lifetime",
     "suspend_delivery_when_spool_unhealthy": "Kafka is the spool; its health is Kafka's",
     "set_httpinject_recipient_rate_limit": (
         "ingest's HTTP API has no per-recipient rate limit; scheduling throttles each queue"
@@ -150,6 +151,9 @@ REFUSED: Mapping[str, str] = {
     "spawn_task": "relaystream runs no background policy tasks: a policy runs only inside an "
     "event, under its deadline; run long work as a separate consumer of the log topic",
     "inject_message": "a policy cannot inject mail: submit over SMTP, HTTP or Kafka",
+    "file_type": "no file-type database in relaystream policies (media types by extension "
+    "or content)",
+    "mimepart": "no MIME part building in relaystream policies (msg:parse_mime is refused too)",
     "string.normalize_smtp_response": "its tokenizer (dictionary words, hashes, ...) is "
     "KumoMTA's own; relaystream does not imitate it",
 }

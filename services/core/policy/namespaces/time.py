@@ -72,7 +72,8 @@ def time_field(micros: object, name: object) -> object:
     if name in ("year", "month", "day", "hour", "minute", "second"):
         return getattr(moment, str(name))
     if name == "rfc2822":
-        return email.utils.format_datetime(moment)
+        # As chrono writes it (KumoMTA): the day of the month without a leading zero.
+        return f"{moment:%a}, {moment.day} {moment:%b %Y %H:%M:%S} +0000"
     if name == "rfc3339":
         return moment.isoformat()
     if name == "text":
