@@ -399,6 +399,5 @@ def test_a_kumo_function_that_does_not_exist_is_an_error_that_names_it() -> None
             "policy.lua",
         )
     assert str(caught.value) == (
-        "policy.lua:2: kumo.configure_something_new: no such function in relaystream (it is "
-        "neither one of KumoMTA's that relaystream provides nor one it refuses; see the README)"
+        "policy.lua:2: attempt to call a nil value (field 'configure_something_new')"
     )

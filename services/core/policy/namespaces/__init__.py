@@ -5,9 +5,9 @@ To add one: write `NAME.lua` here (a chunk that receives sandbox.lua's `lib` and
 functions to `lib.kumo`), and if it calls into Python, `NAME.py` with `host_callbacks`; then
 list it in NAMESPACES, in load order.
 
-`surface` loads last: from then on a missing `kumo.NAME` reads as a stand-in that fails,
-naming itself, when called (so `kumo.NAME or {}` is truthy); engine code that runs later
-tests a field with `rawget(kumo, NAME)`.
+`surface` loads last: from then on a `kumo.NAME` that KumoMTA has and relaystream refuses
+reads as a stand-in that fails with the reason when called (so `kumo.NAME or {}` is truthy
+for those); a name KumoMTA does not have either is nil, as there.
 """
 
 from __future__ import annotations

@@ -1,7 +1,9 @@
 -- The edges of the kumo namespace: what KumoMTA has and relaystream refuses (with why, from
--- kumo_surface.REFUSED), and names that exist in neither. Each is an error when called that
--- names it, at the policy's line, instead of Lua's "attempt to call a nil value". Loaded after
--- every other namespace (namespaces/__init__.py), so anything they define is found first.
+-- kumo_surface.REFUSED) is an error when called that names it and the reason, at the
+-- policy's line. A name that exists in neither is nil, as in KumoMTA, so that a policy can
+-- test for a function (`if kumo.x then`); calling it is Lua's error, which names the field.
+-- Loaded after every other namespace (namespaces/__init__.py), so anything they define is
+-- found first.
 local lib = ...
 local kumo, policy_location, host_function = lib.kumo, lib.policy_location, lib.host_function
 local error, type, tostring, next = error, type, tostring, next
@@ -11,11 +13,6 @@ local refusals = host_function("surface_refusals")()
 
 local function refuse(name, reason)
   error(policy_location(3) .. name .. ": not available in relaystream: " .. reason, 0)
-end
-
-local function unknown(name)
-  error(policy_location(3) .. name .. ": no such function in relaystream (it is neither one "
-    .. "of KumoMTA's that relaystream provides nor one it refuses; see the README)", 0)
 end
 
 -- A stand-in for a name that is not there: calling it, or anything under it, raises `fail`.
@@ -34,7 +31,7 @@ stand_in = function(name, fail, reason)
   return setmetatable({}, stand_in_meta(name, fail, reason))
 end
 
--- Missing fields of a namespace table: refused (whole namespace, or one function) or unknown.
+-- Missing fields of a namespace table: refused (whole namespace, or one function) or nil.
 local function guard(namespace_table, prefix, refused_reason)
   if getmetatable(namespace_table) ~= nil then
     return -- the namespace has its own metatable (an object, not a plain table)
@@ -49,7 +46,7 @@ local function guard(namespace_table, prefix, refused_reason)
       if reason ~= nil then
         return stand_in(name, refuse, reason)
       end
-      return stand_in(name, unknown)
+      return nil
     end,
   })
 end
