@@ -5,9 +5,10 @@
    end: a request whose attempt is still the message's current one is in flight until its
    lease runs out (a restart must not release it again meanwhile).
 
-Both use a dedicated consumer with manual assignment (no group, nothing committed) and large
-fetches. Outcomes are not read here: the group consumer resumes `outcomes` from its committed
-offsets after the rebuild, and applying an outcome is idempotent per (message id, attempt).
+Both read outside any consumer group (nothing committed) with large fetches; the memory the
+read freed is then handed back to the system. Outcomes are not read here: the group consumer
+resumes `outcomes` from its committed offsets after the rebuild, and applying an outcome is
+idempotent per (message id, attempt).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from ..core.events.codec import DecodeError, decode
 from ..core.kafka.dead_letter import PoisonRecord, RecordRejected
 from ..core.kafka.partition_reader import read_since
 from ..core.kafka.topics import TopicCatalog
+from ..core.runtime.memory import collection_paused, release_free_memory
 from ..core.spool.snapshot import read_spool
 from .partition import PartitionScheduler
 from .state import SchedulerState
@@ -82,9 +84,10 @@ async def build_partition(
     """Reads `queued` partition `partition` and the recent releases of its `attempts`
     partition (see the module doc) into a new `PartitionScheduler`."""
     started = time.monotonic()
-    snapshot = await read_spool(bootstrap, topics.queued.name, [partition], client_id=client_id)
-    state = SchedulerState(lease_ms)
-    state.load_bulk(snapshot.entries)
+    with collection_paused():  # millions of live entries, no cycles: see core.runtime.memory
+        snapshot = await read_spool(bootstrap, topics.queued.name, [partition], client_id=client_id)
+        state = SchedulerState(lease_ms)
+        state.load_bulk(snapshot.entries)
     recent = await read_recent_attempts(
         bootstrap,
         topics.attempts.name,
@@ -94,6 +97,9 @@ async def build_partition(
     )
     for attempt in recent:
         state.note_attempt(attempt.message_id, attempt.attempt, attempt.released_at)
+    # The read went through a gigabyte of fetch buffers and records for 1M messages: without
+    # this the process keeps that peak resident (see core.runtime.memory).
+    release_free_memory()
     scheduler = PartitionScheduler(
         partition,
         state,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiokafka import AIOKafkaProducer
 
 from relaystream.core.kafka.admin import ensure_topics
-from relaystream.core.kafka.replay import replay_topic
+from relaystream.core.kafka.replay import ReplayProgress, replay_topic, replay_topic_batches
 from relaystream.core.kafka.topics import TopicSettings, declare_topics
 
 
@@ -32,3 +32,31 @@ async def test_replay_skips_the_records_of_aborted_transactions(
 
     values = [record.value async for record in replay_topic(kafka_bootstrap, topic)]
     assert values == [b"committed-1", b"committed-2"]
+
+
+async def test_replay_of_some_partitions_stops_at_their_end_offsets(
+    kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    """The spool rebuild's read: given partitions only, CRCs checked, each partition's end
+    offset reported; records written after the start are not read."""
+    topics = declare_topics(TopicSettings(prefix=topic_prefix, partitions=3))
+    await ensure_topics(kafka_bootstrap, [topics.decisions])
+    topic = topics.decisions.name
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+    await producer.start()
+    try:
+        for n in range(30):
+            await producer.send(topic, b"%d" % n, key=b"k%d" % n, partition=n % 3)
+        await producer.flush()
+        progress = ReplayProgress()
+        read: list[tuple[int, bytes | None]] = []
+        async for batch in replay_topic_batches(
+            kafka_bootstrap, topic, partitions=[1, 2], progress=progress, check_crcs=True
+        ):
+            read += [(batch.partition, record.value) for record in batch.records]
+            await producer.send_and_wait(topic, b"late", key=b"late", partition=1)
+    finally:
+        await producer.stop()
+    assert sorted(read) == sorted((n % 3, b"%d" % n) for n in range(30) if n % 3)
+    assert progress.end_offsets == {1: 10, 2: 10}
+    assert (progress.read, progress.total) == (20, 20)

@@ -1,4 +1,4 @@
-"""Reading given partitions outside any consumer group: the spool rebuild, look-backs by time.
+"""Reading given partitions outside any consumer group: look-backs by time (recent attempts).
 
 A reader consumer is assigned partitions by hand, commits nothing and reads only committed
 records (routing writes `queued` in transactions: an aborted batch must never be read back).
@@ -18,8 +18,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 FETCH_MAX_BYTES = 64 * 1024 * 1024
 MAX_PARTITION_FETCH_BYTES = 16 * 1024 * 1024
 MAX_POLL_RECORDS = 50_000
-# A read yields to the event loop this often: a service rebuilding some partitions in the
-# background keeps serving the others meanwhile (a 50,000-record batch decodes for ~1 s).
+# A read yields to the event loop this often (here and in the spool rebuild): a service
+# rebuilding some partitions in the background keeps serving the others meanwhile.
 YIELD_EVERY_RECORDS = 2_000
 
 OnRecord = Callable[[Any], None]

@@ -15,9 +15,10 @@ rest of an audit; the consumer is still used for the offset look-ups.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import defaultdict
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -87,6 +88,19 @@ class ReplayProgress:
 
     total: int = 0
     read: int = 0
+    # Per partition, the end offset the replay stops at (set when it starts; not with follow).
+    end_offsets: dict[int, int] = field(default_factory=dict)
+
+
+# (fetched data, start, end) of one uncompressed record batch's bytes -> False only when no
+# record in them can be wanted: a replay then skips the batch without making its records.
+BatchTest = Callable[[bytes, int, int], bool]
+
+# Record batch v2 header (Kafka's DefaultRecordBatch): the batch length follows the 8-byte base
+# offset and counts the bytes after itself; the record count is the header's last field.
+_LENGTH_AT, _LENGTH_END = 8, 12
+_COUNT_AT, _HEADER_END = 57, 61
+_V2 = 2
 
 
 async def _start_offsets(
@@ -211,9 +225,15 @@ def _records_of(
     end: int | None,
     until_ms: int | None,
     aborted_transactions: list[tuple[int, int]] | None = None,
+    *,
+    check_crcs: bool = False,
+    batch_test: BatchTest | None = None,
 ) -> tuple[list[RawRecord], int, int]:
     """The records at or after `position` (and below `end`) of a fetched record set, those
-    stamped after `until_ms` left out; with the next position and how many were read."""
+    stamped after `until_ms` left out; with the next position and how many were read.
+
+    `check_crcs` checks each batch's CRC, as aiokafka's consumer does (CorruptRecordException).
+    `batch_test` may rule out whole uncompressed batches that lie inside the range."""
     records: list[RawRecord] = []
     read = 0
     # Aborted transactions, as the broker lists them: (producer id, first offset). A batch of an
@@ -221,10 +241,18 @@ def _records_of(
     pending_aborts = sorted(aborted_transactions or (), key=lambda item: item[1])
     aborted_producers: set[int] = set()
     memory = MemoryRecords(data)
+    batch_start = 0  # where the batch `next_batch` returns starts in `data`
     while memory.has_next():
         batch = memory.next_batch()
         if batch is None:  # a partial batch at the end of the fetch: fetched again next time
             break
+        batch_end = (
+            batch_start
+            + _LENGTH_END
+            + int.from_bytes(data[batch_start + _LENGTH_AT : batch_start + _LENGTH_END], "big")
+        )
+        if check_crcs and not batch.validate_crc():
+            raise kafka_errors.CorruptRecordException(f"invalid CRC at offset {batch.base_offset}")
         skip = False
         if batch.producer_id is not None and batch.producer_id >= 0:
             while pending_aborts and pending_aborts[0][1] <= batch.base_offset:
@@ -232,7 +260,19 @@ def _records_of(
             if batch.is_control_batch and _is_abort_marker(batch):
                 aborted_producers.discard(batch.producer_id)
             skip = batch.is_transactional and batch.producer_id in aborted_producers
-        if not batch.is_control_batch and not skip:
+        if batch.is_control_batch or skip:
+            pass
+        elif (
+            batch_test is not None
+            and batch.magic == _V2
+            and batch.compression_type == 0
+            and batch.base_offset >= position
+            and (end is None or batch.next_offset <= end)
+            and not batch_test(data, batch_start + _HEADER_END, batch_end)
+        ):
+            # Wholly inside the range and nothing wanted in it: counted, not made into records.
+            read += int.from_bytes(data[batch_start + _COUNT_AT : batch_start + _HEADER_END], "big")
+        else:
             for record in batch:
                 offset = record.offset
                 if offset < position:
@@ -244,6 +284,7 @@ def _records_of(
                     records.append(record)
         # Compaction can empty the end of a batch: the next batch starts after its last offset.
         position = max(position, batch.next_offset)
+        batch_start = batch_end
     return records, position, read
 
 
@@ -256,12 +297,20 @@ async def replay_topic_batches(
     follow: bool = False,
     progress: ReplayProgress | None = None,
     client_id: str = "relaystream-replay",
+    partitions: Iterable[int] | None = None,
+    check_crcs: bool = False,
+    batch_test: BatchTest | None = None,
 ) -> AsyncIterator[ReplayedBatch]:
-    """`replay_topic` a fetched batch at a time (never an empty one)."""
+    """`replay_topic` a fetched batch at a time (never an empty one), of `partitions` (default
+    all); `check_crcs` and `batch_test` as in `_records_of`.
+
+    The next fetch is sent before a fetch's records are handed out, so the broker reads while
+    the caller works."""
     described = await describe_topics(bootstrap, [topic])
     if topic not in described:
         raise LookupError(f"topic {topic!r} does not exist")
-    partitions = [TopicPartition(topic, p) for p in range(described[topic].partitions)]
+    numbers = range(described[topic].partitions) if partitions is None else sorted(partitions)
+    tps = [TopicPartition(topic, p) for p in numbers]
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
         client_id=client_id,
@@ -271,27 +320,46 @@ async def replay_topic_batches(
         isolation_level="read_committed",
     )
     await consumer.start()
+    next_fetch: asyncio.Future[list[Fetched]] | None = None
     try:
-        starts = await _start_offsets(consumer, partitions, since)
-        ends: dict[TopicPartition, int] = await consumer.end_offsets(partitions)
+        starts = await _start_offsets(consumer, tps, since)
+        ends: dict[TopicPartition, int] = await consumer.end_offsets(tps)
         if progress is not None:
-            progress.total = sum(max(0, ends[tp] - starts[tp]) for tp in partitions)
-        positions = {
-            tp.partition: starts[tp] for tp in partitions if follow or starts[tp] < ends[tp]
-        }
+            progress.total = sum(max(0, ends[tp] - starts[tp]) for tp in tps)
+            progress.end_offsets = {tp.partition: ends[tp] for tp in tps}
+        positions = {tp.partition: starts[tp] for tp in tps if follow or starts[tp] < ends[tp]}
         until_ms = None if until is None else int(until.timestamp() * 1000)
         fetcher = _PartitionFetcher(consumer, topic)
-        while positions:
-            for partition, data, aborted in await fetcher.fetch(positions):
+        if positions:
+            next_fetch = asyncio.ensure_future(fetcher.fetch(dict(positions)))
+        while next_fetch is not None:
+            fetched = await next_fetch
+            next_fetch = None
+            batches: list[ReplayedBatch] = []
+            for partition, data, aborted in fetched:
                 end = None if follow else ends[TopicPartition(topic, partition)]
                 records, positions[partition], read = _records_of(
-                    data, positions[partition], end, until_ms, aborted
+                    data,
+                    positions[partition],
+                    end,
+                    until_ms,
+                    aborted,
+                    check_crcs=check_crcs,
+                    batch_test=batch_test,
                 )
                 if progress is not None:
                     progress.read += read
                 if records:
-                    yield ReplayedBatch(topic, partition, records)
+                    batches.append(ReplayedBatch(topic, partition, records))
                 if end is not None and positions[partition] >= end:
                     del positions[partition]
+            if positions:
+                next_fetch = asyncio.ensure_future(fetcher.fetch(dict(positions)))
+            for batch in batches:
+                yield batch
     finally:
+        if next_fetch is not None:
+            next_fetch.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await next_fetch
         await consumer.stop()

@@ -5,7 +5,10 @@ cost. For the writer layout of QueuedMessage v1 the Avro body is walked by hand:
 are read, content is skipped by its length (never copied), created_at, due_at and attempts are
 read as plain milliseconds and an int. That is several times faster than fastavro resolving
 into a reader schema (measured: ~43 us a record with fastavro projection, ~24 us for a full
-decode). Any other writer version falls back to the codec's full decode.
+decode). The walk is flat functions over (data, position), one-byte varints (lengths, small
+ints, branches) taken without a loop, and runs of strings checked for UTF-8 in one `isascii`
+of their span: about 4.5 us a record against 7.5 for the first, cursor-object walk. Any other
+writer version falls back to the codec's full decode.
 
 The walk refuses every record the full decode refuses (and may refuse more, never a record the
 codec wrote): every string is checked to be UTF-8, union branches and ints are range-checked,
@@ -19,6 +22,7 @@ A hypothesis test checks the walk against the codec on valid and mutated records
 
 from __future__ import annotations
 
+import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -45,90 +49,134 @@ def _millis(value: datetime) -> int:
     return int(value.timestamp() * 1000)
 
 
-class _Walker:
-    """A cursor over one Avro body; every read raises DecodeError on anything malformed."""
+_TRUNCATED = f"corrupt {QUEUED_MESSAGE}: truncated"
 
-    __slots__ = ("data", "pos")
 
-    def __init__(self, data: bytes, pos: int) -> None:
-        self.data = data
-        self.pos = pos
+def _long_at(data: bytes, pos: int) -> tuple[int, int]:
+    """The zigzag varint (Avro long) at `pos`, and the position after it (IndexError when the
+    data ends inside it: `_walk` reports that as truncated)."""
+    byte = data[pos]
+    if byte < 0x80:  # one byte (small ints, lengths, union branches): always in range
+        return (byte >> 1) ^ -(byte & 1), pos + 1
+    result = byte & 0x7F
+    shift = 7
+    pos += 1
+    while byte >= 0x80:
+        if shift > 63:
+            raise DecodeError(f"corrupt {QUEUED_MESSAGE}: varint too long")
+        byte = data[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        shift += 7
+    value = (result >> 1) ^ -(result & 1)
+    if not _LONG_MIN <= value <= _LONG_MAX:
+        raise DecodeError(f"corrupt {QUEUED_MESSAGE}: long out of range")
+    return value, pos
 
-    def long(self) -> int:
-        """A zigzag varint (Avro long)."""
-        data = self.data
-        shift = 0
-        result = 0
-        while True:
-            if self.pos >= len(data):
-                raise DecodeError(f"corrupt {QUEUED_MESSAGE}: truncated")
-            byte = data[self.pos]
-            self.pos += 1
-            result |= (byte & 0x7F) << shift
-            if byte < 0x80:
-                value = (result >> 1) ^ -(result & 1)
-                if not _LONG_MIN <= value <= _LONG_MAX:
-                    raise DecodeError(f"corrupt {QUEUED_MESSAGE}: long out of range")
-                return value
-            shift += 7
-            if shift > 63:
-                raise DecodeError(f"corrupt {QUEUED_MESSAGE}: varint too long")
 
-    def int32(self) -> int:
-        value = self.long()
-        if not _INT_MIN <= value <= _INT_MAX:
-            raise DecodeError(f"corrupt {QUEUED_MESSAGE}: int out of range")
-        return value
+def _int_at(data: bytes, pos: int) -> tuple[int, int]:
+    value, pos = _long_at(data, pos)
+    if not _INT_MIN <= value <= _INT_MAX:
+        raise DecodeError(f"corrupt {QUEUED_MESSAGE}: int out of range")
+    return value, pos
 
-    def timestamp(self) -> int:
-        value = self.long()
-        if not _MIN_MILLIS <= value <= _MAX_MILLIS:
-            raise DecodeError(f"corrupt {QUEUED_MESSAGE}: timestamp out of range")
-        return value
 
-    def skip_bytes(self) -> tuple[int, int]:
-        """Skips a bytes value; returns its (start, end) in the data."""
-        size = self.long()
-        if size < 0 or self.pos + size > len(self.data):
-            raise DecodeError(f"corrupt {QUEUED_MESSAGE}: bad length {size}")
-        start = self.pos
-        self.pos += size
-        return start, self.pos
+def _timestamp_at(data: bytes, pos: int) -> tuple[int, int]:
+    value, pos = _long_at(data, pos)
+    if not _MIN_MILLIS <= value <= _MAX_MILLIS:
+        raise DecodeError(f"corrupt {QUEUED_MESSAGE}: timestamp out of range")
+    return value, pos
 
-    def string(self) -> str:
-        start, end = self.skip_bytes()
-        try:
-            return self.data[start:end].decode("utf-8")
-        except UnicodeDecodeError as error:
-            raise DecodeError(f"corrupt {QUEUED_MESSAGE}: {error}") from None
 
-    def branch(self, count: int) -> int:
-        index = self.long()
-        if not 0 <= index < count:
-            raise DecodeError(f"corrupt {QUEUED_MESSAGE}: union branch {index}")
-        return index
+def _bytes_end(data: bytes, pos: int) -> tuple[int, int]:
+    """The (start, end) of the bytes value whose length is at `pos`."""
+    size = data[pos]
+    if size < 0x80:  # a one-byte length (0 to 63, or negative: refused below)
+        pos += 1
+        size = (size >> 1) ^ -(size & 1)
+    else:
+        size, pos = _long_at(data, pos)
+    if size < 0 or pos + size > len(data):
+        raise DecodeError(f"corrupt {QUEUED_MESSAGE}: bad length {size}")
+    return pos, pos + size
 
-    def string_map(self) -> None:
-        """Walks a map of strings, checking every key and value."""
-        while True:
-            count = self.long()
-            if count == 0:
-                return
-            if count < 0:
-                # A negative count is followed by the block's byte size (read, not trusted).
-                count = -count
-                self.long()
-            for _ in range(2 * count):
-                self.string()
 
-    def smtp_response(self) -> None:
-        self.int32()  # code
-        if self.branch(2):  # enhanced_code
-            for _ in range(3):
-                self.int32()
-        self.string()  # content
-        if self.branch(2):  # command
-            self.string()
+def _string_at(data: bytes, pos: int) -> tuple[str, int]:
+    start, end = _bytes_end(data, pos)
+    return data[start:end].decode("utf-8"), end
+
+
+def _skip_strings(data: bytes, pos: int, count: int) -> int:
+    """Walks `count` consecutive strings, checking each is UTF-8; the position after them."""
+    start = pos
+    for _ in range(count):
+        pos = _bytes_end(data, pos)[1]
+    if not data[start:pos].isascii():
+        # All ASCII, lengths included, is valid UTF-8 in every string (one check for the
+        # span, the usual case); anything else is checked string by string.
+        pos = start
+        for _ in range(count):
+            first, pos = _bytes_end(data, pos)
+            data[first:pos].decode("utf-8")
+    return pos
+
+
+def _skip_string_map(data: bytes, pos: int) -> int:
+    """Walks a map of strings, checking every key and value."""
+    while True:
+        count, pos = _long_at(data, pos)
+        if count == 0:
+            return pos
+        if count < 0:
+            # A negative count is followed by the block's byte size (read, not trusted).
+            count = -count
+            _, pos = _long_at(data, pos)
+        pos = _skip_strings(data, pos, 2 * count)
+
+
+def _skip_smtp_response(data: bytes, pos: int) -> int:
+    _, pos = _int_at(data, pos)  # code
+    branch, pos = _branch_at(data, pos)
+    if branch:  # enhanced_code
+        for _ in range(3):
+            _, pos = _int_at(data, pos)
+    pos = _skip_strings(data, pos, 1)  # content
+    branch, pos = _branch_at(data, pos)
+    if branch:  # command
+        pos = _skip_strings(data, pos, 1)
+    return pos
+
+
+def _branch_at(data: bytes, pos: int) -> tuple[int, int]:
+    """The index of a two-branch union (["null", X]) at `pos`."""
+    index, pos = _long_at(data, pos)
+    if not 0 <= index < 2:
+        raise DecodeError(f"corrupt {QUEUED_MESSAGE}: union branch {index}")
+    return index, pos
+
+
+def _walk(data: bytes) -> tuple[str, str, int, int, int]:
+    """(id, queue, created_at, due_at, attempts) of a QueuedMessage v1 body, every field
+    walked and checked (see the module doc)."""
+    try:
+        message_id, pos = _string_at(data, HEADER_SIZE)
+        queue, pos = _string_at(data, pos)
+        pos = _skip_strings(data, pos, 2)  # sender, recipient
+        _, pos = _bytes_end(data, pos)  # content: skipped by its length, never copied
+        pos = _skip_string_map(data, pos)  # meta
+        created_at, pos = _timestamp_at(data, pos)
+        due_at, pos = _timestamp_at(data, pos)
+        attempts, pos = _int_at(data, pos)
+        last_response, pos = _branch_at(data, pos)
+        if last_response:
+            pos = _skip_smtp_response(data, pos)
+    except IndexError:
+        raise DecodeError(_TRUNCATED) from None
+    except UnicodeDecodeError as error:
+        raise DecodeError(f"corrupt {QUEUED_MESSAGE}: {error}") from None
+    if pos != len(data):
+        raise DecodeError(f"corrupt {QUEUED_MESSAGE}: {len(data) - pos} trailing bytes")
+    return message_id, queue, created_at, due_at, attempts
 
 
 class SpoolIndexDecoder:
@@ -138,6 +186,7 @@ class SpoolIndexDecoder:
     def __init__(self) -> None:
         self._fast: dict[bytes, bool] = {}
         self._fast_fingerprint = registry().released(QUEUED_MESSAGE)[FAST_VERSION].fingerprint
+        self._fast_header = MARKER + self._fast_fingerprint
 
     def _is_fast(self, fingerprint: bytes) -> bool:
         fast = self._fast.get(fingerprint)
@@ -167,6 +216,8 @@ class SpoolIndexDecoder:
         return entry
 
     def decode(self, partition: int, offset: int, value: bytes) -> SpoolEntry:
+        if value.startswith(self._fast_header):  # nearly every record: one C call
+            return self._decode_fast(partition, offset, value)
         if len(value) < HEADER_SIZE or value[:2] != MARKER:
             raise DecodeError("not a single-object encoded record")
         if not self._is_fast(bytes(value[2:HEADER_SIZE])):
@@ -175,27 +226,16 @@ class SpoolIndexDecoder:
         return self._decode_fast(partition, offset, value)
 
     def _decode_fast(self, partition: int, offset: int, data: bytes) -> SpoolEntry:
-        walk = _Walker(data, HEADER_SIZE)
-        message_id = walk.string()
-        queue = walk.string()
-        walk.string()  # sender
-        walk.string()  # recipient
-        walk.skip_bytes()  # content
-        walk.string_map()  # meta
-        created_at = walk.timestamp()
-        due_at = walk.timestamp()
-        attempts = walk.int32()
-        if walk.branch(2):  # last_response
-            walk.smtp_response()
-        if walk.pos != len(data):
-            raise DecodeError(f"corrupt {QUEUED_MESSAGE}: {len(data) - walk.pos} trailing bytes")
+        message_id, queue, created_at, due_at, attempts = _walk(data)
+        # One string per queue name, not one per message (a rebuild holds millions).
+        queue = sys.intern(queue)
         return SpoolEntry(message_id, queue, due_at, attempts, created_at, partition, offset)
 
 
 def _entry_of(record: dict[str, Any], partition: int, offset: int) -> SpoolEntry:
     return SpoolEntry(
         record["id"],
-        record["queue"],
+        sys.intern(record["queue"]),
         _millis(record["due_at"]),
         record["attempts"],
         _millis(record["created_at"]),
