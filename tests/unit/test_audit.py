@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -115,6 +116,48 @@ def test_pretest_agrees_with_match_for_any_tenant(tenant: str) -> None:
     test = wanted.candidate_test()
     assert test is not None and test(None, encode("RoutingDecision", record))
     assert wanted.matches(record)
+
+
+def uncompressed_batch(values: list[bytes]) -> bytes:
+    """A record batch as a producer writes it."""
+    builder = DefaultRecordBatchBuilder(
+        magic=2,
+        compression_type=0,
+        is_transactional=0,
+        producer_id=-1,
+        producer_epoch=-1,
+        base_sequence=-1,
+        batch_size=1 << 20,
+    )
+    for delta, value in enumerate(values):
+        builder.append(delta, timestamp=0, key=b"key", value=value, headers=[])
+    return bytes(builder.build())
+
+
+@pytest.mark.parametrize("wanted", FILTERS)
+def test_the_batch_pretest_never_rejects_a_batch_holding_a_match(wanted: DecisionFilter) -> None:
+    others = [encode("RoutingDecision", decision(id="2" * 32, tenant="t", domain="other.example"))]
+    test = wanted.batch_test()
+    for record in (
+        decision(),
+        decision(routing_domain="relay.example.net", queue="x@example.org!relay.example.net"),
+    ):
+        data = b"header" + uncompressed_batch([*others, encode("RoutingDecision", record)])
+        if wanted.matches(record):
+            assert test is None or test(data, len(b"header"), len(data))
+
+
+def test_the_batch_pretest_rules_out_batches_without_the_values() -> None:
+    values = [encode("RoutingDecision", decision(tenant=f"tenant{n}")) for n in range(3)]
+    data = uncompressed_batch(values)
+    by_tenant = DecisionFilter(tenant="tenant2").batch_test()
+    assert by_tenant is not None and by_tenant(data, 0, len(data))
+    assert not by_tenant(data, 0, data.index(b"tenant2"))  # only the bytes given count
+    by_domain = DecisionFilter(domain="EXAMPLE.ORG").batch_test()  # recorded: example.org
+    assert by_domain is not None and by_domain(data, 0, len(data))
+    elsewhere = DecisionFilter(domain="example.net").batch_test()
+    assert elsewhere is not None and not elsewhere(data, 0, len(data))
+    assert DecisionFilter().batch_test() is None
 
 
 def test_filters_match_exactly() -> None:

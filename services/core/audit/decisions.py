@@ -3,7 +3,9 @@
 `DecisionFilter.candidate_test` looks at the raw record bytes before anything is decoded: an Avro
 string is its UTF-8 bytes behind a length, so a value the filter names must appear verbatim in
 the record. Most records of a filtered replay are thus rejected at the cost of a substring
-search; only candidates are decoded and checked exactly with `matches`.
+search; only candidates are decoded and checked exactly with `matches`. `batch_test` applies
+the same reasoning to a whole uncompressed record batch (its records' keys and values lie in it
+verbatim), so a replay skips most batches of a narrow filter without making their records.
 """
 
 from __future__ import annotations
@@ -31,12 +33,18 @@ class DecisionFilter:
     routing_domain: str | None = None
     message_id: str | None = None
 
-    def candidate_test(self) -> Callable[[bytes | None, bytes], bool] | None:
-        """A test on a raw record's (key, value) that is False only when the record cannot
-        match (a necessary condition, no decoding); None when every record is a candidate."""
+    def _needles(self) -> tuple[bytes | None, tuple[bytes, ...], tuple[bytes, ...]]:
+        """What a matching record's bytes must hold: its key, values verbatim, values in any
+        ASCII case (compared with the record's bytes lowered)."""
         key = None if self.message_id is None else self.message_id.encode("utf-8")
         exact = tuple(v.encode("utf-8") for v in (self.tenant, self.campaign, self.queue) if v)
         folded = tuple(_ascii_lower(v) for v in (self.domain, self.routing_domain) if v)
+        return key, exact, folded
+
+    def candidate_test(self) -> Callable[[bytes | None, bytes], bool] | None:
+        """A test on a raw record's (key, value) that is False only when the record cannot
+        match (a necessary condition, no decoding); None when every record is a candidate."""
+        key, exact, folded = self._needles()
         if key is None and not exact and not folded:
             return None
 
@@ -54,6 +62,28 @@ class DecisionFilter:
             return True
 
         return could_match
+
+    def batch_test(self) -> Callable[[bytes, int, int], bool] | None:
+        """A test on `data[start:end]`, the bytes of an uncompressed record batch, that is False
+        only when no record in it can match (a matching decision holds its id and every value
+        named verbatim, the folded ones in any case); None when any batch may hold a match."""
+        key, exact, folded = self._needles()
+        verbatim = exact if key is None else (key, *exact)  # the id is a field of the value
+        if not verbatim and not folded:
+            return None
+
+        def could_hold_match(data: bytes, start: int, end: int) -> bool:
+            for needle in verbatim:
+                if data.find(needle, start, end) < 0:
+                    return False
+            if folded:
+                lowered = data[start:end].lower()
+                for needle in folded:
+                    if needle not in lowered:
+                        return False
+            return True
+
+        return could_hold_match
 
     def matches(self, decision: Mapping[str, Any]) -> bool:
         """Whether a decoded RoutingDecision matches every field set."""
