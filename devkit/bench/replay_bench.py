@@ -1,11 +1,12 @@
 """Replay speed of `relaystream audit decisions`: decisions per second over a big `decisions`.
 
     .venv/bin/python devkit/bench/replay_bench.py [--records 1000000] [--bootstrap HOST:PORT]
+        [--reuse-prefix PREFIX]
 
 Without --bootstrap it starts a throwaway local broker (relaystream_devkit/broker.py). It writes
 `--records` RoutingDecision records to a fresh `decisions` topic, then times the command in
 process (output to /dev/null) with a filter matching about 1 % of them, with a tenant filter,
-and with no filter. Prints numbers; asserts nothing.
+and with no filter: wall time and the process's CPU seconds. Prints numbers; asserts nothing.
 
 Generating a million records through the codec would take longer than replaying them, so the
 benchmark encodes a few hundred distinct decisions (domains, tenants, policies) once and writes
@@ -108,9 +109,12 @@ async def generate(bootstrap: str, topic: str, partitions: int, count: int) -> N
         await producer.stop()
 
 
-def timed_audit(bootstrap: str, prefix: str, *filters: str) -> float:
+def timed_audit(bootstrap: str, prefix: str, *filters: str) -> tuple[float, float]:
+    """Wall seconds and this process's CPU seconds of one `audit decisions` run (the machine
+    may be shared: CPU seconds move less with the load than wall time)."""
     argv = ["audit", "decisions", "--bootstrap", bootstrap, "--prefix", prefix, *filters]
     started = time.perf_counter()
+    cpu_started = time.process_time()
     with (
         open(os.devnull, "w") as sink,
         contextlib.redirect_stdout(sink),
@@ -118,7 +122,7 @@ def timed_audit(bootstrap: str, prefix: str, *filters: str) -> float:
         contextlib.suppress(SystemExit),
     ):
         relaystream(argv)
-    return time.perf_counter() - started
+    return time.perf_counter() - started, time.process_time() - cpu_started
 
 
 @contextlib.contextmanager
@@ -141,17 +145,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--bootstrap", help="an existing broker (default: start one)")
+    parser.add_argument(
+        "--reuse-prefix",
+        help="replay the `decisions` an earlier run with --bootstrap wrote under this prefix "
+        "(nothing generated; --records must be that run's)",
+    )
     args = parser.parse_args()
     with broker(args.bootstrap) as bootstrap:
-        prefix = f"bench.{uuid.uuid4().hex[:8]}."
-        topics = declare_topics(TopicSettings.local(prefix))
-        asyncio.run(ensure_topics(bootstrap, [topics.decisions]))
-        started = time.perf_counter()
-        asyncio.run(
-            generate(bootstrap, topics.decisions.name, topics.decisions.partitions, args.records)
-        )
-        took = time.perf_counter() - started
-        print(f"generated {args.records:,} decisions in {took:.1f} s")
+        prefix = args.reuse_prefix or f"bench.{uuid.uuid4().hex[:8]}."
+        if args.reuse_prefix is None:
+            topics = declare_topics(TopicSettings.local(prefix))
+            asyncio.run(ensure_topics(bootstrap, [topics.decisions]))
+            started = time.perf_counter()
+            asyncio.run(
+                generate(
+                    bootstrap, topics.decisions.name, topics.decisions.partitions, args.records
+                )
+            )
+            took = time.perf_counter() - started
+            print(f"generated {args.records:,} decisions in {took:.1f} s under prefix {prefix}")
         since = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
         runs = [
             ("--domain (1 % match)", ("--domain", "domain7.example", "--format", "jsonl")),
@@ -159,9 +171,12 @@ def main() -> None:
             ("--since, no filter", ("--since", since, "--format", "table")),
         ]
         for label, filters in runs:
-            took = timed_audit(bootstrap, prefix, *filters)
+            took, cpu = timed_audit(bootstrap, prefix, *filters)
             rate = args.records / took
-            print(f"audit decisions {label:<24} {took:6.1f} s  {rate:>10,.0f} decisions/s")
+            print(
+                f"audit decisions {label:<24} {took:6.1f} s  {rate:>10,.0f} decisions/s"
+                f"  (CPU {cpu:.1f} s)"
+            )
 
 
 if __name__ == "__main__":

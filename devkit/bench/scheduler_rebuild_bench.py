@@ -2,13 +2,14 @@
 
     .venv/bin/python devkit/bench/scheduler_rebuild_bench.py [--count 1000000]
         [--bootstrap HOST:PORT] [--partitions 6] [--content-size 1024] [--queues 1000]
+        [--reuse-prefix PREFIX]
 
 Without --bootstrap a local broker is started in a temporary directory (and stopped after).
 It writes `count` QueuedMessage records (content of `content-size` bytes, spread over `queues`
 scheduled queues and the next 24 hours of due times) to a fresh `queued` topic, then runs the
 service's own rebuild (`rebuild.build_partition` of every partition, concurrently, as an
 instance given them all builds them) and prints its time, each partition's, the process RSS it
-added and bytes per waiting message. Target: 1M messages in under 60 s.
+added, bytes per waiting message and the process's CPU seconds (the broker's not counted).
 """
 
 from __future__ import annotations
@@ -106,14 +107,17 @@ async def produce(bootstrap: str, topic: str, args: argparse.Namespace) -> None:
 
 
 async def bench(bootstrap: str, args: argparse.Namespace) -> None:
-    prefix = f"bench.{uuid.uuid4().hex[:8]}."
+    prefix = args.reuse_prefix or f"bench.{uuid.uuid4().hex[:8]}."
     topics = declare_topics(TopicSettings(prefix=prefix, queue_partitions=args.partitions))
-    await ensure_topics(bootstrap, [topics.queued, topics.attempts])
-    await produce(bootstrap, topics.queued.name, args)
+    if args.reuse_prefix is None:
+        await ensure_topics(bootstrap, [topics.queued, topics.attempts])
+        await produce(bootstrap, topics.queued.name, args)
+        print(f"topic prefix:          {prefix} (rebuild again: --reuse-prefix {prefix})")
 
     gc.collect()
     rss_before = rss_bytes()
     started = time.monotonic()
+    cpu_started = time.process_time()
     now_ms = int(time.time() * 1000)
     built = await asyncio.gather(
         *(
@@ -129,6 +133,7 @@ async def bench(bootstrap: str, args: argparse.Namespace) -> None:
         )
     )
     total_seconds = time.monotonic() - started
+    cpu_seconds = time.process_time() - cpu_started
     gc.collect()
     held = rss_bytes() - rss_before
     count = sum(one.scheduler.state.message_count for one in built)
@@ -140,11 +145,12 @@ async def bench(bootstrap: str, args: argparse.Namespace) -> None:
             f" in {part.build_seconds:.1f} s"
         )
     print(f"rebuild total:         {total_seconds:.1f} s ({count / total_seconds:,.0f} records/s)")
+    print(f"rebuild CPU:           {cpu_seconds:.1f} s of this process")
     print(
         f"state RSS:             {held / 2**20:,.0f} MiB ({held / max(count, 1):.0f} bytes/message)"
     )
     per_million = total_seconds * 1_000_000 / max(count, 1)
-    print(f"per 1M messages:       {per_million:.1f} s (target < 60 s)")
+    print(f"per 1M messages:       {per_million:.1f} s (target < 15 s)")
 
 
 def main() -> None:
@@ -154,6 +160,11 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=6)
     parser.add_argument("--content-size", type=int, default=1024)
     parser.add_argument("--queues", type=int, default=1000)
+    parser.add_argument(
+        "--reuse-prefix",
+        help="rebuild the topics an earlier run with --bootstrap wrote under this prefix "
+        "(nothing produced; the due times are that run's)",
+    )
     args = parser.parse_args()
     if args.bootstrap:
         event_loop.run(bench(args.bootstrap, args))
