@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from aiokafka import AIOKafkaProducer
 
 from relaystream.core.kafka.admin import ensure_topics
@@ -60,3 +62,22 @@ async def test_replay_of_some_partitions_stops_at_their_end_offsets(
     assert sorted(read) == sorted((n % 3, b"%d" % n) for n in range(30) if n % 3)
     assert progress.end_offsets == {1: 10, 2: 10}
     assert (progress.read, progress.total) == (20, 20)
+
+
+async def test_a_followed_replay_stops_when_its_reader_does(
+    kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    """The next fetch is always under way while following: closing the replay drops it."""
+    topics = declare_topics(TopicSettings(prefix=topic_prefix, partitions=1))
+    await ensure_topics(kafka_bootstrap, [topics.decisions])
+    topic = topics.decisions.name
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, b"first", key=b"a")
+    finally:
+        await producer.stop()
+    replay = replay_topic_batches(kafka_bootstrap, topic, follow=True)
+    batch = await asyncio.wait_for(anext(replay), timeout=30)
+    assert [record.value for record in batch.records] == [b"first"]
+    await asyncio.wait_for(replay.aclose(), timeout=10)

@@ -15,7 +15,6 @@ rest of an audit; the consumer is still used for the offset look-ups.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -359,7 +358,10 @@ async def replay_topic_batches(
                 yield batch
     finally:
         if next_fetch is not None:
+            # The caller stopped early: the fetch under way is dropped. `wait` raises nothing of
+            # the fetch's own, so a cancellation of the caller still propagates.
             next_fetch.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await next_fetch
+            await asyncio.wait([next_fetch])
+            if not next_fetch.cancelled():
+                next_fetch.exception()  # retrieved: an error of a fetch no one wants is moot
         await consumer.stop()
