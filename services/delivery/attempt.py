@@ -8,27 +8,28 @@ log. `outcome_event` and `log_event` turn a result into the DeliveryOutcome and 
 from __future__ import annotations
 
 import json
-import socket
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
 
 from ..core.dns.resolver import MxResolver
+from ..core.domain.egress_source import UNSPECIFIED
 from ..core.domain.log_record import LogRecord, PeerAddress, RecordType, SourceAddress
 from ..core.domain.log_writer import ANONYMOUS, LogWriter
 from ..core.domain.queue_config import QueueConfig, QueueConfigError
-from ..core.domain.queue_name import ready_queue_name
+from ..core.domain.queue_name import QueueName, ready_queue_name
 from ..core.domain.smtp_reply import ReplyKind, SmtpResponse, classify_reply
 from ..core.events import records
 from ..core.events.records import DeliveryOutcome, DeliveryRequest, OutcomeKind
+from ..core.policy import Policy
 from ..core.runtime.kumo_metrics import SMTP_CLIENT
 from ..core.runtime.settings import DeliverySettings
 from . import metrics
-from .planning import DeliveryPlan, DestinationPlanner, Undeliverable
-from .pool import AllCandidatesFailed, PoolKey, PoolLimits, PoolRegistry
-from .smtp_session import Destination, PeerReply, SessionFacts, SessionOptions, SessionTimeouts
-from .tls import TlsMode
+from .egress import EgressDefaults, EgressPath, EgressResolver, EgressUnavailable
+from .planning import DeliveryPlan, DestinationPlanner, Undeliverable, destinations_for
+from .pool import AllCandidatesFailed, PoolKey, PoolRegistry
+from .smtp_session import Destination, PeerReply, SessionFacts
 
 DELIVERY_PROTOCOL = "ESMTP"
 
@@ -73,42 +74,29 @@ def connect_failure_response(failed: AllCandidatesFailed) -> SmtpResponse:
 
 
 class Deliverer:
-    """Delivers DeliveryRequests; owns the planner and the connection pools."""
+    """Delivers DeliveryRequests; owns the planner, the egress resolver and the pools."""
 
     def __init__(
-        self, planner: DestinationPlanner, pools: PoolRegistry, egress_source: str
+        self, planner: DestinationPlanner, pools: PoolRegistry, egress: EgressResolver
     ) -> None:
         self.planner = planner
         self.pools = pools
-        self.egress_source = egress_source
+        self.egress = egress
 
     @classmethod
-    def from_settings(cls, settings: DeliverySettings, resolver: MxResolver) -> Deliverer:
-        options = SessionOptions(
-            ehlo_name=settings.ehlo_name or socket.getfqdn(),
-            tls_mode=TlsMode.parse(settings.tls_mode),
-            timeouts=SessionTimeouts(
-                connect=settings.connect_timeout_seconds,
-                banner=settings.banner_timeout_seconds,
-                command=settings.command_timeout_seconds,
-            ),
-            tls_ca_file=settings.tls_ca_file,
-            source_address=settings.source_address,
-            pipelining=settings.enable_pipelining,
-        )
-        limits = PoolLimits(
-            connection_limit=settings.connection_limit,
-            max_deliveries_per_connection=settings.max_deliveries_per_connection,
-            idle_timeout=settings.idle_timeout_seconds,
-        )
+    def from_settings(
+        cls, settings: DeliverySettings, resolver: MxResolver, policy: Policy | None = None
+    ) -> Deliverer:
+        defaults = EgressDefaults.from_settings(settings)
+        path = EgressPath.derive(defaults.source, defaults.path, defaults)
         return cls(
             DestinationPlanner(
                 resolver,
                 default_port=settings.smtp_port,
                 allow_prohibited=settings.allow_loopback,
             ),
-            PoolRegistry(limits, options),
-            settings.egress_source,
+            PoolRegistry(path.limits, path.options),
+            EgressResolver(policy, defaults),
         )
 
     async def aclose(self) -> None:
@@ -134,17 +122,44 @@ class Deliverer:
             # get_queue_config fails.
             response = SmtpResponse.with_code(451, (4, 3, 5), f"invalid queue config: {error}")
             return AttemptResult("TRANSIENT_FAILURE", response, "", None, None, None)
-        pool_name = config.egress_pool
-        plan = await self.planner.plan(request["queue"], config)
+        pool_name = config.egress_pool or UNSPECIFIED
+        try:
+            choice = self.egress.choose_source(config.egress_pool)
+        except EgressUnavailable as unavailable:
+            return AttemptResult(
+                "TRANSIENT_FAILURE", unavailable.response, "", None, pool_name, None
+            )
+        source = choice.source
+        resolved = await self.planner.resolve(request["queue"], config)
+        if isinstance(resolved, Undeliverable):
+            kind: OutcomeKind = "BOUNCE" if resolved.permanent else "TRANSIENT_FAILURE"
+            return AttemptResult(
+                kind, resolved.response, resolved.site, None, pool_name, source.name
+            )
+        routing_target = QueueName.parse(request["queue"]).effective_domain
+        try:
+            path = self.egress.path(routing_target, source, resolved.site)
+        except EgressUnavailable as unavailable:
+            # Never a default path: smarthosted mail must not leak to the public MX.
+            return AttemptResult(
+                "TRANSIENT_FAILURE",
+                unavailable.response,
+                resolved.site,
+                None,
+                pool_name,
+                source.name,
+            )
+        plan = destinations_for(resolved.mx_plan, resolved.ordered, path.rules)
         if isinstance(plan, Undeliverable):
-            kind: OutcomeKind = "BOUNCE" if plan.permanent else "TRANSIENT_FAILURE"
-            return AttemptResult(kind, plan.response, plan.site, None, pool_name, None)
-        return await self._send(request, plan, pool_name)
+            kind = "BOUNCE" if plan.permanent else "TRANSIENT_FAILURE"
+            return AttemptResult(kind, plan.response, plan.site, None, pool_name, source.name)
+        return await self._send(request, plan, pool_name, path)
 
     async def _send(
-        self, request: DeliveryRequest, plan: DeliveryPlan, pool_name: str | None
+        self, request: DeliveryRequest, plan: DeliveryPlan, pool_name: str, path: EgressPath
     ) -> AttemptResult:
-        pool = self.pools.pool(PoolKey(self.egress_source, plan.site))
+        source = path.source.name
+        pool = self.pools.pool(PoolKey(source, plan.site), path.limits, path.options)
         try:
             sent = await pool.send(
                 plan.candidates, request["sender"], request["recipient"], request["content"]
@@ -157,20 +172,14 @@ class Deliverer:
                 plan.site,
                 None,
                 pool_name,
-                self.egress_source,
+                source,
             )
         if sent.new_connection:
             metrics.CONNECTIONS_OPENED.inc(SMTP_CLIENT)
         response = response_from_peer(sent.reply)
         kind = _OUTCOME_KIND[classify_reply(response).kind]
         return AttemptResult(
-            kind,
-            response,
-            plan.site,
-            sent.destination,
-            pool_name,
-            self.egress_source,
-            sent.session,
+            kind, response, plan.site, sent.destination, pool_name, source, sent.session
         )
 
 

@@ -14,17 +14,20 @@ This module only turns their result into SMTP destinations or an `Undeliverable`
 
 from __future__ import annotations
 
+import ipaddress
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..core.dns.resolver import MxResolver
 from ..core.domain.mx_plan import (
+    PROHIBITED_NETWORKS,
     MxLookupFailed,
     MxPlan,
     ResolvedAddress,
     no_addresses_response,
     null_mx_response,
+    only_skipped_hosts_response,
     prohibited_response,
 )
 from ..core.domain.queue_config import QueueConfig
@@ -51,6 +54,28 @@ class Undeliverable:
     permanent: bool
 
 
+@dataclass(frozen=True)
+class ResolvedDestination:
+    """Where a queue's mail goes before the egress path applies: the site and the addresses
+    in the order to try them."""
+
+    site: str
+    mx_plan: MxPlan
+    ordered: tuple[ResolvedAddress, ...]
+
+
+@dataclass(frozen=True)
+class AddressRules:
+    """What an egress path says about the addresses: the port where the destination names
+    none (smtp_port, or the source's remote_port), the networks never delivered to
+    (prohibited_hosts: a bounce) and those left out (skip_hosts)."""
+
+    default_port: int = 25
+    prohibited: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network] = PROHIBITED_NETWORKS
+    skip: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network] = ()
+    allow_prohibited: bool = False
+
+
 class DestinationPlanner:
     """Plans each request's destination through one shared `MxResolver`, so that every
     delivery to a domain within its TTL (or a failure's 5 minutes) reuses the answer."""
@@ -64,11 +89,18 @@ class DestinationPlanner:
         rng: random.Random | None = None,
     ) -> None:
         self._resolver = resolver
-        self._default_port = default_port
-        self._allow_prohibited = allow_prohibited
+        self._rules = AddressRules(default_port=default_port, allow_prohibited=allow_prohibited)
         self._rng = rng or random.Random()
 
     async def plan(self, queue: str, config: QueueConfig) -> DeliveryPlan | Undeliverable:
+        """`resolve`, then the destinations under the planner's own address rules."""
+        resolved = await self.resolve(queue, config)
+        if isinstance(resolved, Undeliverable):
+            return resolved
+        return destinations_for(resolved.mx_plan, resolved.ordered, self._rules)
+
+    async def resolve(self, queue: str, config: QueueConfig) -> ResolvedDestination | Undeliverable:
+        """The site and ordered addresses of a queue's destination (DNS, cached)."""
         routing_target = QueueName.parse(queue).effective_domain
         try:
             mx_plan = await self._resolver.plan_destination(routing_target, config)
@@ -81,34 +113,31 @@ class DestinationPlanner:
         if mx_plan.is_null_mx:
             return Undeliverable(null_mx_response(), mx_plan.site_name, permanent=True)
         ordered = await self._resolver.connection_candidates(mx_plan, self._rng)
-        return destinations_for(
-            mx_plan,
-            ordered,
-            default_port=self._default_port,
-            allow_prohibited=self._allow_prohibited,
-        )
+        return ResolvedDestination(mx_plan.site_name, mx_plan, tuple(ordered))
 
 
 def destinations_for(
-    mx_plan: MxPlan,
-    ordered: Sequence[ResolvedAddress],
-    *,
-    default_port: int,
-    allow_prohibited: bool,
+    mx_plan: MxPlan, ordered: Sequence[ResolvedAddress], rules: AddressRules
 ) -> DeliveryPlan | Undeliverable:
-    """The SMTP destinations for a plan's ordered addresses: transient when there are none,
-    a bounce when one is prohibited (unless allowed); `default_port` where none is given."""
+    """The SMTP destinations for a plan's ordered addresses: those in `rules.skip` left out
+    (transient when that leaves none), transient when there are none, a bounce when one is
+    prohibited (unless allowed); `rules.default_port` where none is given."""
     if not ordered:
         return Undeliverable(no_addresses_response(), mx_plan.site_name, permanent=False)
-    prohibited = prohibited_response(ordered, allow_prohibited=allow_prohibited)
+    kept = [a for a in ordered if not any(a.ip in network for network in rules.skip)]
+    if not kept:
+        return Undeliverable(only_skipped_hosts_response(), mx_plan.site_name, permanent=False)
+    prohibited = prohibited_response(
+        kept, allow_prohibited=rules.allow_prohibited, networks=rules.prohibited
+    )
     if prohibited is not None:
         return Undeliverable(prohibited, mx_plan.site_name, permanent=True)
     candidates = tuple(
         Destination(
             peer_name=address.name,
             address=ip_text(address.ip),
-            port=address.port if address.port is not None else default_port,
+            port=address.port if address.port is not None else rules.default_port,
         )
-        for address in ordered
+        for address in kept
     )
     return DeliveryPlan(mx_plan.site_name, candidates)

@@ -1,4 +1,4 @@
-"""SMTP connection pools, one per (egress source, site).
+"""SMTP connection pools, one per (egress source, site): KumoMTA's ready queues.
 
 A pool lends ready sessions to deliveries. It holds at most `connection_limit` sessions (open
 or being opened); a delivery that finds none idle and the limit reached waits for one to come
@@ -10,6 +10,12 @@ shrinks to the connections it really needs.
 Opening walks the candidate addresses strictly in the order given: the first that completes
 banner, EHLO and (per TLS mode) STARTTLS wins; when all fail, `AllCandidatesFailed` carries
 every reason.
+
+The egress path's throttles apply per pool: `max_message_rate` before each message,
+`max_connection_rate` before each new connection. A throttled delivery waits for its token
+(it is not an attempt that failed); `throttled_messages` / `throttled_connections` count the
+waits. A path config that changes (its refresh) reconfigures the pool in place: new limits
+apply to the next lease, new session options to the next connection.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from collections.abc import AsyncIterator, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..core.domain.token_bucket import MessageRate, TokenBucket
 from .smtp_session import (
     ConnectFailed,
     Destination,
@@ -42,6 +49,9 @@ class PoolLimits:
     connection_limit: int = 32
     max_deliveries_per_connection: int = 1024
     idle_timeout: float = 5.0
+    # Egress path throttles (None: unthrottled).
+    message_rate: MessageRate | None = None
+    connection_rate: MessageRate | None = None
 
     def __post_init__(self) -> None:
         if self.connection_limit < 1 or self.max_deliveries_per_connection < 1:
@@ -99,6 +109,21 @@ class ConnectionPool:
         self._waiting = 0
         self._closed = False
         self._background: set[asyncio.Task[None]] = set()
+        self._message_bucket = _bucket(limits.message_rate)
+        self._connection_bucket = _bucket(limits.connection_rate)
+        self.throttled_messages = 0
+        self.throttled_connections = 0
+        self.messages_sent = 0
+
+    def configure(self, limits: PoolLimits, options: SessionOptions) -> None:
+        """Apply a refreshed path config: limits at the next lease, options at the next
+        connection (open sessions keep theirs). A changed rate starts a fresh bucket."""
+        if limits.message_rate != self.limits.message_rate:
+            self._message_bucket = _bucket(limits.message_rate)
+        if limits.connection_rate != self.limits.connection_rate:
+            self._connection_bucket = _bucket(limits.connection_rate)
+        self.limits = limits
+        self.options = options
 
     @property
     def connections(self) -> int:
@@ -135,6 +160,8 @@ class ConnectionPool:
 
         Raises AllCandidatesFailed when no session could be opened.
         """
+        if self._message_bucket is not None and await _take(self._message_bucket):
+            self.throttled_messages += 1
         # Every idle session may have gone stale at once (the peer restarted): one more try
         # than there can be sessions always reaches a freshly opened one.
         for _ in range(self.limits.connection_limit):
@@ -149,6 +176,7 @@ class ConnectionPool:
     ) -> Transaction:
         async with self.lease(candidates) as session:
             reply = await session.send(sender, recipient, content)
+            self.messages_sent += 1
             return Transaction(
                 reply,
                 session.destination,
@@ -174,6 +202,8 @@ class ConnectionPool:
                 finally:
                     self._waiting -= 1
         try:
+            if self._connection_bucket is not None and await _take(self._connection_bucket):
+                self.throttled_connections += 1
             session = await open_first_ready(candidates, self.options)
         except BaseException:
             async with self._changed:
@@ -251,6 +281,23 @@ class ConnectionPool:
         await asyncio.gather(*(session.close() for session in idle), *self._background)
 
 
+def _bucket(rate: MessageRate | None) -> TokenBucket | None:
+    return None if rate is None else TokenBucket(rate, _now_ms())
+
+
+def _now_ms() -> int:
+    return int(asyncio.get_running_loop().time() * 1000)
+
+
+async def _take(bucket: TokenBucket) -> bool:
+    """Wait for one token; whether the caller had to wait (it was throttled)."""
+    waited = False
+    while not bucket.try_take(_now_ms()):
+        waited = True
+        await asyncio.sleep(max(0, bucket.next_token_at(_now_ms()) - _now_ms()) / 1000)
+    return waited
+
+
 class PoolRegistry:
     """Every pool of this process, created on first use and forgotten when unused."""
 
@@ -258,19 +305,31 @@ class PoolRegistry:
     PRUNE_EVERY = 1024
 
     def __init__(self, limits: PoolLimits, options: SessionOptions) -> None:
+        # The limits and options of `pool(key)` without its own.
         self.limits = limits
         self.options = options
         self._pools: dict[PoolKey, ConnectionPool] = {}
         self._lookups = 0
 
-    def pool(self, key: PoolKey) -> ConnectionPool:
+    def pool(
+        self,
+        key: PoolKey,
+        limits: PoolLimits | None = None,
+        options: SessionOptions | None = None,
+    ) -> ConnectionPool:
+        """The pool of `key`, created on first use; reconfigured when its egress path's
+        limits or options changed."""
         self._lookups += 1
         if self._lookups % self.PRUNE_EVERY == 0:
             self._prune()
+        limits = self.limits if limits is None else limits
+        options = self.options if options is None else options
         pool = self._pools.get(key)
         if pool is None:
-            pool = ConnectionPool(key, self.limits, self.options)
+            pool = ConnectionPool(key, limits, options)
             self._pools[key] = pool
+        elif pool.limits is not limits or pool.options is not options:
+            pool.configure(limits, options)
         return pool
 
     def pools(self) -> list[ConnectionPool]:

@@ -110,8 +110,9 @@ async def main(runtime: ServiceRuntime) -> None:
     resolver = MxResolver(
         [(server.host, server.port) for server in settings.delivery.nameservers] or None
     )
-    deliverer = Deliverer.from_settings(settings.delivery, resolver)
-    writer = log_writer(settings.runtime, service_policy(settings, settings.delivery.policy_path))
+    policy = service_policy(settings, settings.delivery.policy_path)
+    deliverer = Deliverer.from_settings(settings.delivery, resolver, policy)
+    writer = log_writer(settings.runtime, policy)
     metrics.CURRENT_POOLS.registry = deliverer.pools
     try:
         async with EventProducer(

@@ -54,11 +54,24 @@ class Destination:
 
 @dataclass(frozen=True)
 class SessionTimeouts:
-    """Seconds; `command` covers EHLO, STARTTLS, RSET, MAIL, RCPT and DATA."""
+    """Seconds; `command` covers EHLO, STARTTLS, RSET, MAIL, RCPT, DATA and the final dot
+    unless the command has its own (an egress path's `ehlo_timeout`, `mail_from_timeout`...)."""
 
     connect: float = 60.0
     banner: float = 60.0
     command: float = 300.0
+    ehlo: float | None = None
+    starttls: float | None = None
+    rset: float | None = None
+    mail_from: float | None = None
+    rcpt_to: float | None = None
+    data: float | None = None
+    data_dot: float | None = None
+
+    def of(self, name: str) -> float:
+        """The reply timeout of command `name` (a field name above)."""
+        own: float | None = getattr(self, name)
+        return self.command if own is None else own
 
 
 @dataclass(frozen=True)
@@ -150,8 +163,10 @@ class SmtpSession:
         tls: bool,
         offered: frozenset[str],
         pipelining: bool = True,
+        timeouts: SessionTimeouts = SessionTimeouts(),
     ) -> None:
         self._connection = connection
+        self._timeouts = timeouts
         self.destination = destination
         self.tls_active = tls
         self.pipelining = pipelining and "PIPELINING" in offered
@@ -177,7 +192,7 @@ class SmtpSession:
         except BaseException:
             connection.close()
             raise
-        return cls(connection, destination, tls, offered, options.pipelining)
+        return cls(connection, destination, tls, offered, options.pipelining, options.timeouts)
 
     @staticmethod
     async def _handshake(
@@ -192,13 +207,15 @@ class SmtpSession:
             raise ConnectFailed(destination, f"banner: {lost}") from None
         if banner.code != 220:
             raise ConnectFailed(destination, f"banner: {banner}")
-        connection.reply_timeout = options.timeouts.command
+        timeouts = options.timeouts
+        connection.reply_timeout = timeouts.of("ehlo")
         offered = await SmtpSession._ehlo(connection, destination, options.ehlo_name)
         mode = options.tls_mode
         if not mode.wants_starttls("STARTTLS" in offered):
             return False, offered
         if "STARTTLS" not in offered:
             raise ConnectFailed(destination, f"TLS mode {mode} but STARTTLS is not offered")
+        connection.reply_timeout = timeouts.of("starttls")
         try:
             reply = await connection.command(b"STARTTLS\r\n")
         except ConnectionLost as lost:
@@ -212,6 +229,7 @@ class SmtpSession:
         except (ssl.SSLError, OSError, ConnectionLost) as exc:
             raise ConnectFailed(destination, f"TLS handshake failed: {exc}") from None
         # RFC 3207: what the peer said before TLS no longer counts; ask again.
+        connection.reply_timeout = timeouts.of("ehlo")
         offered = await SmtpSession._ehlo(connection, destination, options.ehlo_name)
         return True, offered
 
@@ -264,7 +282,7 @@ class SmtpSession:
             if refused is not None:
                 return refused
             self._connection.write(*data_payload(content))
-            reply = await self._connection.reply()
+            reply = await self._reply("data_dot")
         except ConnectionLost as lost:
             self._connection.close()
             return PeerReply(
@@ -279,11 +297,17 @@ class SmtpSession:
     ) -> PeerReply | None:
         """RSET, MAIL, RCPT and DATA one at a time: the refusal, or None after the 354."""
         if reset:
+            self._connection.reply_timeout = self._timeouts.of("rset")
             await self._reset(self._connection.command(b"RSET\r\n"))
-        for line, shown in ((mail, mail_shown), (rcpt, rcpt_shown)):
+        for line, shown, timeout in (
+            (mail, mail_shown, "mail_from"),
+            (rcpt, rcpt_shown, "rcpt_to"),
+        ):
+            self._connection.reply_timeout = self._timeouts.of(timeout)
             reply = await self._connection.command(line)
             if not 200 <= reply.code < 300:
                 return PeerReply(reply.code, reply.text, shown)
+        self._connection.reply_timeout = self._timeouts.of("data")
         reply = await self._connection.command(b"DATA\r\n")
         return None if reply.code == 354 else PeerReply(reply.code, reply.text, "DATA")
 
@@ -298,10 +322,10 @@ class SmtpSession:
                 raise StaleSession(str(lost)) from None
             raise
         if reset:
-            await self._reset(self._connection.reply())
-        mail_reply = await self._connection.reply()
-        rcpt_reply = await self._connection.reply()
-        data_reply = await self._connection.reply()
+            await self._reset(self._reply("rset"))
+        mail_reply = await self._reply("mail_from")
+        rcpt_reply = await self._reply("rcpt_to")
+        data_reply = await self._reply("data")
         refused = None
         if not 200 <= mail_reply.code < 300:
             refused = PeerReply(mail_reply.code, mail_reply.text, mail_shown)
@@ -316,6 +340,11 @@ class SmtpSession:
             # ends it (the peer has no recipient to deliver it to).
             await self._connection.command(b".\r\n")
         return refused
+
+    async def _reply(self, command_name: str) -> Reply:
+        """The next reply, waited for as long as `command_name`'s timeout allows."""
+        self._connection.reply_timeout = self._timeouts.of(command_name)
+        return await self._connection.reply()
 
     async def _reset(self, reply: Coroutine[Any, Any, Reply]) -> None:
         """Await the RSET reply; StaleSession (the session closed) unless it was 250."""

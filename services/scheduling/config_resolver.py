@@ -16,7 +16,7 @@ from typing import Any
 
 from ..core.domain.queue_config import QueueConfig, QueueConfigError, merge_overrides
 from ..core.domain.queue_name import QueueName, QueueNameError
-from .throttle import MessageRate
+from ..core.domain.token_bucket import MessageRate
 
 log = logging.getLogger(__name__)
 
@@ -89,4 +89,4 @@ def message_rate_of(config: QueueConfig) -> MessageRate | None:
     rate = config.max_message_rate
     if rate is None:
         return None
-    return MessageRate(rate.limit, rate.period_seconds * 1000, rate.max_burst)
+    return MessageRate.from_rate(rate)

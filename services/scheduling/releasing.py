@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..core.domain.admin_rules import AdminAction
+from ..core.domain.token_bucket import MessageRate
 from ..core.events.codec import encode
 from ..core.kafka.producer import EventProducer
 from ..core.spool.entry import SpoolEntry
@@ -24,7 +25,6 @@ from . import metrics
 from .admin_actions import OperatorActions
 from .config_resolver import QueueConfigResolver, message_rate_of
 from .owned import OwnedPartitions
-from .throttle import MessageRate
 from .writes import SchedulingWrites
 
 log = logging.getLogger(__name__)

@@ -19,8 +19,8 @@ import sys
 from collections.abc import Callable, Iterable, KeysView
 from dataclasses import dataclass
 
+from ..core.domain.token_bucket import MessageRate, TokenBucket
 from ..core.spool.entry import SpoolEntry
-from .throttle import MessageRate, TokenBucket
 
 
 @dataclass(slots=True)

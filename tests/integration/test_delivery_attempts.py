@@ -18,11 +18,8 @@ from delivery_sinks import SmtpSink, refused_port, start_banner_peer, start_sink
 
 from relaystream.core.dns.resolver import MxResolver
 from relaystream.core.events.records import DeliveryRequest
+from relaystream.core.runtime.settings import DeliverySettings
 from relaystream.delivery.attempt import Deliverer, log_event, outcome_event
-from relaystream.delivery.planning import DestinationPlanner
-from relaystream.delivery.pool import PoolLimits, PoolRegistry
-from relaystream.delivery.smtp_session import SessionOptions, SessionTimeouts
-from relaystream.delivery.tls import TlsMode
 
 
 def ipv6_loopback_available() -> bool:
@@ -39,16 +36,20 @@ needs_ipv6 = pytest.mark.skipif(
 )
 
 
-def make_deliverer(*, allow_loopback: bool = True, default_port: int = 25) -> Deliverer:
-    options = SessionOptions(
-        ehlo_name="relay.test",
-        tls_mode=TlsMode.OPPORTUNISTIC,
-        timeouts=SessionTimeouts(connect=5.0, banner=5.0, command=10.0),
-    )
-    planner = DestinationPlanner(
-        MxResolver([]), default_port=default_port, allow_prohibited=allow_loopback
-    )
-    return Deliverer(planner, PoolRegistry(PoolLimits(idle_timeout=30.0), options), "unspecified")
+def make_deliverer(
+    *, allow_loopback: bool = True, default_port: int = 25, **settings: Any
+) -> Deliverer:
+    values: dict[str, Any] = {
+        "ehlo_name": "relay.test",
+        "connect_timeout_seconds": 5.0,
+        "banner_timeout_seconds": 5.0,
+        "command_timeout_seconds": 10.0,
+        "idle_timeout_seconds": 30.0,
+        "allow_loopback": allow_loopback,
+        "smtp_port": default_port,
+    }
+    delivery = DeliverySettings(**{**values, **settings})
+    return Deliverer.from_settings(delivery, MxResolver([]))
 
 
 def request(
@@ -226,16 +227,7 @@ async def test_no_reachable_host_is_a_transient_400(deliverer: Deliverer) -> Non
 
 
 async def test_required_tls_without_starttls_is_transient(sink: SmtpSink) -> None:
-    options = SessionOptions(
-        ehlo_name="relay.test",
-        tls_mode=TlsMode.REQUIRED,
-        timeouts=SessionTimeouts(connect=5.0, banner=5.0, command=10.0),
-    )
-    deliverer = Deliverer(
-        DestinationPlanner(MxResolver([]), allow_prohibited=True),
-        PoolRegistry(PoolLimits(), options),
-        "unspecified",
-    )
+    deliverer = make_deliverer(tls_mode="Required")
     result = await deliverer.deliver(request(f"[127.0.0.1]:{sink.port}"))
     await deliverer.aclose()
     assert result.kind == "TRANSIENT_FAILURE"
@@ -250,9 +242,24 @@ async def test_an_invalid_queue_config_is_transient(deliverer: Deliverer) -> Non
     assert (result.response.code, str(result.response.enhanced_code)) == (451, "4.3.5")
 
 
-async def test_egress_pool_is_reported(sink: SmtpSink, deliverer: Deliverer) -> None:
+async def test_a_pool_no_policy_defines_holds_the_message(
+    sink: SmtpSink, deliverer: Deliverer
+) -> None:
     req = request(f"[127.0.0.1]:{sink.port}", config={"egress_pool": "pool-a"})
     result = await deliverer.deliver(req)
-    assert (result.egress_pool, result.egress_source) == ("pool-a", "unspecified")
+    assert result.kind == "TRANSIENT_FAILURE"
+    assert (result.response.code, str(result.response.enhanced_code)) == (451, "4.3.0")
+    assert "get_egress_pool(pool-a)" in result.response.content
+    assert sink.messages == []
     log = log_event(req, result)
-    assert (log["egress_pool"], log["egress_source"]) == ("pool-a", "unspecified")
+    assert (log["egress_pool"], log["egress_source"]) == ("pool-a", None)
+
+
+async def test_the_unspecified_pool_and_source_are_reported(
+    sink: SmtpSink, deliverer: Deliverer
+) -> None:
+    req = request(f"[127.0.0.1]:{sink.port}")
+    result = await deliverer.deliver(req)
+    assert result.kind == "DELIVERED"
+    log = log_event(req, result)
+    assert (log["egress_pool"], log["egress_source"]) == ("unspecified", "unspecified")

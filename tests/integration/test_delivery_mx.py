@@ -20,10 +20,9 @@ from dnsmasq import DnsRecords, DnsServer, MxHost, dns_server_fixture
 from relaystream.core.dns.resolver import NEGATIVE_TTL, MxResolver
 from relaystream.core.domain.queue_config import QueueConfig
 from relaystream.core.events.records import DeliveryRequest
+from relaystream.core.runtime.settings import DeliverySettings
 from relaystream.delivery.attempt import AttemptResult, Deliverer
 from relaystream.delivery.planning import DeliveryPlan, DestinationPlanner
-from relaystream.delivery.pool import PoolLimits, PoolRegistry
-from relaystream.delivery.smtp_session import SessionOptions, SessionTimeouts
 
 pytestmark = pytest.mark.dns
 
@@ -88,13 +87,15 @@ def make_resolver(dns_server: DnsServer, clock: FakeClock | None = None) -> MxRe
 def make_deliverer(
     resolver: MxResolver, smtp_port: int, *, allow_prohibited: bool = True
 ) -> Deliverer:
-    options = SessionOptions(
-        ehlo_name="relay.test", timeouts=SessionTimeouts(connect=5.0, banner=5.0, command=10.0)
+    delivery = DeliverySettings(
+        ehlo_name="relay.test",
+        connect_timeout_seconds=5.0,
+        banner_timeout_seconds=5.0,
+        command_timeout_seconds=10.0,
+        allow_loopback=allow_prohibited,
+        smtp_port=smtp_port,
     )
-    planner = DestinationPlanner(
-        resolver, default_port=smtp_port, allow_prohibited=allow_prohibited
-    )
-    return Deliverer(planner, PoolRegistry(PoolLimits(), options), "unspecified")
+    return Deliverer.from_settings(delivery, resolver)
 
 
 async def deliver_once(

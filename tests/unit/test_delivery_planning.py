@@ -14,6 +14,7 @@ from relaystream.core.dns.resolver import MxResolver
 from relaystream.core.domain.mx_plan import MxPlan, ResolvedAddress
 from relaystream.core.domain.queue_config import QueueConfig
 from relaystream.delivery.planning import (
+    AddressRules,
     DeliveryPlan,
     DestinationPlanner,
     Undeliverable,
@@ -38,7 +39,7 @@ def mx_list_config(*entries: object) -> QueueConfig:
 
 def test_addresses_become_destinations_in_order_with_the_default_port() -> None:
     ordered = [address("b.example", "192.0.2.2", 26), address("a.example", "2001:db8::1")]
-    plan = destinations_for(PLAN, ordered, default_port=25, allow_prohibited=False)
+    plan = destinations_for(PLAN, ordered, AddressRules())
     assert plan == DeliveryPlan(
         "mx.example.com",
         (Destination("b.example", "192.0.2.2", 26), Destination("a.example", "2001:db8::1", 25)),
@@ -46,7 +47,7 @@ def test_addresses_become_destinations_in_order_with_the_default_port() -> None:
 
 
 def test_no_addresses_is_transient() -> None:
-    verdict = destinations_for(PLAN, [], default_port=25, allow_prohibited=False)
+    verdict = destinations_for(PLAN, [], AddressRules())
     assert isinstance(verdict, Undeliverable)
     assert not verdict.permanent
     assert (verdict.response.code, str(verdict.response.enhanced_code)) == (451, "4.4.4")
@@ -56,13 +57,35 @@ def test_no_addresses_is_transient() -> None:
 @pytest.mark.parametrize("ip", ["127.0.0.1", "127.1.2.3", "::1", "0.0.0.0", "::"])
 def test_prohibited_destinations_bounce_unless_allowed(ip: str) -> None:
     ordered = [address("ok.example", "192.0.2.1"), address("bad.example", ip)]
-    verdict = destinations_for(PLAN, ordered, default_port=25, allow_prohibited=False)
+    verdict = destinations_for(PLAN, ordered, AddressRules())
     assert isinstance(verdict, Undeliverable)
     assert verdict.permanent
     assert (verdict.response.code, str(verdict.response.enhanced_code)) == (550, "5.4.4")
-    allowed = destinations_for(PLAN, ordered, default_port=25, allow_prohibited=True)
+    allowed = destinations_for(PLAN, ordered, AddressRules(allow_prohibited=True))
     assert isinstance(allowed, DeliveryPlan)
     assert [c.address for c in allowed.candidates] == ["192.0.2.1", ip]
+
+
+def test_skip_hosts_are_left_out_and_only_skipped_hosts_is_transient() -> None:
+    ordered = [address("a.example", "192.0.2.1"), address("b.example", "198.51.100.7")]
+    skip = (ipaddress.ip_network("192.0.2.0/24"),)
+    plan = destinations_for(PLAN, ordered, AddressRules(default_port=2525, skip=skip))
+    assert plan == DeliveryPlan("mx.example.com", (Destination("b.example", "198.51.100.7", 2525),))
+    every = (*skip, ipaddress.ip_network("198.51.100.0/24"))
+    verdict = destinations_for(PLAN, ordered, AddressRules(skip=every))
+    assert isinstance(verdict, Undeliverable)
+    assert not verdict.permanent
+    assert "skip_hosts" in verdict.response.content
+
+
+def test_an_egress_paths_prohibited_hosts_replace_the_default_networks() -> None:
+    ordered = [address("a.example", "192.0.2.1"), address("lo.example", "127.0.0.1")]
+    own = (ipaddress.ip_network("192.0.2.0/24"),)
+    verdict = destinations_for(PLAN, ordered, AddressRules(prohibited=own))
+    assert isinstance(verdict, Undeliverable) and verdict.permanent
+    assert "192.0.2.0/24" in verdict.response.content
+    allowed = destinations_for(PLAN, ordered[1:], AddressRules(prohibited=()))
+    assert isinstance(allowed, DeliveryPlan)
 
 
 async def test_a_domain_literal_needs_no_dns() -> None:

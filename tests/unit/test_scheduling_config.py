@@ -8,8 +8,8 @@ import pytest
 
 from relaystream.core.domain.queue_config import QueueConfig
 from relaystream.core.domain.queue_name import QueueName
+from relaystream.core.domain.token_bucket import MessageRate
 from relaystream.scheduling.config_resolver import QueueConfigResolver, message_rate_of
-from relaystream.scheduling.throttle import MessageRate
 
 
 def policy(name: QueueName) -> QueueConfig:

@@ -5,11 +5,11 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from relaystream.core.domain.token_bucket import MessageRate, TokenBucket
 from relaystream.core.spool.entry import SpoolEntry
 from relaystream.scheduling.owned import OwnedPartitions
 from relaystream.scheduling.partition import PartitionScheduler
 from relaystream.scheduling.state import SchedulerState
-from relaystream.scheduling.throttle import MessageRate, TokenBucket
 
 LEASE = 60_000
 

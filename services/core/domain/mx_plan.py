@@ -96,6 +96,13 @@ def null_mx_response() -> SmtpResponse:
     return SmtpResponse.with_code(556, (5, 1, 10), "Recipient address has a null MX")
 
 
+def only_skipped_hosts_response() -> SmtpResponse:
+    """KumoMTA's (since 2026.03) transient failure when skip_hosts removed every host."""
+    return SmtpResponse.with_code(
+        451, (4, 4, 4), "MX consisted solely of hosts on the skip_hosts list"
+    )
+
+
 def no_addresses_response() -> SmtpResponse:
     return SmtpResponse.with_code(451, (4, 4, 4), "MX didn't resolve to any hosts")
 
@@ -285,18 +292,22 @@ def is_prohibited(ip: IpAddress) -> bool:
 
 
 def prohibited_response(
-    candidates: Sequence[ResolvedAddress], *, allow_prohibited: bool = False
+    candidates: Sequence[ResolvedAddress],
+    *,
+    allow_prohibited: bool = False,
+    networks: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network] = PROHIBITED_NETWORKS,
 ) -> SmtpResponse | None:
-    """A 550 5.4.4 bounce when any candidate is a prohibited destination (loopback,
-    0.0.0.0, ::), unless the switch allows them (tests, local smarthosts)."""
+    """A 550 5.4.4 bounce when any candidate is in a prohibited network (KumoMTA's default
+    `prohibited_hosts`: loopback, 0.0.0.0, ::; an egress path may name others), unless the
+    switch allows them (tests, local smarthosts)."""
     if allow_prohibited:
         return None
     for candidate in candidates:
-        if is_prohibited(candidate.ip):
-            networks = ", ".join(str(network) for network in PROHIBITED_NETWORKS)
+        if any(candidate.ip in network for network in networks):
+            listed = ", ".join(str(network) for network in networks)
             return SmtpResponse.with_code(
                 550,
                 (5, 4, 4),
-                f"{candidate.name}/{candidate.addr} is a prohibited destination ({networks})",
+                f"{candidate.name}/{candidate.addr} is a prohibited destination ({listed})",
             )
     return None

@@ -52,12 +52,17 @@ class Policy(ABC):
 
     @abstractmethod
     def get_egress_path_config(
-        self, routing_domain: str, egress_source: str, site_name: str
+        self,
+        routing_domain: str,
+        egress_source: str,
+        site_name: str,
+        default: EgressPathConfig | None = None,
     ) -> EgressPathConfig:
         """KumoMTA's get_egress_path_config: how mail from `egress_source` to the site
-        `site_name` (MX rollup name, or mx_list:/literal) travels. No handler: KumoMTA's
-        defaults. Raises `PolicyRuntimeError` when the handler fails or rejects (never a
-        default then: smarthosted mail must not go to the public MX)."""
+        `site_name` (MX rollup name, or mx_list:/literal) travels. No handler: `default`
+        (delivery's settings), else KumoMTA's defaults. Raises `PolicyRuntimeError` when the
+        handler fails or rejects (never a default then: smarthosted mail must not go to the
+        public MX)."""
 
     @abstractmethod
     def get_egress_source(self, source_name: str) -> EgressSource:

@@ -143,9 +143,13 @@ class DeclarativePolicy(Policy):
     # "unspecified" source and pool; any other source or pool name is an error.
 
     def get_egress_path_config(
-        self, routing_domain: str, egress_source: str, site_name: str
+        self,
+        routing_domain: str,
+        egress_source: str,
+        site_name: str,
+        default: EgressPathConfig | None = None,
     ) -> EgressPathConfig:
-        return EgressPathConfig()
+        return EgressPathConfig() if default is None else default
 
     def get_egress_source(self, source_name: str) -> EgressSource:
         source = builtin_source(source_name)

@@ -201,12 +201,16 @@ class LuaPolicy(Policy):
         raise PolicyRuntimeError(str(out[1]), status, str(out[2]) if len(out) > 2 else "")
 
     def get_egress_path_config(
-        self, routing_domain: str, egress_source: str, site_name: str
+        self,
+        routing_domain: str,
+        egress_source: str,
+        site_name: str,
+        default: EgressPathConfig | None = None,
     ) -> EgressPathConfig:
         event = "get_egress_path_config"
         text = self._egress_event(event, routing_domain, egress_source, site_name)
         if text is None:
-            return EgressPathConfig()
+            return EgressPathConfig() if default is None else default
         return checked_result(event, text, EgressPathConfig.from_mapping)
 
     def get_egress_source(self, source_name: str) -> EgressSource:

@@ -1,4 +1,6 @@
-"""Token buckets for `max_message_rate`: pure arithmetic over an injected clock (milliseconds).
+"""Token buckets for KumoMTA's throttles (`max_message_rate` of a scheduled queue, an egress
+path's `max_message_rate` and `max_connection_rate`): pure arithmetic over an injected clock
+(milliseconds).
 
 A rate `limit/period` (e.g. 100 per second) becomes a bucket of `burst` tokens (default
 `limit`) refilled at `limit / period`: as KumoMTA's throttles, a queue may burst and then
@@ -9,6 +11,8 @@ messages pass. A throttled message just waits: it does not count as an attempt.
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from .durations import Rate
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +27,10 @@ class MessageRate:
     @property
     def capacity(self) -> int:
         return self.burst if self.burst is not None else self.limit
+
+    @classmethod
+    def from_rate(cls, rate: Rate) -> MessageRate:
+        return cls(rate.limit, rate.period_seconds * 1000, rate.max_burst)
 
     def __post_init__(self) -> None:
         if self.limit < 1 or self.period_ms < 1 or (self.burst is not None and self.burst < 1):
