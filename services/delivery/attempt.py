@@ -23,7 +23,6 @@ from ..core.domain.smtp_reply import ReplyKind, SmtpResponse, classify_reply
 from ..core.events import records
 from ..core.events.records import DeliveryOutcome, DeliveryRequest, OutcomeKind
 from ..core.policy import Policy
-from ..core.runtime.kumo_metrics import SMTP_CLIENT
 from ..core.runtime.settings import DeliverySettings
 from . import metrics
 from .egress import EgressDefaults, EgressPath, EgressResolver, EgressUnavailable
@@ -95,7 +94,12 @@ class Deliverer:
                 default_port=settings.smtp_port,
                 allow_prohibited=settings.allow_loopback,
             ),
-            PoolRegistry(path.limits, path.options),
+            PoolRegistry(
+                path.limits,
+                path.options,
+                on_created=metrics.pool_created,
+                on_forgotten=metrics.pool_forgotten,
+            ),
             EgressResolver(policy, defaults),
         )
 
@@ -166,6 +170,9 @@ class Deliverer:
             )
         except AllCandidatesFailed as failed:
             metrics.CONNECT_FAILURES.inc(len(failed.failures))
+            metrics.note_tls_failures(
+                pool.key.ready_queue, sum(1 for failure in failed.failures if failure.tls)
+            )
             return AttemptResult(
                 "TRANSIENT_FAILURE",
                 connect_failure_response(failed),
@@ -175,7 +182,7 @@ class Deliverer:
                 source,
             )
         if sent.new_connection:
-            metrics.CONNECTIONS_OPENED.inc(SMTP_CLIENT)
+            metrics.note_new_connection(pool.key.ready_queue, sent.tls)
         response = response_from_peer(sent.reply)
         kind = _OUTCOME_KIND[classify_reply(response).kind]
         return AttemptResult(

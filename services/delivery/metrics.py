@@ -2,7 +2,10 @@
 
 KumoMTA's names where the meaning is the same: `total_messages_delivered`, `_transfail` and
 `_fail` by `service` (`smtp_client` for all, `smtp_client:<source>-><site>@smtp_client` per
-ready queue, i.e. per connection pool), `connection_count` and `total_connection_count`.
+ready queue, i.e. per connection pool, so per egress source and site), `connection_count` and
+`total_connection_count` (the same two label kinds), `delayed_due_to_message_rate_throttle`
+by `queue` (the ready queue). KumoMTA has no name for the others: connection-rate waits and
+TLS outcomes per ready queue (`relaystream_delivery_*`).
 Per-ready-queue series are bounded (a busy MTA talks to hundreds of thousands of sites): the
 least recently counted are dropped past `PER_QUEUE_SERIES`, as KumoMTA prunes idle queues.
 Other labels stay low-cardinality: results, never message ids. Pool sizes are totals over
@@ -11,19 +14,22 @@ every pool, read from the pools at scrape time.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 
 from prometheus_client import REGISTRY, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from ..core.runtime.kumo_metrics import (
     CONNECTION_COUNT,
+    COUNTER_NAMES,
     SMTP_CLIENT,
     KumoCounter,
     smtp_client_service,
 )
-from .pool import PoolRegistry
+from .pool import ConnectionPool, PoolRegistry
 
 PER_QUEUE_SERIES = 2_000
 DELIVERED = KumoCounter(
@@ -59,6 +65,18 @@ CONNECT_FAILURES = Counter(
     "Candidate addresses that failed to give a ready SMTP session",
 )
 
+TLS_OUTCOMES = KumoCounter(
+    "relaystream_delivery_tls_outcomes",
+    "new SMTP connections by TLS outcome: tls (STARTTLS done), plaintext, or failed (the "
+    "egress path's enable_tls could not be honoured: no STARTTLS, refused, bad handshake)",
+    ("service", "outcome"),
+    max_series=PER_QUEUE_SERIES,
+)
+FORWARDED_TO_SITE_OWNER = Counter(
+    "relaystream_delivery_forwarded_to_site_owner",
+    "Requests handed to the `attempts` partition that owns their site (deployment-wide limits)",
+)
+
 FINISHED_ATTEMPT_SCANS = Counter(
     "relaystream_delivery_finished_attempt_scans",
     "Reads of an `outcomes` partition at the start of an assignment (see finished_attempts.py)",
@@ -67,6 +85,30 @@ SKIPPED_FINISHED_ATTEMPTS = Counter(
     "relaystream_delivery_skipped_finished_attempts",
     "Requests handed out again whose outcome was already written: not sent twice",
 )
+
+
+def note_new_connection(ready_queue: str, tls: bool) -> None:
+    service = smtp_client_service(ready_queue)
+    CONNECTIONS_OPENED.inc(SMTP_CLIENT)
+    CONNECTIONS_OPENED.inc(service)
+    TLS_OUTCOMES.inc(service, "tls" if tls else "plaintext")
+
+
+def note_tls_failures(ready_queue: str, count: int) -> None:
+    if count:
+        TLS_OUTCOMES.inc(smtp_client_service(ready_queue), "failed", amount=count)
+
+
+def pool_created(pool: ConnectionPool) -> None:
+    """A pool's own connection_count series, read from the pool at scrape time."""
+    CONNECTION_COUNT.labels(smtp_client_service(pool.key.ready_queue)).set_function(
+        lambda: pool.connections
+    )
+
+
+def pool_forgotten(pool: ConnectionPool) -> None:
+    with contextlib.suppress(KeyError):
+        CONNECTION_COUNT.remove(smtp_client_service(pool.key.ready_queue))
 
 
 def note_attempt(kind: str, ready_queue: str | None) -> None:
@@ -83,7 +125,7 @@ class PoolSizeCollector(Collector):
     def __init__(self, pools: Callable[[], PoolRegistry | None]) -> None:
         self._pools = pools
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[Metric]:
         registry = self._pools()
         pools = registry.pools() if registry is not None else []
         yield GaugeMetricFamily(
@@ -96,9 +138,34 @@ class PoolSizeCollector(Collector):
             "Connection pools (one per egress source and site) currently known",
             value=len(pools),
         )
+        # Counters of the pools alive now (a pool forgotten when idle takes its series along,
+        # as KumoMTA prunes idle ready queues).
+        for name, documentation, attribute in _POOL_COUNTERS:
+            # Typed untyped, as KumoCounter does: KumoMTA's counter names carry no `_total`.
+            family = Metric(name, documentation, "unknown")
+            for pool in pools:
+                family.add_sample(name, {"queue": pool.key.ready_queue}, getattr(pool, attribute))
+            yield family
 
-    def describe(self) -> Iterator[GaugeMetricFamily]:
+    def describe(self) -> Iterator[Metric]:
         return iter(())
+
+
+_POOL_COUNTERS = (
+    (
+        "delayed_due_to_message_rate_throttle",
+        "Number of times a message was delayed due to max_message_rate",
+        "throttled_messages",
+    ),
+    (
+        "relaystream_delivery_delayed_due_to_connection_rate_throttle",
+        "Number of times a new connection waited for the egress path's max_connection_rate",
+        "throttled_connections",
+    ),
+)
+
+
+COUNTER_NAMES.update(name for name, _, _ in _POOL_COUNTERS)
 
 
 class CurrentPools:

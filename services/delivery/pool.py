@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..core.domain.queue_name import ready_queue_name
 from ..core.domain.token_bucket import MessageRate, TokenBucket
 from .smtp_session import (
     ConnectFailed,
@@ -42,6 +43,10 @@ from .smtp_session import (
 class PoolKey:
     egress_source: str
     site: str
+
+    @property
+    def ready_queue(self) -> str:
+        return ready_queue_name(self.egress_source, self.site)
 
 
 @dataclass(frozen=True)
@@ -304,12 +309,22 @@ class PoolRegistry:
     # Forget unused pools every this many lookups: sites come and go with the traffic.
     PRUNE_EVERY = 1024
 
-    def __init__(self, limits: PoolLimits, options: SessionOptions) -> None:
+    def __init__(
+        self,
+        limits: PoolLimits,
+        options: SessionOptions,
+        *,
+        on_created: Callable[[ConnectionPool], None] | None = None,
+        on_forgotten: Callable[[ConnectionPool], None] | None = None,
+    ) -> None:
         # The limits and options of `pool(key)` without its own.
         self.limits = limits
         self.options = options
         self._pools: dict[PoolKey, ConnectionPool] = {}
         self._lookups = 0
+        # Metrics follow the pools (metrics.py): a series per pool while it lives.
+        self._on_created = on_created
+        self._on_forgotten = on_forgotten
 
     def pool(
         self,
@@ -328,6 +343,8 @@ class PoolRegistry:
         if pool is None:
             pool = ConnectionPool(key, limits, options)
             self._pools[key] = pool
+            if self._on_created is not None:
+                self._on_created(pool)
         elif pool.limits is not limits or pool.options is not options:
             pool.configure(limits, options)
         return pool
@@ -339,6 +356,8 @@ class PoolRegistry:
         for key, pool in list(self._pools.items()):
             if pool.is_unused:
                 del self._pools[key]
+                if self._on_forgotten is not None:
+                    self._on_forgotten(pool)
 
     async def aclose(self) -> None:
         pools, self._pools = list(self._pools.values()), {}

@@ -115,10 +115,12 @@ class PeerReply:
 class ConnectFailed(Exception):
     """The session could not be made ready; the next candidate address should be tried."""
 
-    def __init__(self, destination: Destination, reason: str) -> None:
+    def __init__(self, destination: Destination, reason: str, *, tls: bool = False) -> None:
         super().__init__(f"{destination}: {reason}")
         self.destination = destination
         self.reason = reason
+        # The TLS mode could not be honoured (no STARTTLS, refused, handshake failed).
+        self.tls = tls
 
 
 class StaleSession(Exception):
@@ -214,20 +216,22 @@ class SmtpSession:
         if not mode.wants_starttls("STARTTLS" in offered):
             return False, offered
         if "STARTTLS" not in offered:
-            raise ConnectFailed(destination, f"TLS mode {mode} but STARTTLS is not offered")
+            raise ConnectFailed(
+                destination, f"TLS mode {mode} but STARTTLS is not offered", tls=True
+            )
         connection.reply_timeout = timeouts.of("starttls")
         try:
             reply = await connection.command(b"STARTTLS\r\n")
         except ConnectionLost as lost:
-            raise ConnectFailed(destination, f"STARTTLS: {lost}") from None
+            raise ConnectFailed(destination, f"STARTTLS: {lost}", tls=True) from None
         if reply.code != 220:
-            raise ConnectFailed(destination, f"STARTTLS: {reply}")
+            raise ConnectFailed(destination, f"STARTTLS: {reply}", tls=True)
         try:
             await connection.start_tls(
                 client_context(mode, options.tls_ca_file), destination.peer_name
             )
         except (ssl.SSLError, OSError, ConnectionLost) as exc:
-            raise ConnectFailed(destination, f"TLS handshake failed: {exc}") from None
+            raise ConnectFailed(destination, f"TLS handshake failed: {exc}", tls=True) from None
         # RFC 3207: what the peer said before TLS no longer counts; ask again.
         connection.reply_timeout = timeouts.of("ehlo")
         offered = await SmtpSession._ehlo(connection, destination, options.ehlo_name)

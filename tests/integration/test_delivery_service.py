@@ -76,7 +76,7 @@ def delivery_request(message_id: str, queue: str, recipient: str) -> dict[str, A
         "content": b"Subject: via kafka\r\n\r\nhello\r\n",
         "meta": {"reception_protocol": '"HTTP"', "tenant": '"acme"'},
         "created_at": now,
-        "queue_config": json.dumps({"egress_pool": "pool-a"}),
+        "queue_config": json.dumps({}),
         "released_at": now,
     }
 
@@ -171,7 +171,7 @@ async def test_requests_on_attempts_become_mail_outcomes_and_logs(
     assert delivered["kind"] == "DELIVERED" and delivered["attempt"] == 1
     assert delivered["site"] == f"127.0.0.1:{sink.port}"
     assert delivered["peer_address"] == "127.0.0.1"
-    assert delivered["egress_pool"] == "pool-a"
+    assert (delivered["egress_pool"], delivered["egress_source"]) == ("unspecified",) * 2
     assert bounced["kind"] == "BOUNCE"
     assert bounced["response"]["code"] == 550
 
