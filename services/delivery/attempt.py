@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 from ..core.dns.resolver import MxResolver
-from ..core.domain.egress_source import UNSPECIFIED
+from ..core.domain.egress_source import UNSPECIFIED, EgressSource
 from ..core.domain.log_record import LogRecord, PeerAddress, RecordType, SourceAddress
 from ..core.domain.log_writer import ANONYMOUS, LogWriter
 from ..core.domain.queue_config import QueueConfig, QueueConfigError
@@ -26,7 +26,13 @@ from ..core.policy import Policy
 from ..core.runtime.settings import DeliverySettings
 from . import metrics
 from .egress import EgressDefaults, EgressPath, EgressResolver, EgressUnavailable
-from .planning import DeliveryPlan, DestinationPlanner, Undeliverable, destinations_for
+from .planning import (
+    DeliveryPlan,
+    DestinationPlanner,
+    ResolvedDestination,
+    Undeliverable,
+    destinations_for,
+)
 from .pool import AllCandidatesFailed, PoolKey, PoolRegistry
 from .smtp_session import Destination, PeerReply, SessionFacts
 
@@ -72,6 +78,20 @@ def connect_failure_response(failed: AllCandidatesFailed) -> SmtpResponse:
     return SmtpResponse.with_code(400, None, f"failed to connect to any candidate hosts: {failed}")
 
 
+@dataclass(frozen=True)
+class Planned:
+    """A request with its egress source and destination, ready to send (`Deliverer.send`)."""
+
+    request: DeliveryRequest
+    pool_name: str
+    source: EgressSource
+    destination: ResolvedDestination
+
+    @property
+    def site(self) -> str:
+        return self.destination.site
+
+
 class Deliverer:
     """Delivers DeliveryRequests; owns the planner, the egress resolver and the pools."""
 
@@ -107,8 +127,14 @@ class Deliverer:
         await self.pools.aclose()
 
     async def deliver(self, request: DeliveryRequest) -> AttemptResult:
+        """Plan and send one request (`plan`, then `send`)."""
         started = time.monotonic()
-        result = await self._deliver(request)
+        planned = await self.plan(request)
+        return await self.send(planned, started)
+
+    async def send(self, planned: Planned | AttemptResult, started: float) -> AttemptResult:
+        """Send a planned request (a result already known is only counted)."""
+        result = planned if isinstance(planned, AttemptResult) else await self._finish(planned)
         ready_queue = (
             ready_queue_name(result.egress_source, result.site)
             if result.egress_source and result.site
@@ -118,7 +144,8 @@ class Deliverer:
         metrics.DELIVERY_SECONDS.labels(result.metric_label).observe(time.monotonic() - started)
         return result
 
-    async def _deliver(self, request: DeliveryRequest) -> AttemptResult:
+    async def plan(self, request: DeliveryRequest) -> Planned | AttemptResult:
+        """The egress source and destination site of a request, or why it goes nowhere now."""
         try:
             config = QueueConfig.from_json(request["queue_config"])
         except QueueConfigError as error:
@@ -140,6 +167,15 @@ class Deliverer:
             return AttemptResult(
                 kind, resolved.response, resolved.site, None, pool_name, source.name
             )
+        return Planned(request, pool_name, source, resolved)
+
+    async def _finish(self, planned: Planned) -> AttemptResult:
+        request, pool_name, source, resolved = (
+            planned.request,
+            planned.pool_name,
+            planned.source,
+            planned.destination,
+        )
         routing_target = QueueName.parse(request["queue"]).effective_domain
         try:
             path = self.egress.path(routing_target, source, resolved.site)
@@ -155,7 +191,7 @@ class Deliverer:
             )
         plan = destinations_for(resolved.mx_plan, resolved.ordered, path.rules)
         if isinstance(plan, Undeliverable):
-            kind = "BOUNCE" if plan.permanent else "TRANSIENT_FAILURE"
+            kind: OutcomeKind = "BOUNCE" if plan.permanent else "TRANSIENT_FAILURE"
             return AttemptResult(kind, plan.response, plan.site, None, pool_name, source.name)
         return await self._send(request, plan, pool_name, path)
 

@@ -77,6 +77,11 @@ class Transaction:
     session: SessionFacts
 
 
+class SiteGivenUp(Exception):
+    """The pool retired (a rebalance) while this delivery waited for a token or a session:
+    nothing was sent; the request goes to the site's next owner."""
+
+
 class AllCandidatesFailed(Exception):
     """No candidate address gave a ready session; `failures` says why for each one."""
 
@@ -116,9 +121,27 @@ class ConnectionPool:
         self._background: set[asyncio.Task[None]] = set()
         self._message_bucket = _bucket(limits.message_rate)
         self._connection_bucket = _bucket(limits.connection_rate)
+        # Sessions opened before `retire` are closed when they come back, not pooled.
+        self._generation = 0
+        self._born: dict[SmtpSession, int] = {}
         self.throttled_messages = 0
         self.throttled_connections = 0
         self.messages_sent = 0
+
+    async def retire(self) -> None:
+        """Give the site up (another process takes it over): close the idle sessions now,
+        those lent out when they come back, and start the throttles empty."""
+        async with self._changed:
+            self._generation += 1
+            idle, self._idle = self._idle, []
+            for session in idle:
+                self._idle_timers.pop(session).cancel()
+                self._born.pop(session, None)
+            self._count -= len(idle)
+            self._changed.notify_all()
+        self._message_bucket = _bucket(self.limits.message_rate)
+        self._connection_bucket = _bucket(self.limits.connection_rate)
+        await asyncio.gather(*(session.close() for session in idle))
 
     def configure(self, limits: PoolLimits, options: SessionOptions) -> None:
         """Apply a refreshed path config: limits at the next lease, options at the next
@@ -165,8 +188,11 @@ class ConnectionPool:
 
         Raises AllCandidatesFailed when no session could be opened.
         """
-        if self._message_bucket is not None and await _take(self._message_bucket):
+        generation = self._generation
+        if self._message_bucket is not None and await self._take(self._message_bucket):
             self.throttled_messages += 1
+        if generation != self._generation:
+            raise SiteGivenUp(str(self.key))
         # Every idle session may have gone stale at once (the peer restarted): one more try
         # than there can be sessions always reaches a freshly opened one.
         for _ in range(self.limits.connection_limit):
@@ -190,11 +216,26 @@ class ConnectionPool:
                 session.facts,
             )
 
+    async def _take(self, bucket: TokenBucket) -> bool:
+        """Wait for one token; whether the caller had to wait (it was throttled). Raises
+        SiteGivenUp when the pool retires meanwhile."""
+        generation = self._generation
+        waited = False
+        while not bucket.try_take(_now_ms()):
+            waited = True
+            await asyncio.sleep(max(0, bucket.next_token_at(_now_ms()) - _now_ms()) / 1000)
+            if generation != self._generation:
+                raise SiteGivenUp(str(self.key))
+        return waited
+
     async def _acquire(self, candidates: Sequence[Destination]) -> SmtpSession:
+        generation = self._generation
         async with self._changed:
             while True:
                 if self._closed:
                     raise RuntimeError(f"connection pool {self.key} is closed")
+                if generation != self._generation:
+                    raise SiteGivenUp(str(self.key))
                 session = self._take_idle()
                 if session is not None:
                     return session
@@ -207,7 +248,7 @@ class ConnectionPool:
                 finally:
                     self._waiting -= 1
         try:
-            if self._connection_bucket is not None and await _take(self._connection_bucket):
+            if self._connection_bucket is not None and await self._take(self._connection_bucket):
                 self.throttled_connections += 1
             session = await open_first_ready(candidates, self.options)
         except BaseException:
@@ -215,6 +256,7 @@ class ConnectionPool:
                 self._count -= 1
                 self._changed.notify()
             raise
+        self._born[session] = self._generation
         return session
 
     def _take_idle(self) -> SmtpSession | None:
@@ -225,6 +267,7 @@ class ConnectionPool:
             if session.is_usable:
                 return session
             self._count -= 1
+            self._born.pop(session, None)
             self._close_in_background(session)
         return None
 
@@ -233,6 +276,7 @@ class ConnectionPool:
             not self._closed
             and session.is_usable
             and session.transactions < self.limits.max_deliveries_per_connection
+            and self._born.get(session) == self._generation
         )
         if not reusable:
             await self._discard(session)
@@ -246,6 +290,7 @@ class ConnectionPool:
             self._changed.notify()
 
     async def _discard(self, session: SmtpSession) -> None:
+        self._born.pop(session, None)
         async with self._changed:
             self._count -= 1
             self._changed.notify()
@@ -260,6 +305,7 @@ class ConnectionPool:
                 return  # taken for a delivery just before the timer fired
             self._idle.remove(session)
             del self._idle_timers[session]
+            self._born.pop(session, None)
             self._count -= 1
             self._changed.notify()
         await session.close()
@@ -287,20 +333,13 @@ class ConnectionPool:
 
 
 def _bucket(rate: MessageRate | None) -> TokenBucket | None:
-    return None if rate is None else TokenBucket(rate, _now_ms())
+    # Empty at first: this process may be taking the site over from another that just spent
+    # the burst; together they then stay within one bucket's bound (README, "Egress limits").
+    return None if rate is None else TokenBucket(rate, _now_ms(), full=False)
 
 
 def _now_ms() -> int:
     return int(asyncio.get_running_loop().time() * 1000)
-
-
-async def _take(bucket: TokenBucket) -> bool:
-    """Wait for one token; whether the caller had to wait (it was throttled)."""
-    waited = False
-    while not bucket.try_take(_now_ms()):
-        waited = True
-        await asyncio.sleep(max(0, bucket.next_token_at(_now_ms()) - _now_ms()) / 1000)
-    return waited
 
 
 class PoolRegistry:
@@ -358,6 +397,11 @@ class PoolRegistry:
                 del self._pools[key]
                 if self._on_forgotten is not None:
                     self._on_forgotten(pool)
+
+    async def retire_all(self) -> None:
+        """Every pool gives its site up (`ConnectionPool.retire`): at a rebalance, before
+        another delivery process may take the sites over."""
+        await asyncio.gather(*(pool.retire() for pool in self._pools.values()))
 
     async def aclose(self) -> None:
         pools, self._pools = list(self._pools.values()), {}

@@ -18,7 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Iterable
 from typing import cast
+
+from aiokafka import TopicPartition
 
 from ..core.dns.resolver import MxResolver
 from ..core.domain.log_writer import ANONYMOUS, LogWriter
@@ -32,8 +36,9 @@ from ..core.policy import service_policy
 from ..core.policy.bounce_classifier import log_writer
 from ..core.runtime.service import ServiceRuntime, ServiceSpec
 from . import metrics
-from .attempt import AttemptResult, Deliverer, log_event, outcome_event
+from .attempt import AttemptResult, Deliverer, Planned, log_event, outcome_event
 from .finished_attempts import FinishedAttempts
+from .pool import SiteGivenUp
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +49,38 @@ def decode_request(data: bytes) -> DeliveryRequest:
     """A DeliveryRequest from `attempts`; DecodeError (dead-lettered) for anything else."""
     _, record = decode(data, expected="DeliveryRequest")
     return cast(DeliveryRequest, record)
+
+
+# Marks a request handed to its site's owner: delivered where it lands, never handed on again
+# (two processes whose DNS caches disagree on the site must not pass it back and forth).
+SITE_OWNER_HEADER = "relaystream-site-owner"
+
+
+class SiteOwnership:
+    """Which `attempts` partition owns each destination site, and whether this process holds
+    it: one process at a time delivers to a site, so the egress path's limits, applied per
+    process, hold for the whole deployment (README, "Egress limits across instances")."""
+
+    def __init__(self, partitions: int) -> None:
+        self._partitions = partitions
+        self._held: frozenset[int] = frozenset()
+
+    def partition_of(self, site: str) -> int:
+        return partition_for_queue(site, self._partitions)
+
+    def owner_elsewhere(self, site: str, record: ConsumedRecord[DeliveryRequest]) -> int | None:
+        """The partition to hand the request to, or None to deliver it here: it was handed
+        here already, or this process holds its site's partition."""
+        if any(name == SITE_OWNER_HEADER for name, _ in record.headers):
+            return None
+        owner = self.partition_of(site)
+        return None if owner in self._held else owner
+
+    def assigned(self, partitions: Iterable[int]) -> None:
+        self._held = frozenset(partitions)
+
+    def revoked(self) -> None:
+        self._held = frozenset()
 
 
 class DeliveryHandler:
@@ -57,8 +94,10 @@ class DeliveryHandler:
         outcome_partitions: int,
         finished: FinishedAttempts,
         log_writer: LogWriter = ANONYMOUS,
+        sites: SiteOwnership | None = None,
     ) -> None:
         self._deliverer = deliverer
+        self._sites = sites
         self._log_writer = log_writer
         self._producer = producer
         self._topics = topics
@@ -79,8 +118,35 @@ class DeliveryHandler:
                 extra={"id": request["id"], "attempt": request["attempt"]},
             )
             return
-        result = await self._deliverer.deliver(request)
+        started = time.monotonic()
+        planned = await self._deliverer.plan(request)
+        if isinstance(planned, Planned) and self._sites is not None:
+            owner = self._sites.owner_elsewhere(planned.site, record)
+            if owner is not None:
+                await self._forward(record, planned.site, owner)
+                return
+        try:
+            result = await self._deliverer.send(planned, started)
+        except SiteGivenUp:
+            # Not recorded and not committed (its partition was revoked): the record is
+            # handed out again to the process that owns the site now.
+            log.info("site handed over while waiting: left to its next owner")
+            return
         await self._record(request, result, partition)
+
+    async def _forward(
+        self, record: ConsumedRecord[DeliveryRequest], site: str, partition: int
+    ) -> None:
+        """Hand the request as it came to the `attempts` partition that owns its site; this
+        record is done once Kafka has it (its offset may then be committed)."""
+        metrics.FORWARDED_TO_SITE_OWNER.inc()
+        await self._producer.send(
+            self._topics.attempts.name,
+            record.raw_value,
+            key=record.key,
+            partition=partition,
+            headers=[(SITE_OWNER_HEADER, site.encode("utf-8"))],
+        )
 
     async def _record(
         self, request: DeliveryRequest, result: AttemptResult, partition: int
@@ -122,6 +188,11 @@ async def main(runtime: ServiceRuntime) -> None:
                 producer, topic=topics.dead_letter.name, service=SERVICE_NAME, encode=encode
             )
             finished = FinishedAttempts(bootstrap, topics.outcomes.name, client_id=client_id)
+            sites = (
+                SiteOwnership(await producer.partitions_for(topics.attempts.name))
+                if settings.delivery.site_ownership
+                else None
+            )
             handler = DeliveryHandler(
                 deliverer,
                 producer,
@@ -129,7 +200,21 @@ async def main(runtime: ServiceRuntime) -> None:
                 await producer.partitions_for(topics.outcomes.name),
                 finished,
                 writer,
+                sites,
             )
+
+            def assigned(partitions: frozenset[TopicPartition]) -> None:
+                finished.new_assignment(tp.partition for tp in partitions)
+                if sites is not None:
+                    sites.assigned(tp.partition for tp in partitions)
+
+            async def revoked(partitions: frozenset[TopicPartition]) -> None:
+                # Another process may own these sites next: it must find no connection of
+                # ours open and no burst of ours just spent.
+                if sites is not None:
+                    sites.revoked()
+                    await deliverer.pools.retire_all()
+
             consumer: EventConsumer[DeliveryRequest] = EventConsumer(
                 bootstrap,
                 group_id=runtime.group_id(SERVICE_NAME),
@@ -139,7 +224,8 @@ async def main(runtime: ServiceRuntime) -> None:
                 dead_letters=dead_letters,
                 client_id=client_id,
                 group_instance_id=settings.runtime.kafka_group_instance_id,
-                on_assigned=lambda tps: finished.new_assignment(tp.partition for tp in tps),
+                on_assigned=assigned,
+                on_revoked=revoked,
             )
             async with consumer:
                 runtime.health.set_ready(True)

@@ -16,6 +16,7 @@ import asyncio
 import socket
 import ssl
 import subprocess
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,8 @@ class ReceivedMessage:
     content: bytes
     peer: Any
     tls: bool
+    # When the sink accepted it (time.monotonic()): rate checks.
+    received_at: float = field(default_factory=time.monotonic)
 
 
 @dataclass

@@ -17,10 +17,12 @@ from delivery_sinks import (
     start_sink,
 )
 
+from relaystream.core.domain.token_bucket import MessageRate
 from relaystream.delivery.pool import (
     AllCandidatesFailed,
     ConnectionPool,
     PoolLimits,
+    SiteGivenUp,
 )
 from relaystream.delivery.smtp_session import (
     Destination,
@@ -299,3 +301,35 @@ async def test_a_stale_idle_connection_is_replaced_transparently(sink: SmtpSink)
     await restarted.close()
     assert reply.code == 250
     assert len(restarted.messages) == 1
+
+
+async def test_a_retired_pool_gives_its_site_up(sink: SmtpSink) -> None:
+    """At a rebalance another process may take the site over: idle sessions close at once,
+    a session lent out closes when it comes back, and a delivery waiting for a session
+    gives up (SiteGivenUp) instead of sending after the handover."""
+    pool = make_pool(PoolLimits(connection_limit=1, idle_timeout=30.0))
+    await deliver(pool, [to(sink)])
+    assert pool.idle_connections == 1
+    await pool.retire()
+    assert (pool.connections, pool.idle_connections) == (0, 0)
+    await sink.wait_for_active_connections(0)
+
+    async with pool.lease([to(sink)]):
+        waiting = asyncio.create_task(deliver(pool, [to(sink)]))
+        await asyncio.sleep(0)  # let it queue for the only session
+        await pool.retire()
+        with pytest.raises(SiteGivenUp):
+            await waiting
+    # The lent session was opened before the retirement: closed, not pooled.
+    assert pool.connections == 0
+    await sink.wait_for_active_connections(0)
+    await pool.aclose()
+
+
+async def test_a_message_rate_starts_with_an_empty_bucket(sink: SmtpSink) -> None:
+    """A new owner of a site may follow one that just spent its burst: it starts empty, so
+    its first message waits for a token."""
+    pool = make_pool(PoolLimits(message_rate=MessageRate(1000, 1000)))
+    await deliver(pool, [to(sink)])
+    assert pool.throttled_messages == 1
+    await pool.aclose()

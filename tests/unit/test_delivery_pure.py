@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from relaystream.core.kafka.consumer import ConsumedRecord
 from relaystream.delivery.attempt import response_from_peer
+from relaystream.delivery.service import SITE_OWNER_HEADER, SiteOwnership
 from relaystream.delivery.smtp_session import PeerReply
 from relaystream.delivery.tls import TlsMode
 
@@ -51,3 +53,21 @@ def test_a_multiline_peer_reply_keeps_its_enhanced_code_once() -> None:
 def test_a_reply_without_enhanced_code() -> None:
     response = response_from_peer(PeerReply(250, "ok", "DATA"))
     assert (response.code, response.enhanced_code, response.content) == (250, None, "ok")
+
+
+def test_a_site_is_delivered_by_the_holder_of_its_partition_only() -> None:
+    sites = SiteOwnership(8)
+    owner = sites.partition_of("mx.example.com")
+    plain = ConsumedRecord("attempts", 0, 1, b"k", None, b"v", 0, ())
+    handed = ConsumedRecord("attempts", 0, 1, b"k", None, b"v", 0, ((SITE_OWNER_HEADER, b"x"),))
+    assert sites.owner_elsewhere("mx.example.com", plain) == owner  # nothing held yet
+    sites.assigned([owner])
+    assert sites.owner_elsewhere("mx.example.com", plain) is None
+    other = next(
+        s for s in (f"mx{n}.example" for n in range(100)) if sites.partition_of(s) != owner
+    )
+    assert sites.owner_elsewhere(other, plain) == sites.partition_of(other)
+    # Handed over once already: delivered where it landed, never passed on again.
+    assert sites.owner_elsewhere(other, handed) is None
+    sites.revoked()
+    assert sites.owner_elsewhere("mx.example.com", plain) == owner

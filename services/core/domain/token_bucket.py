@@ -42,9 +42,11 @@ class TokenBucket:
 
     __slots__ = ("_tokens", "_updated_at", "rate")
 
-    def __init__(self, rate: MessageRate, now_ms: int) -> None:
+    def __init__(self, rate: MessageRate, now_ms: int, *, full: bool = True) -> None:
+        """`full=False` starts empty: the bucket of an owner taking over from another, which
+        may have just spent the burst (the pair then stays within one bucket's bound)."""
         self.rate = rate
-        self._tokens = float(rate.capacity)
+        self._tokens = float(rate.capacity) if full else 0.0
         self._updated_at = now_ms
 
     def _refill(self, now_ms: int) -> None:

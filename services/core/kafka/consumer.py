@@ -105,9 +105,13 @@ class EventConsumer(Generic[V]):
         heartbeat_interval_ms: int = HEARTBEAT_INTERVAL_MS,
         max_partition_fetch_bytes: int = 1024 * 1024,
         on_assigned: Callable[[frozenset[TopicPartition]], None] | None = None,
+        on_revoked: Callable[[frozenset[TopicPartition]], Awaitable[None]] | None = None,
     ) -> None:
         self._group = group_id
         self._on_assigned_hook = on_assigned
+        # Awaited after the revoked partitions' in-flight records drained, before the
+        # rebalance goes on: what the member must give up before another may take over.
+        self._on_revoked_hook = on_revoked
         self._topics = list(topics)
         self._decode = decode
         self._reject_on = reject_on
@@ -350,6 +354,8 @@ class EventConsumer(Generic[V]):
                     "records still in flight at rebalance: they will be redelivered",
                     extra={"in_flight": len(pending)},
                 )
+        if self._on_revoked_hook is not None:
+            await self._on_revoked_hook(frozenset(revoked))
         await self.commit(revoked)
         for tp in revoked:
             self._states.pop(tp, None)

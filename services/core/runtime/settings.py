@@ -617,16 +617,33 @@ class DeliverySettings:
         default=None,
         metadata=_about(_optional_string, "name sent in EHLO; default: this host's FQDN"),
     )
-    egress_source: str = field(
-        default="unspecified",
-        metadata=_about(_string, "egress source name (logs, connection pool key)"),
-    )
     source_address: str | None = field(
         default=None,
-        metadata=_about(_optional_string, "local IP outbound connections bind to"),
+        metadata=_about(
+            _optional_string,
+            "local IP the built-in 'unspecified' egress source binds to (a policy's "
+            "sources name their own)",
+        ),
+    )
+    site_ownership: bool = field(
+        default=True,
+        metadata=_about(
+            _boolean,
+            "hand each request to the delivery instance owning its site (the `attempts` "
+            "partition its site name hashes to), so that egress limits hold for the whole "
+            "deployment; false: each instance applies them alone",
+        ),
     )
 
     def validate(self) -> None:
+        if self.source_address is not None:
+            try:
+                ipaddress.ip_address(self.source_address)
+            except ValueError:
+                raise SettingsError(
+                    "RELAYSTREAM_DELIVERY_SOURCE_ADDRESS: expected an IP address, "
+                    f"got {self.source_address!r}"
+                ) from None
         # The names of the delivery service's TlsMode (services/delivery/tls.py).
         modes = ("opportunistic", "opportunisticinsecure", "required", "requiredinsecure")
         if self.tls_mode.lower() not in (*modes, "disabled"):
