@@ -138,6 +138,22 @@ class PoolSizeCollector(Collector):
             "Connection pools (one per egress source and site) currently known",
             value=len(pools),
         )
+        ready = GaugeMetricFamily(
+            "ready_count", "number of messages in the ready queue", labels=["service"]
+        )
+        states = GaugeMetricFamily(
+            "relaystream_delivery_ready_queue_state",
+            "1 while a ready queue is in a state (connection_limited, "
+            "connection_rate_throttled, message_rate_throttled): deliveries are waiting on it",
+            labels=["queue", "state"],
+        )
+        for pool in pools:
+            if pool.ready_count:
+                ready.add_metric([smtp_client_service(pool.key.ready_queue)], pool.ready_count)
+            for state in pool.states:
+                states.add_metric([pool.key.ready_queue, state], 1)
+        yield ready
+        yield states
         # Counters of the pools alive now (a pool forgotten when idle takes its series along,
         # as KumoMTA prunes idle ready queues).
         for name, documentation, attribute in _POOL_COUNTERS:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +38,11 @@ from .smtp_session import (
     SmtpSession,
     StaleSession,
 )
+
+# Ready-queue states (KumoMTA's ready-q-states names; the message-rate one is relaystream's).
+CONNECTION_LIMITED = "connection_limited"
+CONNECTION_RATE_THROTTLED = "connection_rate_throttled"
+MESSAGE_RATE_THROTTLED = "message_rate_throttled"
 
 
 @dataclass(frozen=True)
@@ -127,6 +133,13 @@ class ConnectionPool:
         self.throttled_messages = 0
         self.throttled_connections = 0
         self.messages_sent = 0
+        # Deliveries in this pool now: waiting for a token or a session, or sending (the
+        # ready queue's ready_count).
+        self.ready_count = 0
+        # Since when (time.time()) deliveries wait for a session at connection_limit, for a
+        # max_connection_rate token, for a max_message_rate token; None: not now.
+        self.states: dict[str, float] = {}
+        self._waiting_for: dict[str, int] = {}
 
     async def retire(self) -> None:
         """Give the site up (another process takes it over): close the idle sessions now,
@@ -188,19 +201,25 @@ class ConnectionPool:
 
         Raises AllCandidatesFailed when no session could be opened.
         """
-        generation = self._generation
-        if self._message_bucket is not None and await self._take(self._message_bucket):
-            self.throttled_messages += 1
-        if generation != self._generation:
-            raise SiteGivenUp(str(self.key))
-        # Every idle session may have gone stale at once (the peer restarted): one more try
-        # than there can be sessions always reaches a freshly opened one.
-        for _ in range(self.limits.connection_limit):
-            try:
-                return await self._send_once(candidates, sender, recipient, content)
-            except StaleSession:
-                continue
-        return await self._send_once(candidates, sender, recipient, content)
+        self.ready_count += 1
+        try:
+            generation = self._generation
+            if self._message_bucket is not None and await self._take(
+                self._message_bucket, MESSAGE_RATE_THROTTLED
+            ):
+                self.throttled_messages += 1
+            if generation != self._generation:
+                raise SiteGivenUp(str(self.key))
+            # Every idle session may have gone stale at once (the peer restarted): one more
+            # try than there can be sessions always reaches a freshly opened one.
+            for _ in range(self.limits.connection_limit):
+                try:
+                    return await self._send_once(candidates, sender, recipient, content)
+                except StaleSession:
+                    continue
+            return await self._send_once(candidates, sender, recipient, content)
+        finally:
+            self.ready_count -= 1
 
     async def _send_once(
         self, candidates: Sequence[Destination], sender: str, recipient: str, content: bytes
@@ -216,17 +235,24 @@ class ConnectionPool:
                 session.facts,
             )
 
-    async def _take(self, bucket: TokenBucket) -> bool:
-        """Wait for one token; whether the caller had to wait (it was throttled). Raises
-        SiteGivenUp when the pool retires meanwhile."""
+    async def _take(self, bucket: TokenBucket, state: str) -> bool:
+        """Wait for one token; whether the caller had to wait (it was throttled: the pool
+        is in `state` meanwhile). Raises SiteGivenUp when the pool retires meanwhile."""
+        if bucket.try_take(_now_ms()):
+            return False
         generation = self._generation
-        waited = False
-        while not bucket.try_take(_now_ms()):
-            waited = True
-            await asyncio.sleep(max(0, bucket.next_token_at(_now_ms()) - _now_ms()) / 1000)
-            if generation != self._generation:
-                raise SiteGivenUp(str(self.key))
-        return waited
+        self._waiting_for[state] = self._waiting_for.get(state, 0) + 1
+        self.states.setdefault(state, time.time())
+        try:
+            while not bucket.try_take(_now_ms()):
+                await asyncio.sleep(max(0, bucket.next_token_at(_now_ms()) - _now_ms()) / 1000)
+                if generation != self._generation:
+                    raise SiteGivenUp(str(self.key))
+        finally:
+            self._waiting_for[state] -= 1
+            if not self._waiting_for[state]:
+                self.states.pop(state, None)
+        return True
 
     async def _acquire(self, candidates: Sequence[Destination]) -> SmtpSession:
         generation = self._generation
@@ -243,12 +269,17 @@ class ConnectionPool:
                     self._count += 1
                     break
                 self._waiting += 1
+                self.states.setdefault(CONNECTION_LIMITED, time.time())
                 try:
                     await self._changed.wait()
                 finally:
                     self._waiting -= 1
+                    if not self._waiting:
+                        self.states.pop(CONNECTION_LIMITED, None)
         try:
-            if self._connection_bucket is not None and await self._take(self._connection_bucket):
+            if self._connection_bucket is not None and await self._take(
+                self._connection_bucket, CONNECTION_RATE_THROTTLED
+            ):
                 self.throttled_connections += 1
             session = await open_first_ready(candidates, self.options)
         except BaseException:

@@ -333,3 +333,18 @@ async def test_a_message_rate_starts_with_an_empty_bucket(sink: SmtpSink) -> Non
     await deliver(pool, [to(sink)])
     assert pool.throttled_messages == 1
     await pool.aclose()
+
+
+async def test_a_pool_reports_its_ready_queue_states(sink: SmtpSink) -> None:
+    pool = make_pool(PoolLimits(connection_limit=1, message_rate=MessageRate(1000, 1000)))
+    async with pool.lease([to(sink)]):
+        waiting = asyncio.create_task(deliver(pool, [to(sink)]))
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if "connection_limited" in pool.states:
+                break
+        assert set(pool.states) == {"connection_limited"}
+        assert pool.ready_count == 1
+    await waiting
+    assert (pool.states, pool.ready_count) == ({}, 0)
+    await pool.aclose()
