@@ -18,7 +18,7 @@ from ..core.domain.egress_source import UNSPECIFIED, EgressSource
 from ..core.domain.log_record import LogRecord, PeerAddress, RecordType, SourceAddress
 from ..core.domain.log_writer import ANONYMOUS, LogWriter
 from ..core.domain.queue_config import QueueConfig, QueueConfigError
-from ..core.domain.queue_name import QueueName, ready_queue_name
+from ..core.domain.queue_name import ready_queue_name
 from ..core.domain.smtp_reply import ReplyKind, SmtpResponse, classify_reply
 from ..core.events import records
 from ..core.events.records import DeliveryOutcome, DeliveryRequest, OutcomeKind
@@ -176,9 +176,8 @@ class Deliverer:
             planned.source,
             planned.destination,
         )
-        routing_target = QueueName.parse(request["queue"]).effective_domain
         try:
-            path = self.egress.path(routing_target, source, resolved.site)
+            path = self.egress.path(resolved.routing_target, source, resolved.site)
         except EgressUnavailable as unavailable:
             # Never a default path: smarthosted mail must not leak to the public MX.
             return AttemptResult(

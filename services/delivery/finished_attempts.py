@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any
 
@@ -29,6 +30,8 @@ log = logging.getLogger(__name__)
 
 # The outcomes' and the requests' producers run on different machines.
 CLOCK_SKEW_MS = 60_000
+# Attempts this process finished, remembered (about 100 bytes each).
+RECENT_FINISHED = 100_000
 
 AttemptKey = tuple[str, int]
 
@@ -41,6 +44,14 @@ class FinishedAttempts:
         self._topic = outcomes_topic
         self._client_id = client_id
         self._scans: dict[int, asyncio.Task[frozenset[AttemptKey]]] = {}
+        # What this process finished itself: a request handed to its site's owner twice (the
+        # forwarding process crashed before committing) is not sent twice.
+        self._recent: OrderedDict[AttemptKey, None] = OrderedDict()
+
+    def note_finished(self, message_id: str, attempt: int) -> None:
+        self._recent[(message_id, attempt)] = None
+        if len(self._recent) > RECENT_FINISHED:
+            self._recent.popitem(last=False)
 
     def new_assignment(self, partitions: Iterable[int]) -> None:
         """Forget every scan: other instances may have delivered meanwhile. (Handlers still
@@ -53,6 +64,8 @@ class FinishedAttempts:
     ) -> bool:
         """Whether `outcomes` partition `partition` held this attempt's outcome when the
         partition's first request of this assignment (stamped `request_ms`) arrived."""
+        if (message_id, attempt) in self._recent:
+            return True
         scan = self._scans.get(partition)
         if scan is None:
             scan = asyncio.ensure_future(self._scan(partition, request_ms - CLOCK_SKEW_MS))

@@ -9,7 +9,8 @@
 
 The lookups and their caching are core/dns's `MxResolver`; the decisions (site names,
 ordering, null MX, prohibited destinations, the failure replies) are core/domain/mx_plan.py.
-This module only turns their result into SMTP destinations or an `Undeliverable` verdict.
+This module only turns their result into SMTP destinations or an `Undeliverable` verdict,
+under the egress path's address rules (`AddressRules`: port, prohibited_hosts, skip_hosts).
 """
 
 from __future__ import annotations
@@ -62,6 +63,8 @@ class ResolvedDestination:
     site: str
     mx_plan: MxPlan
     ordered: tuple[ResolvedAddress, ...]
+    # The queue's routing domain (or domain): what get_egress_path_config is asked about.
+    routing_target: str
 
 
 @dataclass(frozen=True)
@@ -113,7 +116,7 @@ class DestinationPlanner:
         if mx_plan.is_null_mx:
             return Undeliverable(null_mx_response(), mx_plan.site_name, permanent=True)
         ordered = await self._resolver.connection_candidates(mx_plan, self._rng)
-        return ResolvedDestination(mx_plan.site_name, mx_plan, tuple(ordered))
+        return ResolvedDestination(mx_plan.site_name, mx_plan, tuple(ordered), routing_target)
 
 
 def destinations_for(

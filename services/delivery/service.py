@@ -10,6 +10,11 @@ produces, and waits for Kafka to acknowledge:
   scheduler that released the request owns that partition and applies the outcome);
 - a Delivery, TransientFailure or Bounce LogRecord on `log`, key = message id.
 
+One instance at a time delivers to a site (`SiteOwnership`): a request whose site hashes to
+an `attempts` partition this instance does not hold is handed to that partition, so the
+egress path's limits, applied per connection pool, hold for the whole deployment. At a
+rebalance the pools retire before the partitions go (README, "Egress").
+
 On SIGTERM intake stops, in-flight deliveries finish, offsets are committed, then the SMTP
 connections close.
 """
@@ -17,6 +22,7 @@ connections close.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Iterable
@@ -56,6 +62,12 @@ def decode_request(data: bytes) -> DeliveryRequest:
 SITE_OWNER_HEADER = "relaystream-site-owner"
 
 
+@functools.lru_cache(maxsize=65_536)
+def _site_partition(site: str, partitions: int) -> int:
+    # murmur2 in Python costs microseconds per message; sites repeat.
+    return partition_for_queue(site, partitions)
+
+
 class SiteOwnership:
     """Which `attempts` partition owns each destination site, and whether this process holds
     it: one process at a time delivers to a site, so the egress path's limits, applied per
@@ -66,7 +78,7 @@ class SiteOwnership:
         self._held: frozenset[int] = frozenset()
 
     def partition_of(self, site: str) -> int:
-        return partition_for_queue(site, self._partitions)
+        return _site_partition(site, self._partitions)
 
     def owner_elsewhere(self, site: str, record: ConsumedRecord[DeliveryRequest]) -> int | None:
         """The partition to hand the request to, or None to deliver it here: it was handed
@@ -133,6 +145,7 @@ class DeliveryHandler:
             log.info("site handed over while waiting: left to its next owner")
             return
         await self._record(request, result, partition)
+        self._finished.note_finished(request["id"], request["attempt"])
 
     async def _forward(
         self, record: ConsumedRecord[DeliveryRequest], site: str, partition: int

@@ -6,6 +6,7 @@ import pytest
 
 from relaystream.core.kafka.consumer import ConsumedRecord
 from relaystream.delivery.attempt import response_from_peer
+from relaystream.delivery.finished_attempts import FinishedAttempts
 from relaystream.delivery.service import SITE_OWNER_HEADER, SiteOwnership
 from relaystream.delivery.smtp_session import PeerReply
 from relaystream.delivery.tls import TlsMode
@@ -71,3 +72,10 @@ def test_a_site_is_delivered_by_the_holder_of_its_partition_only() -> None:
     assert sites.owner_elsewhere(other, handed) is None
     sites.revoked()
     assert sites.owner_elsewhere("mx.example.com", plain) == owner
+
+
+async def test_an_attempt_this_process_finished_is_not_sent_twice() -> None:
+    # No broker: what this process finished itself needs no read of `outcomes`.
+    finished = FinishedAttempts("127.0.0.1:1", "outcomes", client_id="test")
+    finished.note_finished("a" * 32, 2)
+    assert await finished.contains(0, 0, "a" * 32, 2)
