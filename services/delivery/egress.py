@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Generic, NoReturn, TypeVar
+from typing import Generic, TypeVar
 
 from ..core.domain.durations import Rate
 from ..core.domain.egress import ConfigRefreshStrategy, EgressPathConfig, Tls
@@ -85,7 +85,7 @@ class EgressDefaults:
         command = timedelta(seconds=settings.command_timeout_seconds)
         path = EgressPathConfig(
             connection_limit=LimitSpec(settings.connection_limit),
-            enable_tls=Tls(_tls_name(settings.tls_mode)),
+            enable_tls=Tls(TlsMode.parse(settings.tls_mode).value),
             enable_pipelining=settings.enable_pipelining,
             connect_timeout=timedelta(seconds=settings.connect_timeout_seconds),
             banner_timeout=timedelta(seconds=settings.banner_timeout_seconds),
@@ -113,13 +113,6 @@ class EgressDefaults:
             tls_ca_file=settings.tls_ca_file,
             allow_loopback=settings.allow_loopback,
         )
-
-
-def _tls_name(text: str) -> str:
-    for mode in Tls:
-        if mode.value.lower() == text.strip().lower():
-            return mode.value
-    raise ValueError(f"unknown TLS mode {text!r}: expected one of {[t.value for t in Tls]}")
 
 
 @dataclass(frozen=True)
@@ -280,11 +273,7 @@ class EgressResolver:
         if cached is not None:
             return cached
         try:
-            pool = (
-                self._policy.get_egress_pool(name)
-                if self._policy is not None
-                else builtin_pool(name) or _raise(no_handler("get_egress_pool", name))
-            )
+            pool = self._ask_pool(name)
         except PolicyRuntimeError as err:
             raise self._failed("get_egress_pool", name, err) from err
         self._pools.put(name, pool, pool.ttl.total_seconds())
@@ -297,15 +286,22 @@ class EgressResolver:
         if cached is not None:
             return cached
         try:
-            source = (
-                self._policy.get_egress_source(name)
-                if self._policy is not None
-                else _raise(no_handler("get_egress_source", name))
-            )
+            if self._policy is None:
+                raise no_handler("get_egress_source", name)
+            source = self._policy.get_egress_source(name)
         except PolicyRuntimeError as err:
             raise self._failed("get_egress_source", name, err) from err
         self._sources.put(name, source, source.ttl.total_seconds())
         return source
+
+    def _ask_pool(self, name: str) -> EgressPool:
+        if self._policy is not None:
+            return self._policy.get_egress_pool(name)
+        # Without a policy only KumoMTA's built-in "unspecified" pool exists.
+        pool = builtin_pool(name)
+        if pool is None:
+            raise no_handler("get_egress_pool", name)
+        return pool
 
     @staticmethod
     def _failed(event: str, name: str, err: PolicyRuntimeError) -> EgressUnavailable:
@@ -314,7 +310,3 @@ class EgressResolver:
             extra={"event": event, "argument": name, "error": str(err)},
         )
         return EgressUnavailable(event, name, str(err))
-
-
-def _raise(error: Exception) -> NoReturn:
-    raise error

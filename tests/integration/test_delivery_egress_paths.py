@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from delivery_sinks import SmtpSink, start_sink
+from prometheus_client import REGISTRY
 
 from relaystream.core.dns.resolver import MxResolver
 from relaystream.core.events.records import DeliveryRequest
@@ -104,6 +105,8 @@ async def test_sources_bind_their_addresses_in_the_pools_weights(sink: SmtpSink)
 
 async def test_the_sites_path_sets_tls_port_limit_and_ehlo(sink: SmtpSink) -> None:
     deliverer = deliverer_for(sink)
+    ready_queue = "smtp_client:ip-2->mx_list:127.0.0.1@smtp_client"
+    plaintext_before = metrics.TLS_OUTCOMES.value(ready_queue, "plaintext")
     try:
         # Eight at once through one (source, site): the path's connection_limit (2) holds,
         # not the settings' 32.
@@ -111,6 +114,8 @@ async def test_the_sites_path_sets_tls_port_limit_and_ehlo(sink: SmtpSink) -> No
             *(deliverer.deliver(request("example.test", n=n, pool="solo")) for n in range(8))
         )
         most_at_once = sink.stats.connections_max_active
+        # The ready queue's own connection_count series (both sessions idle in the pool now).
+        open_now = REGISTRY.get_sample_value("connection_count", {"service": ready_queue})
         required = await deliverer.deliver(
             _with_mx_list(request("required.test"), [f"127.0.0.1:{sink.port}"])
         )
@@ -123,6 +128,8 @@ async def test_the_sites_path_sets_tls_port_limit_and_ehlo(sink: SmtpSink) -> No
         await deliverer.aclose()
     assert {result.kind for result in delivered} == {"DELIVERED"}
     assert most_at_once == 2
+    assert open_now == 2
+    assert metrics.TLS_OUTCOMES.value(ready_queue, "plaintext") - plaintext_before == 2
     # Required on a sink without STARTTLS: no session, transient, and counted as a TLS failure.
     assert required.kind == "TRANSIENT_FAILURE"
     assert "STARTTLS is not offered" in required.response.content
