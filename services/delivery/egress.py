@@ -20,7 +20,7 @@ import socket
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import timedelta
 from pathlib import Path
 from typing import Generic, TypeVar
@@ -212,6 +212,38 @@ def _rate(rate: Rate | None) -> MessageRate | None:
     return None if rate is None else MessageRate.from_rate(rate)
 
 
+# The path config fields delivery applies (EgressPath.derive, the resolver's cache); any
+# other one a policy sets is logged once as not applied.
+APPLIED_PATH_FIELDS = frozenset(
+    {
+        "connection_limit",
+        "enable_tls",
+        "enable_pipelining",
+        "connect_timeout",
+        "banner_timeout",
+        "ehlo_timeout",
+        "starttls_timeout",
+        "mail_from_timeout",
+        "rcpt_to_timeout",
+        "data_timeout",
+        "data_dot_timeout",
+        "rset_timeout",
+        "idle_timeout",
+        "max_deliveries_per_connection",
+        "smtp_port",
+        "ehlo_domain",
+        "max_message_rate",
+        "max_connection_rate",
+        "prohibited_hosts",
+        "skip_hosts",
+        "refresh_interval",
+        "refresh_strategy",
+    }
+)
+UNAPPLIED_PATH_FIELDS = frozenset(f.name for f in fields(EgressPathConfig)) - APPLIED_PATH_FIELDS
+_KUMO_DEFAULTS = EgressPathConfig()
+
+
 # "Epoch" path configs stay until the policy changes: a process-long deadline.
 FOREVER_SECONDS = 10.0 * 365 * 24 * 3600
 
@@ -231,6 +263,7 @@ class EgressResolver:
         self._sources: ExpiringCache[str, EgressSource] = ExpiringCache(clock)
         self._paths: ExpiringCache[tuple[str, str], EgressPath] = ExpiringCache(clock)
         self._round_robin: dict[str, RoundRobinState] = {}
+        self._warned: set[str] = set()
 
     def choose_source(self, pool_name: str | None) -> EgressChoice:
         """The next source of the queue's pool. Raises EgressUnavailable."""
@@ -265,8 +298,20 @@ class EgressResolver:
             else config.refresh_interval.total_seconds()
         )
         path = EgressPath.derive(source, config, self.defaults)
+        self._warn_unapplied(config)
         self._paths.put(key, path, seconds)
         return path
+
+    def _warn_unapplied(self, config: EgressPathConfig) -> None:
+        """One warning per field a policy sets that delivery does not apply yet: accepted
+        (KumoMTA policies set them), never silently."""
+        for name in UNAPPLIED_PATH_FIELDS - self._warned:
+            if getattr(config, name) != getattr(_KUMO_DEFAULTS, name):
+                self._warned.add(name)
+                log.warning(
+                    "egress path field not applied by relaystream's delivery yet",
+                    extra={"field": name},
+                )
 
     def _pool(self, name: str) -> EgressPool:
         cached = self._pools.get(name)

@@ -154,7 +154,8 @@ class ConnectionPool:
             self._changed.notify_all()
         self._message_bucket = _bucket(self.limits.message_rate)
         self._connection_bucket = _bucket(self.limits.connection_rate)
-        await asyncio.gather(*(session.close() for session in idle))
+        # A peer slow to answer QUIT must not fail the rebalance this runs in.
+        await asyncio.gather(*(session.close() for session in idle), return_exceptions=True)
 
     def configure(self, limits: PoolLimits, options: SessionOptions) -> None:
         """Apply a refreshed path config: limits at the next lease, options at the next

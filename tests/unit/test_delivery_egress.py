@@ -152,3 +152,23 @@ def test_without_a_path_handler_the_settings_are_the_defaults() -> None:
     assert (path.rules.default_port, path.limits.connection_limit) == (2526, 7)
     assert path.options.tls_mode is TlsMode.DISABLED
     assert path.options.ehlo_name == "settings.example"
+
+
+def test_a_path_field_delivery_does_not_apply_is_warned_about_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    policy = policy_from_source(
+        "local kumo = require 'kumo'\n"
+        "kumo.on('get_egress_path_config', function(domain, source, site)\n"
+        "  return kumo.make_egress_path { additional_connection_limits = { everything = 10 },\n"
+        "    connection_limit = 5 }\n"
+        "end)\n",
+        "policy.lua",
+    )
+    egress = resolver(policy)
+    source = egress.choose_source(None).source
+    with caplog.at_level("WARNING", logger="relaystream.delivery.egress"):
+        for site in ("mx.one", "mx.two"):
+            assert egress.path("example.com", source, site).limits.connection_limit == 5
+    warned = [r for r in caplog.records if "not applied" in r.getMessage()]
+    assert [getattr(r, "field", None) for r in warned] == ["additional_connection_limits"]
