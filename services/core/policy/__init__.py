@@ -9,6 +9,15 @@ from .base import Policy, content_hash
 from .loader import policy_from_file, policy_from_source, service_policy
 from .types import (
     HANDLER_FOR_PROTOCOL,
+    SMTP_AUTH_PLAIN,
+    SMTP_CONNECTION_ACCEPTED,
+    SMTP_EHLO,
+    SMTP_MAIL_FROM,
+    SMTP_RCPT_TO,
+    SMTP_SESSION_EVENTS,
+    ConnectionMeta,
+    EventResult,
+    EventReturned,
     JsonValue,
     PolicyAccepted,
     PolicyFailed,
@@ -23,6 +32,15 @@ from .types import (
 
 __all__ = [
     "HANDLER_FOR_PROTOCOL",
+    "SMTP_AUTH_PLAIN",
+    "SMTP_CONNECTION_ACCEPTED",
+    "SMTP_EHLO",
+    "SMTP_MAIL_FROM",
+    "SMTP_RCPT_TO",
+    "SMTP_SESSION_EVENTS",
+    "ConnectionMeta",
+    "EventResult",
+    "EventReturned",
     "JsonValue",
     "Policy",
     "PolicyAccepted",

@@ -5,14 +5,22 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from ..domain.bounce_class import RuleSet
 from ..domain.egress import EgressPathConfig
 from ..domain.egress_source import EgressPool, EgressSource
 from ..domain.listener_domain import ListenerDomain
 from ..domain.log_hook import LogHookDeclaration
-from .types import JsonValue, PolicyMessage, PolicyResult, ReceptionProtocol
+from .types import (
+    ConnectionMeta,
+    EventResult,
+    EventReturned,
+    JsonValue,
+    PolicyMessage,
+    PolicyResult,
+    ReceptionProtocol,
+)
 
 
 def content_hash(text: str) -> str:
@@ -33,10 +41,27 @@ class Policy(ABC):
 
     @abstractmethod
     def on_message_received(
-        self, protocol: ReceptionProtocol, message: PolicyMessage
+        self,
+        protocol: ReceptionProtocol,
+        message: PolicyMessage,
+        connection: ConnectionMeta | None = None,
     ) -> PolicyResult:
         """Runs the reception handler for `protocol` on one message. Never raises for a
-        policy failure: that is a `PolicyFailed` result."""
+        policy failure: that is a `PolicyFailed` result. `connection` is the SMTP session's
+        metadata (conn_meta, changed in place by conn_meta:set_meta); None when there is no
+        live session (HTTP, Kafka, a replay), where conn_meta reads the message's meta."""
+
+    def has_handler(self, event: str) -> bool:
+        """Whether the policy registered a handler for `event` (KumoMTA's name)."""
+        return False
+
+    def on_smtp_event(
+        self, event: str, args: Sequence[object], connection: ConnectionMeta
+    ) -> EventResult:
+        """Runs the handlers of an SMTP-time event (types.SMTP_SESSION_EVENTS) with KumoMTA's
+        arguments (`args`, before conn_meta; smtp_server_ehlo's extension list after it).
+        Never raises for a policy failure. A policy without such handlers returns nothing."""
+        return EventReturned()
 
     @abstractmethod
     def get_queue_config(

@@ -38,6 +38,7 @@ from ..domain.queue_config import QueueConfig, QueueConfigError
 from .base import Policy, content_hash
 from .egress_events import builtin_pool, builtin_source, no_handler
 from .types import (
+    ConnectionMeta,
     JsonValue,
     PolicyAccepted,
     PolicyLoadError,
@@ -116,7 +117,10 @@ class DeclarativePolicy(Policy):
         self._queue_rules = [rule for rule in self.rules if rule.queue_config is not None]
 
     def on_message_received(
-        self, protocol: ReceptionProtocol, message: PolicyMessage
+        self,
+        protocol: ReceptionProtocol,
+        message: PolicyMessage,
+        connection: ConnectionMeta | None = None,
     ) -> PolicyResult:
         meta = dict(message.meta)
         for rule in self._message_rules:

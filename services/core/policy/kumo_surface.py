@@ -24,6 +24,12 @@ RUN_EVENTS: frozenset[str] = frozenset(
         "get_egress_path_config",
         "get_egress_source",
         "get_egress_pool",
+        # Run by ingest during the SMTP dialogue.
+        "smtp_server_connection_accepted",
+        "smtp_server_ehlo",
+        "smtp_server_mail_from",
+        "smtp_server_rcpt_to",
+        "smtp_server_auth_plain",
     }
 )
 
@@ -42,14 +48,9 @@ NOT_RUN_EVENTS: frozenset[str] = frozenset(
         "should_enqueue_log_record",
         "shutdown_logging",
         "smtp_client_rewrite_delivery_status",
-        "smtp_server_auth_plain",
-        "smtp_server_connection_accepted",
         "smtp_server_data",
-        "smtp_server_ehlo",
         "smtp_server_get_dynamic_parameters",
-        "smtp_server_mail_from",
         "smtp_server_message_deferred_inject",
-        "smtp_server_rcpt_to",
         "smtp_server_rewrite_response",
         "smtp_server_split_transaction",
         "spool_message_enumerated",

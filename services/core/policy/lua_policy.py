@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,10 @@ from .namespaces.bounce_classifier import configured_bounce_rules
 from .namespaces.extras_host import declared_log_hooks
 from .types import (
     HANDLER_FOR_PROTOCOL,
+    SMTP_SESSION_EVENTS,
+    ConnectionMeta,
+    EventResult,
+    EventReturned,
     JsonValue,
     PolicyAccepted,
     PolicyFailed,
@@ -93,6 +97,7 @@ class LuaPolicy(Policy):
         self.content_hash = content_hash(source)
         self._deadline_seconds = limits.deadline_seconds
         self._current: PolicyMessage | None = None
+        self._connection: ConnectionMeta | None = None
         # What was already logged at this load: one line per event or configuration call.
         self._logged_once: set[str] = set()
         self._runtime = new_sandbox_runtime(limits)
@@ -119,8 +124,11 @@ class LuaPolicy(Policy):
             host_table(host, host_callbacks(host)),
             self._runtime.table_from([self._runtime.table(*entry) for entry in NAMESPACE_SOURCES]),
             self._runtime.table_from(EXTRAS_SOURCES),
+            self._lookup_conn_meta,
         )
         self._run_message = engine.run_message
+        self._run_event = engine.run_event
+        self._take_conn_changes = engine.take_conn_changes
         self._run_queue_config = engine.run_queue_config
         self._run_egress_event = engine.run_egress_event
         self._run_listener_domain = engine.run_listener_domain
@@ -130,7 +138,8 @@ class LuaPolicy(Policy):
         self.bounce_rule_sets = configured_bounce_rules(host)
         self.log_hooks = declared_log_hooks(host)
         self._handler_defined = {
-            event: bool(engine.has_handler(event)) for event in set(HANDLER_FOR_PROTOCOL.values())
+            event: bool(engine.has_handler(event))
+            for event in set(HANDLER_FOR_PROTOCOL.values()) | SMTP_SESSION_EVENTS
         }
 
     def _call_engine_at_load(self, load_policy: Any, source: str, name: str) -> tuple[Any, ...]:
@@ -140,13 +149,17 @@ class LuaPolicy(Policy):
             raise PolicyLoadError(f"{name}: {err}") from err
 
     def on_message_received(
-        self, protocol: ReceptionProtocol, message: PolicyMessage
+        self,
+        protocol: ReceptionProtocol,
+        message: PolicyMessage,
+        connection: ConnectionMeta | None = None,
     ) -> PolicyResult:
         event = HANDLER_FOR_PROTOCOL[protocol]
         if not self._handler_defined[event]:
             return PolicyAccepted(dict(message.meta))
         self._current = message
         state = self._message_slot.state = MessageState(message)
+        self._connection = connection
         try:
             out = self._run_message(self._deadline(), event, message.id)
         except (lua54.LuaError, lua54.LuaMemoryError, UnicodeError, OverflowError) as err:
@@ -154,8 +167,10 @@ class LuaPolicy(Policy):
             # returning the results); the message fails, the service carries on.
             return PolicyFailed("memory" if isinstance(err, MemoryError) else "error", str(err))
         finally:
+            self._apply_conn_changes(connection)
             self._current = None
             self._message_slot.state = None
+            self._connection = None
         if out.__class__ is str:
             return _accepted(dict(message.meta), state)
         status = out[0]
@@ -174,6 +189,44 @@ class LuaPolicy(Policy):
         if status == "reject":
             return PolicyRejected(int(out[1]), str(out[2]))
         return PolicyFailed(status, str(out[1]), str(out[2]) if len(out) > 2 else "")
+
+    def has_handler(self, event: str) -> bool:
+        return self._handler_defined.get(event, False)
+
+    def on_smtp_event(
+        self, event: str, args: Sequence[object], connection: ConnectionMeta
+    ) -> EventResult:
+        if not self._handler_defined.get(event, False):
+            return EventReturned()
+        lua_args = [
+            self._runtime.table_from(arg) if isinstance(arg, list | tuple) else arg for arg in args
+        ]
+        self._connection = connection
+        try:
+            out = _as_tuple(self._run_event(self._deadline(), event, *lua_args))
+        except (lua54.LuaError, lua54.LuaMemoryError, UnicodeError, OverflowError) as err:
+            return PolicyFailed("memory" if isinstance(err, MemoryError) else "error", str(err))
+        finally:
+            self._apply_conn_changes(connection)
+            self._connection = None
+        status = out[0]
+        if status in ("none", "ok"):
+            return EventReturned(json.loads(out[1]) if len(out) > 1 else None)
+        if status == "reject":
+            return PolicyRejected(int(out[1]), str(out[2]))
+        return PolicyFailed(status, str(out[1]), str(out[2]) if len(out) > 2 else "")
+
+    def _apply_conn_changes(self, connection: ConnectionMeta | None) -> None:
+        """conn_meta:set_meta of the call that just ended, onto the session's metadata (a
+        replay without a session drops them: its connection is long gone)."""
+        changes = self._take_conn_changes()
+        if changes is None or connection is None:
+            return
+        for key, value in json.loads(changes):
+            if value is None:
+                connection.pop(key, None)
+            else:
+                connection[key] = value
 
     def get_queue_config(
         self,
@@ -287,6 +340,18 @@ class LuaPolicy(Policy):
         if message is None or not isinstance(key, str):
             return None
         value = message.meta.get(key)
+        if isinstance(value, dict | list):
+            return self._runtime.table_from(value, recursive=True)
+        return value
+
+    def _lookup_conn_meta(self, key: object) -> object:
+        """conn_meta:get_meta: the session's metadata; without a session (HTTP, Kafka, a
+        replay) the message's original meta, which ingest filled from the session."""
+        if self._connection is None:
+            return self._lookup_meta(key)
+        if not isinstance(key, str):
+            return None
+        value = self._connection.get(key)
         if isinstance(value, dict | list):
             return self._runtime.table_from(value, recursive=True)
         return value

@@ -7,7 +7,8 @@
 -- Python object: the Python callbacks below are upvalues of Lua closures only.
 local py_meta, py_print, py_monotonic, guards_source,
   budget_step, budget_ticks, deadline_seconds, py_event_registered, configuration_calls,
-  py_configuration_call, py_getenv, py_warning, host, namespace_sources, extras_sources = ...
+  py_configuration_call, py_getenv, py_warning, host, namespace_sources, extras_sources,
+  py_conn_meta = ...
 
 local SANDBOX_SOURCE = "=relaystream-sandbox"
 -- Chunks named "=relaystream-..." are relaystream's own (the sandbox, guards.lua, the kumo
@@ -448,18 +449,56 @@ function Message:get_meta(key)
   return nil
 end
 
--- The connection metadata passed to smtp_server_message_received. Connection facts are
--- copied onto every message's meta at reception, so this reads the message's original meta.
+-- The connection metadata (KumoMTA's ConnectionMetaData) passed to the SMTP-time events. It
+-- reads the session's metadata (py_conn_meta: ingest's per-session values); set_meta records
+-- the change here and Python applies it to the session after the call (take_conn_changes),
+-- so later events of the session see it. Replaying a recorded message (routing, audit) has
+-- no session: it then reads the message's original meta, which holds the session's values.
+local conn_active = false -- an event handler is running with a connection
+local conn_sets = nil -- key -> value set by this call (NULL_VALUE for nil)
+local conn_order, conn_n = {}, 0
+local NULL_VALUE = {}
 local ConnMeta = {}
 local conn_meta = setmetatable({}, { __index = ConnMeta, __metatable = false, __name = "ConnectionMetaData" })
 function ConnMeta:get_meta(key)
-  if current == nil then
-    error("conn_meta:get_meta() called outside a message handler", 2)
+  if current == nil and not conn_active then
+    error("conn_meta:get_meta() called outside an event handler", 2)
   end
-  return py_meta(key)
+  local value = conn_sets and conn_sets[key]
+  if value ~= nil then
+    if value == NULL_VALUE then
+      return nil
+    end
+    return deep_copy(value, 0)
+  end
+  return py_conn_meta(key)
 end
-function ConnMeta:set_meta()
-  error("conn_meta:set_meta: connection metadata is read-only in relaystream; use msg:set_meta", 2)
+function ConnMeta:set_meta(key, value)
+  if current == nil and not conn_active then
+    error("conn_meta:set_meta() called outside an event handler", 2)
+  end
+  if type(key) ~= "string" or utf8_len(key) == nil then
+    error("conn_meta:set_meta: the key must be a UTF-8 string, got a " .. type(key), 2)
+  end
+  local copy = NULL_VALUE
+  if value ~= nil then
+    local ok, checked = pcall(json_copy, value, 0)
+    if not ok then
+      if exhausted or checked == MEMORY_ERROR then
+        error(checked, 0)
+      end
+      error("conn_meta:set_meta('" .. key .. "'): " .. tostring(checked), 2)
+    end
+    copy = checked
+  end
+  if conn_sets == nil then
+    conn_sets = {}
+  end
+  if conn_sets[key] == nil then
+    conn_n = conn_n + 1
+    conn_order[conn_n] = key
+  end
+  conn_sets[key] = copy
 end
 
 ---------------------------------------------------------------------------------------------
@@ -1005,6 +1044,76 @@ function engine.run_listener_domain(deadline_at, domain, listener, meta)
     return "error", "get_listener_domain result: " .. tostring(text), ""
   end
   return "ok", text
+end
+
+-- The SMTP-time events (smtp_server_connection_accepted, _ehlo, _mail_from, _rcpt_to,
+-- _auth_plain): runs each handler of `event` in registration order with the arguments
+-- KumoMTA passes (an EnvelopeAddress where KumoMTA passes one, then conn_meta, then any extra
+-- argument). Returns "none" (no handler), "ok" and the JSON text of the last handler's
+-- non-nil return value (or nothing), or the outcome of a failure (a kumo.reject included).
+local ADDRESS_EVENTS = { smtp_server_mail_from = true, smtp_server_rcpt_to = true }
+function engine.run_event(deadline_at, event, ...)
+  local handlers = multi_handlers[event]
+  if handlers == nil or #handlers == 0 then
+    return "none"
+  end
+  local args = table_pack(...)
+  if ADDRESS_EVENTS[event] then
+    args[1] = lib.make_address(args[1])
+  end
+  -- conn_meta goes after the event's own arguments (KumoMTA's order), before any extra one.
+  local own = (event == "smtp_server_connection_accepted") and 0
+    or (event == "smtp_server_auth_plain") and 3 or 1
+  local call_args = {}
+  for i = 1, own do
+    call_args[i] = args[i]
+  end
+  call_args[own + 1] = conn_meta
+  for i = own + 1, args.n do
+    call_args[i + 1] = args[i]
+  end
+  local n = args.n + 1
+  local returned = nil
+  conn_active = true
+  for i = 1, #handlers do
+    start_budget(deadline_at)
+    local ok, result = xpcall(handlers[i], on_error, table_unpack(call_args, 1, n))
+    stop_budget()
+    if not ok then
+      conn_active = false
+      return outcome(result)
+    end
+    if result ~= nil then
+      returned = result
+    end
+  end
+  conn_active = false
+  if returned == nil then
+    return "ok"
+  end
+  local encoded, text = pcall(encode_value, returned, 0)
+  if not encoded then
+    return "error", event .. " returned a value JSON cannot carry: " .. tostring(text), ""
+  end
+  return "ok", text
+end
+
+-- What the last call's conn_meta:set_meta changed, as JSON text: [[key, value], ...] in the
+-- order first set (value null: removed). Clears the record.
+function engine.take_conn_changes()
+  if conn_n == 0 then
+    return nil
+  end
+  local parts = {}
+  for i = 1, conn_n do
+    local key = conn_order[i]
+    local value = conn_sets[key]
+    parts[i] = "[" .. encode_value(key, 0) .. ","
+      .. (value == NULL_VALUE and "null" or encode_value(value, 0)) .. "]"
+    conn_order[i] = nil
+  end
+  conn_sets, conn_n = nil, 0
+  return "[" .. table_concat(parts, ",") .. "]"
 end
 
 return engine

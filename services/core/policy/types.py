@@ -10,6 +10,22 @@ JsonValue: TypeAlias = str | int | float | bool | list["JsonValue"] | dict[str, 
 
 ReceptionProtocol: TypeAlias = Literal["ESMTP", "HTTP", "Kafka"]
 
+# The SMTP-time events ingest runs during the dialogue, before the message handler (KumoMTA's
+# names; each gets conn_meta).
+SMTP_CONNECTION_ACCEPTED = "smtp_server_connection_accepted"
+SMTP_EHLO = "smtp_server_ehlo"
+SMTP_MAIL_FROM = "smtp_server_mail_from"
+SMTP_RCPT_TO = "smtp_server_rcpt_to"
+SMTP_AUTH_PLAIN = "smtp_server_auth_plain"
+SMTP_SESSION_EVENTS = frozenset(
+    {SMTP_CONNECTION_ACCEPTED, SMTP_EHLO, SMTP_MAIL_FROM, SMTP_RCPT_TO, SMTP_AUTH_PLAIN}
+)
+
+# KumoMTA's connection metadata: one SMTP session's values (received_from, received_via,
+# hostname, authn_id, ... and what the policy's conn_meta:set_meta adds), as JSON values.
+# The policy changes it in place.
+ConnectionMeta: TypeAlias = dict[str, JsonValue]
+
 # Event handler run for each reception protocol. KumoMTA has no Kafka reception: a message
 # published upstream onto Kafka is an API injection like an HTTP one, so it gets the
 # `http_message_generated` handler (without KumoMTA's auth_info argument).
@@ -112,3 +128,14 @@ class PolicyFailed:
 
 
 PolicyResult: TypeAlias = PolicyAccepted | PolicyRejected | PolicyFailed
+
+
+@dataclass(frozen=True, slots=True)
+class EventReturned:
+    """An SMTP-time event handler returned normally; `value` is what it returned (None:
+    nothing), e.g. smtp_server_ehlo's extension list or smtp_server_auth_plain's verdict."""
+
+    value: JsonValue = None
+
+
+EventResult: TypeAlias = EventReturned | PolicyRejected | PolicyFailed

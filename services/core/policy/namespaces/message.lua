@@ -66,6 +66,8 @@ local function make_address(text)
   end
   return setmetatable({ user = user, domain = domain, email = text }, AddressMeta)
 end
+-- The SMTP-time events (sandbox.lua, engine.run_event) hand out the same addresses.
+lib.make_address = make_address
 
 -- An address argument: a string, or an EnvelopeAddress (anything with a string `email`).
 local function address_text(method, value)
