@@ -52,6 +52,7 @@ def accepted_messages(
                 "reception_protocol": reception.protocol,
                 "received_at": reception.received_at,
                 "transaction_id": reception.transaction_id,
+                "reception_policy": None,  # ingest.reception fills it in
             }
         )
     return events

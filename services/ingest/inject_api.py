@@ -25,6 +25,7 @@ from aiohttp import web
 
 from ..core.domain.envelope import EnvelopeAddress, EnvelopeAddressError
 from ..core.events.records import MessageAccepted
+from ..core.policy import ReceptionProtocol
 from . import metrics
 from .accepted_messages import Reception, accepted_messages
 from .acceptor import AcceptanceFailed, AtomicAcceptor
@@ -32,10 +33,11 @@ from .inject_limits import BadJson, parse_json_body
 from .inject_request import InjectRequest, InvalidRequest, parse_inject_request
 from .message_builder import MessageBuildError, build_message
 from .message_ids import new_message_id
+from .reception import ReceptionPolicy, Refused
 
 log = logging.getLogger(__name__)
 
-PROTOCOL = "HTTP"
+PROTOCOL: ReceptionProtocol = "HTTP"
 INJECT_PATH = "/api/inject/v1"
 
 
@@ -93,9 +95,12 @@ def _invalid(status: int, reasons: list[str]) -> web.Response:
 
 
 class InjectApi:
-    def __init__(self, config: InjectApiConfig, acceptor: AtomicAcceptor) -> None:
+    def __init__(
+        self, config: InjectApiConfig, acceptor: AtomicAcceptor, reception: ReceptionPolicy
+    ) -> None:
         self._config = config
         self._acceptor = acceptor
+        self._reception = reception
 
     def application(self) -> web.Application:
         app = web.Application(client_max_size=self._config.max_request_bytes)
@@ -167,6 +172,25 @@ class InjectApi:
                 metrics.MESSAGES_REJECTED.labels(PROTOCOL, "bad_recipient").inc()
                 failed.append(recipient.email)
                 errors.append(f"{recipient.email}: {error}")
+        # http_message_generated before anything is accepted; as in KumoMTA, a recipient
+        # whose message the handler refuses (kumo.reject, or a policy failure) fails alone.
+        received = await self._reception.receive(PROTOCOL, events)
+        events = []
+        for result in received:
+            if isinstance(result, Refused):
+                failure = result.failure is not None
+                metrics.MESSAGES_REJECTED.labels(
+                    PROTOCOL, "policy_failed" if failure else "policy_rejected"
+                ).inc()
+                if failure:
+                    log.warning(
+                        "injection refused: the policy failed",
+                        extra={"recipient": result.recipient, "error": result.failure},
+                    )
+                failed.append(result.recipient)
+                errors.append(f"{result.recipient}: {result.reply}")
+            else:
+                events.append(result)
         if events:
             try:
                 await self._acceptor.accept(events)

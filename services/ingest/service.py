@@ -20,10 +20,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..core.kafka.topics import TopicCatalog, TopicRole
+from ..core.policy import configured_policy
 from ..core.runtime.service import ServiceMain, ServiceRuntime, ServiceSpec
 from ..core.runtime.settings import IngestSettings, Settings, SettingsError
 from .acceptor import AtomicAcceptor
 from .inject_api import InjectApi, InjectApiConfig, InjectListener, TokensRequired, require_tokens
+from .reception import ReceptionPolicy
 from .smtp_server import SmtpListener, SmtpPolicy
 from .smtp_users import SmtpUsers, UsersFileError
 from .submissions import AcceptedPartitions, SubmissionConverter
@@ -103,7 +105,13 @@ def ingest_main(*, started: Callable[[IngestEndpoints], None] | None = None) -> 
             tokens_required = require_tokens(ingest.http_bind, tokens)
         except (UsersFileError, TokensRequired) as error:
             raise SettingsError(str(error)) from error
-        policy = SmtpPolicy(
+        # The policy's reception events run here, before the client gets its answer.
+        policy = configured_policy(
+            settings.routing.policy_path, settings.routing.policy_deadline_seconds
+        )
+        log.info("policy loaded", extra={"policy": policy.name, "policy_hash": policy.content_hash})
+        reception = ReceptionPolicy(policy)
+        smtp_policy = SmtpPolicy(
             hostname=hostname,
             relay_networks=ingest.relay_networks,
             max_message_size=ingest.max_message_size,
@@ -131,8 +139,8 @@ def ingest_main(*, started: Callable[[IngestEndpoints], None] | None = None) -> 
         )
         await acceptor.start()
         try:
-            smtp = SmtpListener(policy, acceptor)
-            http = InjectListener(InjectApi(api_config, acceptor))
+            smtp = SmtpListener(smtp_policy, acceptor, reception)
+            http = InjectListener(InjectApi(api_config, acceptor, reception))
             try:
                 await smtp.start(ingest.smtp_bind, ingest.smtp_port)
                 await http.start(ingest.http_bind, ingest.http_port)
@@ -145,6 +153,7 @@ def ingest_main(*, started: Callable[[IngestEndpoints], None] | None = None) -> 
                         max_message_size=ingest.max_message_size,
                         hostname=hostname,
                         service=SERVICE_NAME,
+                        reception=reception,
                     )
 
                 submit = SubmitLoop(
@@ -174,6 +183,7 @@ def ingest_main(*, started: Callable[[IngestEndpoints], None] | None = None) -> 
                 await http.stop()
         finally:
             await acceptor.stop()
+            reception.close()
 
     return main
 

@@ -15,6 +15,15 @@ Replies (enhanced status codes per RFC 3463):
   bare LF gets 550 5.5.2 and the session is closed (as Postfix does), unless
   `invalid_line_endings` allows or fixes it (then it is read as if it ended in CRLF).
 - AUTH PLAIN/LOGIN only over TLS, or from a loopback client; 535 5.7.8 for bad credentials.
+- The policy's SMTP-time events run during the dialogue (reception.py), as in KumoMTA:
+  smtp_server_connection_accepted before the banner, smtp_server_ehlo at EHLO/HELO,
+  smtp_server_mail_from at MAIL, smtp_server_rcpt_to at RCPT (after relay control),
+  smtp_server_auth_plain for a user the users file does not know, and
+  smtp_server_message_received on each message before the reply to DATA. `kumo.reject(code,
+  text)` in any of them is the reply to that command (421 also closes the session); refusing
+  one message of a transaction refuses the transaction, and nothing of it is accepted. A
+  policy failure (error, budget, deadline) answers `451 4.3.0 technical difficulties` (421
+  at connection, 454 4.7.0 at AUTH): nothing is accepted and the client retries.
 
 aiosmtpd words some of its own replies without enhanced codes; `IngestSMTP.push` rewrites those
 few (the table below), the rest of the protocol engine is aiosmtpd's. It reads each command
@@ -24,6 +33,7 @@ line up to a LF and takes any byte in it; `CommandLineReader` checks each line a
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import ipaddress
 import logging
@@ -37,6 +47,19 @@ from typing import Any, AnyStr, cast
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from ..core.domain.envelope import EnvelopeAddress, EnvelopeAddressError
+from ..core.policy import (
+    SMTP_AUTH_PLAIN,
+    SMTP_CONNECTION_ACCEPTED,
+    SMTP_EHLO,
+    SMTP_MAIL_FROM,
+    SMTP_RCPT_TO,
+    ConnectionMeta,
+    EventResult,
+    EventReturned,
+    PolicyFailed,
+    ReceptionProtocol,
+)
+from ..core.policy.types import POLICY_FAILURE_CODE, POLICY_FAILURE_TEXT
 from ..core.runtime.settings import InvalidLineEndings, Network
 from . import metrics
 from .accepted_messages import Reception, accepted_messages
@@ -44,13 +67,21 @@ from .acceptor import AcceptanceFailed, AtomicAcceptor
 from .data_body import END, DataBody, DataVerdict
 from .message_ids import new_message_id
 from .received_header import TraceFacts, received_header
+from .reception import ReceptionPolicy, Refused, first_refusal
 from .smtp_lines import INVALID_DATA_LINE_ENDINGS_REPLY, CommandRefusal, command_refusal
 from .smtp_users import SmtpUsers
 
 log = logging.getLogger(__name__)
 
-PROTOCOL = "ESMTP"
+PROTOCOL: ReceptionProtocol = "ESMTP"
 NULL_PATH = "<>"
+POLICY_FAILURE_REPLY = f"{POLICY_FAILURE_CODE} {POLICY_FAILURE_TEXT}"
+# A failing smtp_server_connection_accepted: KumoMTA's answer to a session that fails.
+CONNECTION_FAILURE_REPLY = f"421 {POLICY_FAILURE_TEXT}"
+# RFC 4954: a temporary failure of the authentication mechanism.
+AUTH_FAILURE_REPLY = "454 4.7.0 Temporary authentication failure"
+AUTH_SUCCESS_REPLY = "235 2.7.0 Authentication successful"
+AUTH_INVALID_REPLY = "535 5.7.8 Authentication credentials invalid"
 
 # aiosmtpd's own replies (by prefix) and what we answer instead.
 _REWORDED = (
@@ -201,7 +232,7 @@ class IngestSMTP(SMTP):
             tls_context=policy.tls_context,
             timeout=policy.command_timeout,
             auth_require_tls=True,
-            authenticator=handler.authenticate,
+            authenticator=handler.refuse_other_mechanisms,
         )
         # aiosmtpd creates its stream reader inside __init__ and takes no other; the stream
         # protocol is set up again around ours, before any connection exists.
@@ -213,9 +244,12 @@ class IngestSMTP(SMTP):
             self, reader, client_connected_cb=self._cb_client_connected, loop=self.loop
         )
         self._listener = listener
+        self._handler = handler
         self._invalid_line_endings = policy.invalid_line_endings
         self._close_after_reply = False
         self.local_address = ""
+        # KumoMTA's connection metadata: the policy's conn_meta for this session.
+        self.connection: ConnectionMeta = {}
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         first = self.transport is None
@@ -225,6 +259,14 @@ class IngestSMTP(SMTP):
             # Credentials may travel in clear only where they never leave the host.
             peer = transport.get_extra_info("peername")
             self._auth_require_tls = not _peer_ip(peer).is_loopback
+            self.connection.update(
+                {
+                    "reception_protocol": PROTOCOL,
+                    "received_from": _host_port(peer),
+                    "received_via": self.local_address,
+                    "hostname": self._handler.policy.hostname,
+                }
+            )
 
     async def _handle_client(self) -> None:
         if not self._listener.sessions.try_enter():
@@ -237,10 +279,51 @@ class IngestSMTP(SMTP):
         metrics.SMTP_CONNECTIONS.labels("served").inc()
         self._listener.protocols.add(self)
         try:
+            result = await self._handler.reception.event(
+                SMTP_CONNECTION_ACCEPTED, [], self.connection
+            )
+            refusal = self.policy_reply(result, "connection", CONNECTION_FAILURE_REPLY)
+            if refusal is not None:
+                self._close_after_reply = True
+                with contextlib.suppress(ConnectionError):
+                    await self.push(refusal)
+                if self.transport is not None:
+                    self.transport.close()
+                return
             await super()._handle_client()
         finally:
             self._listener.protocols.discard(self)
             self._listener.sessions.leave()
+
+    def policy_reply(self, result: EventResult, stage: str, failure_reply: str) -> str | None:
+        """The reply to a command whose policy event refused it (None: go on). A 421 from
+        kumo.reject closes the session after the reply, as in KumoMTA."""
+        if isinstance(result, EventReturned):
+            return None
+        peer = self.connection.get("received_from", "")
+        if isinstance(result, PolicyFailed):
+            metrics.MESSAGES_REJECTED.labels(PROTOCOL, "policy_failed").inc()
+            log.warning(
+                "SMTP policy event failed: answered with a transient error",
+                extra={
+                    "stage": stage,
+                    "peer": peer,
+                    "reason": result.reason,
+                    "error": result.message,
+                },
+            )
+            return failure_reply
+        metrics.MESSAGES_REJECTED.labels(PROTOCOL, "policy_rejected").inc()
+        log.info(
+            "SMTP command refused by the policy",
+            extra={"stage": stage, "peer": peer, "response": result.response},
+        )
+        if result.code == 421:
+            self._close_after_reply = True
+        return result.response
+
+    def close_after_reply(self) -> None:
+        self._close_after_reply = True
 
     async def push(self, status: AnyStr) -> None:
         if isinstance(status, str):
@@ -309,6 +392,45 @@ class IngestSMTP(SMTP):
         except asyncio.LimitOverrunError as overrun:
             return await self._reader.readexactly(overrun.consumed)
 
+    # AUTH: aiosmtpd's PLAIN and LOGIN exchanges, with an asynchronous check of the
+    # credentials (the policy's smtp_server_auth_plain runs on the policy thread) and PLAIN's
+    # authorization identity kept (aiosmtpd drops it).
+    async def auth_PLAIN(self, _: object, args: list[str]) -> AuthResult:
+        if len(args) == 1:
+            response = await self.challenge_auth("")
+            if response is MISSING:
+                return AuthResult(success=False)
+            assert isinstance(response, bytes)
+        else:
+            try:
+                response = base64.b64decode(args[1].encode(), validate=True)
+            except ValueError:
+                await self.push("501 5.5.2 Can't decode base64")
+                return AuthResult(success=False, handled=True)
+        parts = response.split(b"\x00")
+        if len(parts) != 3:
+            await self.push("501 5.5.2 Can't split auth value")
+            return AuthResult(success=False, handled=True)
+        authz, login, password = parts
+        return await self._handler.authenticate(self, authz or login, login, password)
+
+    async def auth_LOGIN(self, _: object, args: list[str]) -> AuthResult:
+        if len(args) == 1:
+            login = await self.challenge_auth(self.AuthLoginUsernameChallenge)
+            if login is MISSING:
+                return AuthResult(success=False)
+        else:
+            try:
+                login = base64.b64decode(args[1].encode(), validate=True)
+            except ValueError:
+                await self.push("501 5.5.2 Can't decode base64")
+                return AuthResult(success=False, handled=True)
+        password = await self.challenge_auth(self.AuthLoginPasswordChallenge)
+        if password is MISSING:
+            return AuthResult(success=False)
+        assert isinstance(login, bytes) and isinstance(password, bytes)
+        return await self._handler.authenticate(self, login, login, password)
+
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         # aiosmtpd parses paths with the lenient RFC 5322 header parser (it turns `<a b@c>`
         # into `"a b"@c`); we take the bracketed text as written and let the envelope parser
@@ -331,23 +453,54 @@ class IngestSMTP(SMTP):
 class IngestHandler:
     """The aiosmtpd hooks: validation and relay control, then the atomic write to Kafka."""
 
-    def __init__(self, policy: SmtpPolicy, acceptor: AtomicAcceptor) -> None:
+    def __init__(
+        self, policy: SmtpPolicy, acceptor: AtomicAcceptor, reception: ReceptionPolicy
+    ) -> None:
         self.policy = policy
+        self.reception = reception
         self._acceptor = acceptor
         self.in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
 
-    def authenticate(
+    def refuse_other_mechanisms(
         self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, auth_data: Any
     ) -> AuthResult:
-        if isinstance(auth_data, LoginPassword):
-            name = auth_data.login.decode("utf-8", "replace")
-            password = auth_data.password.decode("utf-8", "replace")
-            if self.policy.users.authenticate(name, password):
-                return AuthResult(success=True, auth_data=auth_data)
+        """aiosmtpd's synchronous authenticator: PLAIN and LOGIN are IngestSMTP's own
+        (asynchronous, `authenticate`), so anything reaching this fails."""
         metrics.MESSAGES_REJECTED.labels(PROTOCOL, "auth_failed").inc()
         return AuthResult(success=False, handled=False)
+
+    @property
+    def offers_auth(self) -> bool:
+        return bool(self.policy.users) or self.reception.has_handler(SMTP_AUTH_PLAIN)
+
+    async def authenticate(
+        self, server: IngestSMTP, authz: bytes, login: bytes, password: bytes
+    ) -> AuthResult:
+        """A user of the users file is checked there; anyone else by the policy's
+        smtp_server_auth_plain (authz, authc, password, conn_meta), whose true (or AuthInfo
+        table) authenticates, as in KumoMTA. authn_id and authz_id go into conn_meta."""
+        name = login.decode("utf-8", "replace")
+        identity = authz.decode("utf-8", "replace")
+        secret = password.decode("utf-8", "replace")
+        if name in self.policy.users.hashes or not self.reception.has_handler(SMTP_AUTH_PLAIN):
+            success = self.policy.users.authenticate(name, secret)
+        else:
+            result = await self.reception.event(
+                SMTP_AUTH_PLAIN, [identity, name, secret], server.connection
+            )
+            refusal = server.policy_reply(result, "auth", AUTH_FAILURE_REPLY)
+            if refusal is not None:
+                return AuthResult(success=False, handled=False, message=refusal)
+            assert isinstance(result, EventReturned)
+            success = result.value is True or isinstance(result.value, dict)
+        if not success:
+            metrics.MESSAGES_REJECTED.labels(PROTOCOL, "auth_failed").inc()
+            return AuthResult(success=False, handled=False, message=AUTH_INVALID_REPLY)
+        server.connection["authn_id"] = name
+        server.connection["authz_id"] = identity
+        return AuthResult(success=True, auth_data=LoginPassword(login, password))
 
     async def handle_EHLO(
         self,
@@ -357,13 +510,40 @@ class IngestHandler:
         hostname: str,
         responses: list[str],
     ) -> list[str]:
-        session.host_name = hostname
-        if not self.policy.users:
+        if not self.offers_auth:
             # No users: advertising AUTH would only invite failing attempts.
             responses = [line for line in responses if not line.startswith("250-AUTH")]
         # aiosmtpd answers pipelined commands in order (and the DATA reader keeps what follows
         # the dot) but does not say so; clients pipeline only when it is offered (RFC 2920).
-        return [*responses[:-1], "250-PIPELINING", responses[-1]]
+        responses = [*responses[:-1], "250-PIPELINING", responses[-1]]
+        extensions = [line[4:] for line in responses[1:]]
+        ingest = cast(IngestSMTP, server)
+        result = await self.reception.event(SMTP_EHLO, [hostname, extensions], ingest.connection)
+        refusal = ingest.policy_reply(result, "EHLO", POLICY_FAILURE_REPLY)
+        if refusal is not None:
+            return [refusal]
+        session.host_name = hostname
+        ingest.connection["ehlo_domain"] = hostname
+        # KumoMTA: a returned list replaces the advertised extensions (and changes nothing
+        # of what the server does).
+        assert isinstance(result, EventReturned)
+        value = result.value
+        if isinstance(value, list) and all(isinstance(item, str) for item in value):
+            lines = [responses[0][4:], *(str(item) for item in value)]
+            return [*(f"250-{line}" for line in lines[:-1]), f"250 {lines[-1]}"]
+        return responses
+
+    async def handle_HELO(
+        self, server: SMTP, session: Session, envelope: Envelope, hostname: str
+    ) -> str:
+        ingest = cast(IngestSMTP, server)
+        result = await self.reception.event(SMTP_EHLO, [hostname], ingest.connection)
+        refusal = ingest.policy_reply(result, "HELO", POLICY_FAILURE_REPLY)
+        if refusal is not None:
+            return refusal
+        session.host_name = hostname
+        ingest.connection["ehlo_domain"] = hostname
+        return f"250 {self.policy.hostname}"
 
     async def handle_MAIL(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
@@ -374,6 +554,12 @@ class IngestHandler:
             except EnvelopeAddressError as error:
                 metrics.MESSAGES_REJECTED.labels(PROTOCOL, "bad_sender").inc()
                 return f"553 5.1.7 Bad sender address: {error}"
+        ingest = cast(IngestSMTP, server)
+        sender = "" if address == NULL_PATH else address
+        result = await self.reception.event(SMTP_MAIL_FROM, [sender], ingest.connection)
+        refusal = ingest.policy_reply(result, "MAIL", POLICY_FAILURE_REPLY)
+        if refusal is not None:
+            return refusal
         envelope.mail_from = address
         envelope.mail_options.extend(options)
         return "250 2.1.0 OK"
@@ -395,6 +581,11 @@ class IngestHandler:
         if len(envelope.rcpt_tos) >= self.policy.max_recipients:
             metrics.MESSAGES_REJECTED.labels(PROTOCOL, "too_many_recipients").inc()
             return "452 4.5.3 Too many recipients"
+        ingest = cast(IngestSMTP, server)
+        result = await self.reception.event(SMTP_RCPT_TO, [recipient], ingest.connection)
+        refusal = ingest.policy_reply(result, "RCPT", POLICY_FAILURE_REPLY)
+        if refusal is not None:
+            return refusal
         envelope.rcpt_tos.append(recipient)
         envelope.rcpt_options.extend(options)
         return "250 2.1.5 OK"
@@ -434,13 +625,11 @@ class IngestHandler:
         )
         raw = envelope.original_content
         content = received_header(trace, recipients) + (raw if isinstance(raw, bytes) else b"")
-        meta: dict[str, Any] = {
-            "received_from": _host_port(session.peer),
-            "received_via": server.local_address,
-            "ehlo_domain": session.host_name or "",
-            "hostname": self.policy.hostname,
-            **tls_facts,
-        }
+        # KumoMTA copies the connection metadata into each message's meta.
+        connection = server.connection
+        connection["ehlo_domain"] = session.host_name or ""
+        connection.update(tls_facts)
+        meta: dict[str, Any] = dict(connection)
         if authn_id is not None:
             meta["authn_id"] = authn_id
         sender = "" if envelope.mail_from == NULL_PATH else str(envelope.mail_from)
@@ -453,6 +642,28 @@ class IngestHandler:
             meta=meta,
         )
         events = accepted_messages(reception, recipients, [new_message_id() for _ in recipients])
+        results = await self.reception.receive(PROTOCOL, events, connection)
+        refused = first_refusal(results)
+        if refused is not None:
+            # KumoMTA: refusing one message refuses the transaction; nothing is accepted.
+            failure = refused.failure is not None
+            metrics.MESSAGES_REJECTED.labels(
+                PROTOCOL, "policy_failed" if failure else "policy_rejected"
+            ).inc(len(recipients))
+            log.log(
+                logging.WARNING if failure else logging.INFO,
+                "SMTP transaction refused by the policy at DATA",
+                extra={
+                    "transaction_id": transaction_id,
+                    "recipient": refused.recipient,
+                    "response": refused.reply,
+                    "error": refused.failure,
+                },
+            )
+            if refused.response.code == 421:
+                server.close_after_reply()
+            return refused.reply
+        events = [result for result in results if not isinstance(result, Refused)]
         try:
             await self._acceptor.accept(events)
         except AcceptanceFailed as error:
@@ -470,8 +681,10 @@ class IngestHandler:
 class SmtpListener:
     """The listening socket and its sessions."""
 
-    def __init__(self, policy: SmtpPolicy, acceptor: AtomicAcceptor) -> None:
-        self.handler = IngestHandler(policy, acceptor)
+    def __init__(
+        self, policy: SmtpPolicy, acceptor: AtomicAcceptor, reception: ReceptionPolicy
+    ) -> None:
+        self.handler = IngestHandler(policy, acceptor, reception)
         self.sessions = SessionLimit(policy.max_connections)
         self.protocols: set[IngestSMTP] = set()
         self._server: asyncio.Server | None = None

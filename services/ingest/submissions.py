@@ -6,6 +6,11 @@ id and the recipient's index (message_ids.submission_message_id). The submit loo
 submission is on `accepted` exactly once, whatever crashes. An event that cannot be decoded or
 is invalid (bad address, no or too many recipients, too big, meta that is not JSON) becomes a
 dead letter with the reason, in the same transaction; retrying cannot fix it.
+
+The policy's http_message_generated runs on each message before it is accepted (as for the
+injection API; KumoMTA has no Kafka reception). A message it refuses (kumo.reject, or a policy
+failure: 451 4.3.0) is written marked with the refusal and its reason, and routing records its
+Rejection (and dead-letters a policy failure's record, as it always did); never dropped.
 """
 
 from __future__ import annotations
@@ -25,13 +30,15 @@ from ..core.kafka.batches import Outgoing
 from ..core.kafka.dead_letter import RecordRejected, dead_letter_record, poison_of
 from ..core.kafka.source_record import SourceRecord
 from ..core.kafka.topics import TopicCatalog, partition_for_key
+from ..core.policy import ReceptionProtocol
 from . import metrics
 from .accepted_messages import Reception, accepted_messages
 from .message_ids import submission_message_id
+from .reception import ReceptionPolicy, Refused
 
 log = logging.getLogger(__name__)
 
-PROTOCOL = "Kafka"
+PROTOCOL: ReceptionProtocol = "Kafka"
 
 
 def decode_submission(data: bytes) -> MessageSubmitted:
@@ -94,6 +101,7 @@ class Converted:
     outgoing: tuple[Outgoing, ...] = ()
     rejections: tuple[RecordRejected, ...] = ()
     accepted: int = 0
+    refused: int = 0  # messages the policy refused (written for routing to record)
 
 
 class SubmissionConverter:
@@ -113,6 +121,7 @@ class SubmissionConverter:
         max_message_size: int,
         hostname: str,
         service: str,
+        reception: ReceptionPolicy,
         clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
     ) -> None:
         self._topics = topics
@@ -121,6 +130,7 @@ class SubmissionConverter:
         self._max_message_size = max_message_size
         self._hostname = hostname
         self._service = service
+        self._reception = reception
         self._clock_ms = clock_ms
 
     def __call__(self, record: SourceRecord) -> Converted:
@@ -160,7 +170,27 @@ class SubmissionConverter:
             },
         )
         ids = [submission_message_id(submission_id, index) for index in range(len(recipients))]
-        events = accepted_messages(reception, recipients, ids)
+        originals = accepted_messages(reception, recipients, ids)
+        events = []
+        refused = 0
+        for original, result in zip(
+            originals, self._reception.receive_now(PROTOCOL, originals), strict=True
+        ):
+            if isinstance(result, Refused):
+                refused += 1
+                log.log(
+                    logging.WARNING if result.failure else logging.INFO,
+                    "submission refused by the policy: recorded as a Rejection",
+                    extra={
+                        "submission_id": submission_id,
+                        "message_id": result.message_id,
+                        "response": result.reply,
+                        "error": result.failure,
+                    },
+                )
+                events.append(self._reception.refused_record(original, result))
+            else:
+                events.append(result)
         partition = partition_for_key(submission_id.encode("utf-8"), self._partitions.accepted)
         outgoing = tuple(
             Outgoing(
@@ -171,7 +201,7 @@ class SubmissionConverter:
             )
             for event in events
         )
-        return Converted(outgoing=outgoing, accepted=len(events))
+        return Converted(outgoing=outgoing, accepted=len(events) - refused, refused=refused)
 
     def _dead_lettered(self, record: SourceRecord, rejection: RecordRejected) -> Converted:
         dead_letter = dead_letter_record(
@@ -192,3 +222,6 @@ def count_committed(records: Sequence[Any], converted: Sequence[Converted]) -> N
     refused = sum(1 for result in converted if result.rejections)
     if refused:
         metrics.MESSAGES_REJECTED.labels(PROTOCOL, "invalid_event").inc(refused)
+    by_policy = sum(result.refused for result in converted)
+    if by_policy:
+        metrics.MESSAGES_REJECTED.labels(PROTOCOL, "policy_rejected").inc(by_policy)

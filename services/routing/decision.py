@@ -1,7 +1,15 @@
-"""One routing decision: a MessageAccepted, the reception policy, the queue name, the events.
+"""One routing decision: a MessageAccepted, the reception policy's outcome, the queue name,
+the events.
 
-The routing rule itself (policy result to queue, discard or rejection) is
-`core.policy.routing_rule`, shared with the audit's replay; this module builds the events.
+Ingest runs the reception handler before it answers the client and records on the message
+what ran (`reception_policy`: the policy's hash and name, the handler's inputs). For such a
+record routing runs no policy (the handler's side effects happen once): it names the queue from
+the meta the handler left, and writes the decision with the inputs and the policy ingest ran,
+so `relaystream audit verify` replays it as before (`reception_stage` "ingest"). A submission
+the handler refused arrives marked with the refusal: routing records its Rejection. A record
+without `reception_policy` (written before ingest ran the policy) is decided here as it always
+was: routing runs the handler. The routing rule itself (policy result to queue, discard or
+rejection) is `core.policy.routing_rule`, shared with ingest and the audit's replay.
 
 Pure apart from the policy call (CPU only): `decide(accepted, policy, decided_at=...)` returns
 the events the service produces for one message. Everything but `decided_at` is derived from
@@ -22,18 +30,19 @@ message must not hold up its partition forever.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
 from ..core.domain.log_record import LogRecord, PeerAddress, RecordType
 from ..core.domain.log_writer import ANONYMOUS, LogWriter
-from ..core.domain.queue_name import QueueName, QueueNameError
+from ..core.domain.queue_name import QueueName, QueueNameError, is_null_queue
 from ..core.domain.smtp_reply import SmtpResponse, split_enhanced_code
 from ..core.events.meta import MetaError, decode_meta, encode_meta
 from ..core.events.records import (
     MessageAccepted,
     QueuedMessage,
+    ReceptionPolicyRun,
     RoutingDecision,
     RoutingOutcome,
 )
@@ -46,10 +55,10 @@ from ..core.policy import (
     ReceptionProtocol,
     routing_rule,
 )
+from ..core.policy.headers import header_block
 from ..core.policy.routing_rule import (
     RecipientDomainError,
     RefusedMessage,
-    RoutedMessage,
     route_message,
 )
 
@@ -61,6 +70,48 @@ MAX_DECISION_HEADER_CHARS = 64 * 1024
 LOGGED_META_KEYS = ("tenant", "campaign", "routing_domain", "queue")
 # KumoMTA's Reception record carries a bare 250 without text.
 RECEPTION_RESPONSE = SmtpResponse(250, None, "")
+# RoutingDecision.reception_stage of a decision whose handler ran at ingest.
+INGEST_STAGE = "ingest"
+
+
+@dataclass(frozen=True)
+class DecisionInputs:
+    """What the decision records as the reception handler's inputs and the policy that ran."""
+
+    sender: str
+    recipient: str
+    headers: str
+    meta_before: dict[str, str]
+    policy_hash: str
+    policy_name: str
+    stage: str | None = None
+    sender_after: str | None = None
+    recipient_after: str | None = None
+
+    @classmethod
+    def at_routing(cls, accepted: MessageAccepted, policy: Policy) -> DecisionInputs:
+        return cls(
+            accepted["sender"],
+            accepted["recipient"],
+            header_block(accepted["content"]),
+            dict(accepted["meta"]),
+            policy.content_hash,
+            policy.name,
+        )
+
+    @classmethod
+    def at_ingest(cls, accepted: MessageAccepted, run: ReceptionPolicyRun) -> DecisionInputs:
+        return cls(
+            run["sender_before"] or accepted["sender"],
+            run["recipient_before"] or accepted["recipient"],
+            run["headers_before"] or header_block(accepted["content"]),
+            dict(run["meta_before"]),
+            run["policy_hash"],
+            run["policy_name"],
+            INGEST_STAGE,
+            accepted["sender"] if run["sender_before"] is not None else None,
+            accepted["recipient"] if run["recipient_before"] is not None else None,
+        )
 
 
 class InvalidAccepted(ValueError):
@@ -84,16 +135,6 @@ class RoutingResult:
     @property
     def outcome(self) -> RoutingOutcome:
         return self.decision["outcome"]
-
-
-def header_block(content: bytes) -> str:
-    """The RFC 5322 header block of `content` (up to the first empty line), as text."""
-    end = len(content)
-    for separator in (b"\r\n\r\n", b"\n\n"):
-        found = content.find(separator)
-        if found != -1 and found < end:
-            end = found + len(separator) // 2
-    return content[:end].decode("utf-8", errors="replace")
 
 
 def recipient_domain(recipient: str) -> str:
@@ -121,21 +162,59 @@ def decide(
         meta_before = decode_meta(accepted["meta"])
     except MetaError as err:
         raise InvalidAccepted(str(err)) from err
-    headers = header_block(accepted["content"])
+    run = accepted.get("reception_policy")
+    if run is not None:
+        return _decided_at_ingest(accepted, run, meta_before, decided_at, log_writer)
+    inputs = DecisionInputs.at_routing(accepted, policy)
     message = PolicyMessage(
         id=accepted["id"],
         sender=accepted["sender"],
         recipient=accepted["recipient"],
         meta=meta_before,
-        headers=headers,
+        headers=inputs.headers,
+        data=accepted["content"],
     )
     try:
         routed = route_message(policy, protocol, message)
     except RecipientDomainError as err:
         raise InvalidAccepted(str(err)) from err
     if isinstance(routed, RefusedMessage):
-        return _rejected(accepted, policy, headers, routed, decided_at, log_writer)
-    return _routed(accepted, policy, headers, routed, decided_at, log_writer)
+        return _rejected(accepted, inputs, routed, decided_at, log_writer)
+    if routed.sender_after or routed.recipient_after or routed.data_after is not None:
+        # The handler changed the message: routing queues it as the handler left it.
+        accepted = {
+            **accepted,
+            "sender": routed.sender_after or accepted["sender"],
+            "recipient": routed.recipient_after or accepted["recipient"],
+            "content": accepted["content"] if routed.data_after is None else routed.data_after,
+        }
+        inputs = replace(
+            inputs, sender_after=routed.sender_after, recipient_after=routed.recipient_after
+        )
+    return _routed(
+        accepted, inputs, routed.queue, routed.encoded_meta_after, decided_at, log_writer
+    )
+
+
+def _decided_at_ingest(
+    accepted: MessageAccepted,
+    run: ReceptionPolicyRun,
+    meta: dict[str, JsonValue],
+    decided_at: datetime,
+    log_writer: LogWriter,
+) -> RoutingResult:
+    """Ingest ran the handler: the queue from the meta it left, or the refusal it recorded."""
+    inputs = DecisionInputs.at_ingest(accepted, run)
+    rejection = run["rejection"]
+    if rejection is not None:
+        failure = None if run["failure"] is None else PolicyFailed("error", run["failure"])
+        response = SmtpResponse.from_dict(rejection)
+        return _refused(accepted, inputs, response, failure, decided_at, log_writer)
+    try:
+        queue = QueueName.for_message(recipient_domain(accepted["recipient"]), meta)
+    except QueueNameError as err:
+        raise InvalidAccepted(f"meta cannot name a queue: {err}") from err
+    return _routed(accepted, inputs, queue, dict(accepted["meta"]), decided_at, log_writer)
 
 
 def _protocol(name: str) -> ReceptionProtocol:
@@ -150,8 +229,7 @@ def _protocol(name: str) -> ReceptionProtocol:
 
 def _decision(
     accepted: MessageAccepted,
-    policy: Policy,
-    headers: str,
+    inputs: DecisionInputs,
     decided_at: datetime,
     *,
     meta_after: dict[str, str],
@@ -164,11 +242,11 @@ def _decision(
         "id": accepted["id"],
         "decided_at": decided_at,
         "received_at": accepted["received_at"],
-        "sender": accepted["sender"],
-        "recipient": accepted["recipient"],
+        "sender": inputs.sender,
+        "recipient": inputs.recipient,
         "reception_protocol": accepted["reception_protocol"],
-        "headers": headers[:MAX_DECISION_HEADER_CHARS],
-        "meta_before": dict(accepted["meta"]),
+        "headers": inputs.headers[:MAX_DECISION_HEADER_CHARS],
+        "meta_before": inputs.meta_before,
         "meta_after": meta_after,
         "outcome": outcome,
         "queue": queue,
@@ -177,8 +255,11 @@ def _decision(
         "domain": parsed.domain if parsed else None,
         "routing_domain": parsed.routing_domain if parsed else None,
         "rejection": rejection,
-        "policy_hash": policy.content_hash,
-        "policy_name": policy.name,
+        "policy_hash": inputs.policy_hash,
+        "policy_name": inputs.policy_name,
+        "reception_stage": inputs.stage,
+        "sender_after": inputs.sender_after,
+        "recipient_after": inputs.recipient_after,
     }
 
 
@@ -220,27 +301,31 @@ def _reception_peer(meta: Mapping[str, JsonValue]) -> PeerAddress | None:
 
 def _routed(
     accepted: MessageAccepted,
-    policy: Policy,
-    headers: str,
-    routed: RoutedMessage,
+    inputs: DecisionInputs,
+    queue: str,
+    meta_after: dict[str, str],
     decided_at: datetime,
     log_writer: LogWriter,
 ) -> RoutingResult:
-    queue, meta_after = routed.queue, routed.encoded_meta_after
+    discarded = is_null_queue(queue)
     decision = _decision(
         accepted,
-        policy,
-        headers,
+        inputs,
         decided_at,
         meta_after=meta_after,
-        outcome="DISCARDED" if routed.discarded else "QUEUED",
+        outcome="DISCARDED" if discarded else "QUEUED",
         queue=queue,
         rejection=None,
     )
     log = _log_record(
-        accepted, RecordType.RECEPTION, queue, RECEPTION_RESPONSE, routed.meta_after, log_writer
+        accepted,
+        RecordType.RECEPTION,
+        queue,
+        RECEPTION_RESPONSE,
+        decode_meta(meta_after),
+        log_writer,
     )
-    if routed.discarded:
+    if discarded:
         return RoutingResult(decision, None, log)
     queued: QueuedMessage = {
         "id": accepted["id"],
@@ -259,19 +344,28 @@ def _routed(
 
 def _rejected(
     accepted: MessageAccepted,
-    policy: Policy,
-    headers: str,
+    inputs: DecisionInputs,
     refused: RefusedMessage,
     decided_at: datetime,
     log_writer: LogWriter,
 ) -> RoutingResult:
     enhanced, text = split_enhanced_code(refused.rejection.text)
     response = SmtpResponse(refused.rejection.code, enhanced, text)
+    return _refused(accepted, inputs, response, refused.failure, decided_at, log_writer)
+
+
+def _refused(
+    accepted: MessageAccepted,
+    inputs: DecisionInputs,
+    response: SmtpResponse,
+    failure: PolicyFailed | None,
+    decided_at: datetime,
+    log_writer: LogWriter,
+) -> RoutingResult:
     meta_before = decode_meta(accepted["meta"])
     decision = _decision(
         accepted,
-        policy,
-        headers,
+        inputs,
         decided_at,
         meta_after=dict(accepted["meta"]),
         outcome="REJECTED",
@@ -284,7 +378,7 @@ def _rejected(
     except (QueueNameError, InvalidAccepted):
         queue = ""
     log = _log_record(accepted, RecordType.REJECTION, queue, response, meta_before, log_writer)
-    return RoutingResult(decision, None, log, refused.failure)
+    return RoutingResult(decision, None, log, failure)
 
 
 def _response_record(response: SmtpResponse) -> SmtpResponseRecord:

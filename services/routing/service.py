@@ -16,7 +16,7 @@ from ..core.kafka import transactional_loop
 from ..core.kafka.fencing import LOOP_TRANSACTION_TIMEOUT_MS
 from ..core.kafka.topics import TopicCatalog, TopicRole
 from ..core.kafka.transactional_loop import BATCH_LINGER_SECONDS, TransactionalLoop
-from ..core.policy import Policy, PolicyLimits, policy_from_file, policy_from_source
+from ..core.policy import Policy, configured_policy
 from ..core.policy.bounce_classifier import log_writer
 from ..core.runtime.service import ServiceRuntime, ServiceSpec
 from ..core.runtime.settings import Settings
@@ -26,18 +26,11 @@ from .router import OutputPartitions, Routed, Router
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = "routing"
-# Without a policy file every message keeps its meta: queue = the recipient's domain.
-DEFAULT_POLICY_NAME = "default.lua"
-DEFAULT_POLICY_SOURCE = "-- relaystream default: no reception handler, meta unchanged\n"
 
 
 def load_policy(settings: Settings) -> Policy:
-    path = settings.routing.policy_path
-    if path is None:
-        return policy_from_source(DEFAULT_POLICY_SOURCE, DEFAULT_POLICY_NAME)
-    return policy_from_file(
-        path, PolicyLimits(deadline_seconds=settings.routing.policy_deadline_seconds)
-    )
+    """The policy, for records whose reception handler did not run at ingest."""
+    return configured_policy(settings.routing.policy_path, settings.routing.policy_deadline_seconds)
 
 
 def transactional_id(settings: Settings, topics: TopicCatalog) -> str:

@@ -11,7 +11,9 @@ from relaystream.core.events.codec import decode, encode
 from relaystream.core.kafka.dead_letter import dead_letter_id
 from relaystream.core.kafka.submission import submission_event
 from relaystream.core.kafka.topics import declare_topics, partition_for_key
+from relaystream.core.policy import policy_from_source
 from relaystream.ingest.message_ids import submission_message_id
+from relaystream.ingest.reception import ReceptionPolicy
 from relaystream.ingest.submissions import AcceptedPartitions, SubmissionConverter
 
 TOPICS = declare_topics()
@@ -37,6 +39,7 @@ def converter() -> SubmissionConverter:
         max_message_size=1000,
         hostname="mx.test",
         service="ingest",
+        reception=ReceptionPolicy(policy_from_source("-- no handler\n", "default.lua")),
         clock_ms=lambda: 5,
     )
 

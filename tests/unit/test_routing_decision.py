@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from relaystream.core.audit.verify import compare, recompute
 from relaystream.core.domain.bounce_class import BounceClassifier
 from relaystream.core.domain.bounce_rules_builtin import BUILTIN_RULE_SETS
 from relaystream.core.domain.log_writer import LogWriter
@@ -14,6 +15,7 @@ from relaystream.core.events.codec import decode, encode
 from relaystream.core.events.meta import encode_meta
 from relaystream.core.events.records import MessageAccepted
 from relaystream.core.policy import Policy, policy_from_source
+from relaystream.ingest.reception import ReceptionPolicy, Refused
 from relaystream.routing.decision import InvalidAccepted, decide, header_block
 
 RECEIVED = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
@@ -44,6 +46,7 @@ def message(recipient: str) -> MessageAccepted:
         "reception_protocol": "ESMTP",
         "received_at": RECEIVED,
         "transaction_id": None,
+        "reception_policy": None,
     }
 
 
@@ -157,3 +160,49 @@ def test_the_log_writer_stamps_node_id_and_classifies_the_rejection(policy: Poli
     assert rejected.log["nodeid"] == received.log["nodeid"] == writer.nodeid
     assert rejected.log["bounce_classification"] == "QuotaIssues"  # 552 5.3.4 too big
     assert received.log["bounce_classification"] == "Uncategorized"
+
+
+# A policy that must not run in routing: ingest already ran the handler.
+NOT_AGAIN = policy_from_source(
+    "kumo.on('smtp_server_message_received', function() error('ran twice') end)\n", "other.lua"
+)
+
+
+def received_at_ingest(policy: Policy, recipient: str) -> MessageAccepted | Refused:
+    [result] = ReceptionPolicy(policy).receive_now("ESMTP", [message(recipient)])
+    return result
+
+
+def test_a_message_whose_handler_ran_at_ingest_is_queued_without_running_it_again(
+    policy: Policy,
+) -> None:
+    accepted = received_at_ingest(policy, "rcpt@example.com")
+    assert not isinstance(accepted, Refused)
+    result = decide(accepted, NOT_AGAIN, decided_at=DECIDED)
+    assert result.outcome == "QUEUED"
+    assert result.queued is not None
+    assert result.queued["queue"] == "spring:acme@example.com!smart.example"
+    decision = result.decision
+    # The decision names the policy ingest ran and its inputs, so the audit can replay it.
+    assert decision["reception_stage"] == "ingest"
+    assert (decision["policy_name"], decision["policy_hash"]) == ("policy.lua", policy.content_hash)
+    assert decision["meta_before"] == encode_meta({"tenant": "acme"})
+    assert compare(decision, recompute(policy, decision)) is None
+    assert compare(decision, recompute(NOT_AGAIN, decision)) is not None
+    assert decode(encode("RoutingDecision", decision))[1] == decision
+
+
+def test_a_submission_refused_at_ingest_is_recorded_as_a_rejection(policy: Policy) -> None:
+    refused = received_at_ingest(policy, "reject@example.com")
+    assert isinstance(refused, Refused)
+    marked = ReceptionPolicy(policy).refused_record(message("reject@example.com"), refused)
+    result = decide(marked, NOT_AGAIN, decided_at=DECIDED)
+    assert (result.outcome, result.queued, result.policy_failure) == ("REJECTED", None, None)
+    assert result.log["type"] == "Rejection"
+    assert result.log["response"]["code"] == 552
+    failed = received_at_ingest(policy, "boom@example.com")
+    assert isinstance(failed, Refused) and failed.failure is not None
+    marked = ReceptionPolicy(policy).refused_record(message("boom@example.com"), failed)
+    result = decide(marked, NOT_AGAIN, decided_at=DECIDED)
+    assert result.log["response"]["code"] == 451
+    assert result.policy_failure is not None and "policy bug" in result.policy_failure.message

@@ -1,11 +1,18 @@
 """Re-running a policy on recorded decisions: would it decide the same today?
 
-Each RoutingDecision carries the policy's inputs (sender, recipient, reception protocol,
-headers, meta before) and what came out (outcome, queue, meta after, rejection). `recompute`
-feeds the inputs to a policy the way the routing service does; `compare` says what differs.
-A policy with the recorded hash must reproduce every decision: that is the auditor's proof
-that the record explains the routing, and a difference under the same hash means the policy
-depends on something outside its inputs.
+Each RoutingDecision carries the reception handler's inputs (sender, recipient, reception
+protocol, headers, meta before), the policy that ran it (its hash and name) and what came out
+(outcome, queue, meta after, the envelope the handler set, rejection). Ingest runs the handler
+before it answers the client (`reception_stage` "ingest": the inputs and policy are the ones
+ingest recorded on the message, the meta before holding the session's conn_meta); older
+decisions were made by routing. `recompute` feeds the inputs to a policy the way ingest does;
+`compare` says what differs. A policy with the recorded hash must reproduce every decision:
+that is the auditor's proof that the record explains the routing, and a difference under the
+same hash means the policy depends on something outside its inputs (the message body, which
+the decision does not record, is one: the replay gives the handler the header block only).
+
+Messages that ingest refused during the SMTP dialogue or the HTTP request were never accepted
+and have no decision; a refused `submit` message has one (REJECTED).
 
 The routing rule (queue, discard, rejection) is `core.policy.routing_rule`, the one the
 routing service applies; a recipient without a valid domain, which the routing service
@@ -43,6 +50,8 @@ class Recomputed:
     queue: str | None  # set when QUEUED or DISCARDED
     meta_after: Mapping[str, JsonValue]
     rejection: str | None  # "550 5.7.1 text" when REJECTED
+    sender_after: str | None = None  # the envelope the handler set (None: unchanged)
+    recipient_after: str | None = None
 
 
 def _normalized_response(text: str) -> str:
@@ -74,7 +83,14 @@ def recompute(policy: Policy, decision: Mapping[str, Any]) -> Recomputed:
         rejection = _normalized_response(routed.rejection.response)
         return Recomputed("REJECTED", None, routed.meta_after, rejection)
     outcome = "DISCARDED" if routed.discarded else "QUEUED"
-    return Recomputed(outcome, routed.queue, routed.meta_after, None)
+    return Recomputed(
+        outcome,
+        routed.queue,
+        routed.meta_after,
+        None,
+        routed.sender_after,
+        routed.recipient_after,
+    )
 
 
 @dataclass(frozen=True)
@@ -90,6 +106,8 @@ class DecisionChange:
     meta_keys: tuple[str, ...]  # meta_after keys whose values differ (added, removed, changed)
     old_rejection: str | None
     new_rejection: str | None
+    # (old, new) envelope addresses the handler set, when they differ
+    envelope: tuple[tuple[str | None, str | None], ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -99,6 +117,7 @@ class DecisionChange:
             "queue": [self.old_queue, self.new_queue],
             "meta_keys": list(self.meta_keys),
             "rejection": [self.old_rejection, self.new_rejection],
+            "envelope": [list(pair) for pair in self.envelope],
         }
 
     def describe(self) -> str:
@@ -111,6 +130,8 @@ class DecisionChange:
             parts.append(f"rejection {self.old_rejection!r} -> {self.new_rejection!r}")
         if self.meta_keys:
             parts.append(f"meta {','.join(self.meta_keys)}")
+        for old, new in self.envelope:
+            parts.append(f"envelope {old or '-'} -> {new or '-'}")
         return "  ".join(parts)
 
 
@@ -144,12 +165,18 @@ def compare(decision: Mapping[str, Any], recomputed: Recomputed) -> DecisionChan
         None if old_rejection is None else _normalized_response(rejection_text(old_rejection) or "")
     )
     meta_keys: tuple[str, ...] = ()
+    envelope: tuple[tuple[str | None, str | None], ...] = ()
     if old_outcome != "REJECTED" and recomputed.outcome != "REJECTED":
         try:
             meta_after = decode_meta(decision["meta_after"])
         except MetaError:
             meta_after = {}
         meta_keys = differing_meta_keys(meta_after, recomputed.meta_after)
+        pairs = (
+            (decision.get("sender_after"), recomputed.sender_after),
+            (decision.get("recipient_after"), recomputed.recipient_after),
+        )
+        envelope = tuple((old, new) for old, new in pairs if old != new)
     change = DecisionChange(
         id=decision["id"],
         policy_hash=decision["policy_hash"],
@@ -160,12 +187,14 @@ def compare(decision: Mapping[str, Any], recomputed: Recomputed) -> DecisionChan
         meta_keys=meta_keys,
         old_rejection=old_rejection_text,
         new_rejection=recomputed.rejection,
+        envelope=envelope,
     )
     unchanged = (
         old_outcome == recomputed.outcome
         and old_queue == new_queue
         and old_rejection_text == recomputed.rejection
         and not meta_keys
+        and not envelope
     )
     return None if unchanged else change
 

@@ -58,6 +58,7 @@ def example_records(content_size: int = 10_000) -> dict[str, dict[str, Any]]:
         "reception_protocol": "ESMTP",
         "received_at": RECEIVED_AT,
         "transaction_id": "c0ffee00c0ffee00c0ffee00c0ffee00",
+        "reception_policy": None,
     }
     decision: records.RoutingDecision = {
         "id": MESSAGE_ID,
@@ -78,6 +79,9 @@ def example_records(content_size: int = 10_000) -> dict[str, dict[str, Any]]:
         "rejection": None,
         "policy_hash": "9" * 64,
         "policy_name": "policy.lua",
+        "reception_stage": "ingest",
+        "sender_after": None,
+        "recipient_after": None,
     }
     queued: records.QueuedMessage = {
         "id": MESSAGE_ID,

@@ -50,6 +50,17 @@ class MessageSubmitted(TypedDict):
     submitted_at: datetime
 
 
+class ReceptionPolicyRun(TypedDict):
+    policy_hash: str
+    policy_name: str
+    meta_before: dict[str, str]
+    sender_before: str | None
+    recipient_before: str | None
+    headers_before: str | None
+    rejection: SmtpResponse | None
+    failure: str | None
+
+
 class MessageAccepted(TypedDict):
     id: str
     sender: str
@@ -59,6 +70,7 @@ class MessageAccepted(TypedDict):
     reception_protocol: str
     received_at: datetime
     transaction_id: str | None
+    reception_policy: ReceptionPolicyRun | None
 
 
 class RoutingDecision(TypedDict):
@@ -80,6 +92,9 @@ class RoutingDecision(TypedDict):
     rejection: SmtpResponse | None
     policy_hash: str
     policy_name: str
+    reception_stage: str | None
+    sender_after: str | None
+    recipient_after: str | None
 
 
 class QueuedMessage(TypedDict):

@@ -6,7 +6,7 @@ data (meta dicts, queue config mappings) that the routing service turns into que
 """
 
 from .base import Policy, content_hash
-from .loader import policy_from_file, policy_from_source, service_policy
+from .loader import configured_policy, policy_from_file, policy_from_source, service_policy
 from .types import (
     HANDLER_FOR_PROTOCOL,
     SMTP_AUTH_PLAIN,
@@ -52,6 +52,7 @@ __all__ = [
     "PolicyResult",
     "PolicyRuntimeError",
     "ReceptionProtocol",
+    "configured_policy",
     "content_hash",
     "policy_from_file",
     "policy_from_source",

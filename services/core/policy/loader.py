@@ -12,6 +12,17 @@ from .lua_policy import LuaPolicy
 from .types import PolicyLimits, PolicyLoadError
 
 DECLARATIVE_SUFFIXES = (".yaml", ".yml")
+# Without a policy file every message keeps its meta: queue = the recipient's domain.
+DEFAULT_POLICY_NAME = "default.lua"
+DEFAULT_POLICY_SOURCE = "-- relaystream default: no reception handler, meta unchanged\n"
+
+
+def configured_policy(path: Path | None, deadline_seconds: float) -> Policy:
+    """The deployment's policy (the routing.policy_path setting, which ingest and routing
+    share), or the default one when none is configured."""
+    if path is None:
+        return policy_from_source(DEFAULT_POLICY_SOURCE, DEFAULT_POLICY_NAME)
+    return policy_from_file(path, PolicyLimits(deadline_seconds=deadline_seconds))
 
 
 def policy_from_file(path: Path, limits: PolicyLimits | None = None) -> Policy:

@@ -1,17 +1,20 @@
-"""The routing rule: what the routing service does with one message, given a policy.
+"""The routing rule: what becomes of one message, given a policy.
 
-One place for it, because three callers must agree on it: the routing service
-(`routing.decision.decide`), the audit's replay of recorded decisions (`core.audit.verify`)
-and `relaystream route`. The rule:
+One place for it, because four callers must agree on it: ingest, which runs the reception
+handler before it answers the client (`ingest.reception`), the routing service for records
+whose handler did not run at ingest, the audit's replay of recorded decisions
+(`core.audit.verify`) and `relaystream route`. The rule:
 
 - the reception policy runs on the message's inputs (protocol, sender, recipient, meta,
-  header block);
+  header block or whole message);
 - `kumo.reject(code, text)` refuses the message with that response;
-- a policy failure (error, instruction budget, memory) refuses it with KumoMTA's
+- a policy failure (error, instruction budget, memory, deadline) refuses it with KumoMTA's
   `451 4.3.0 technical difficulties` (`PolicyFailed.as_rejection`);
-- otherwise the scheduled queue is `QueueName.for_message(recipient domain, meta after)`; the
-  queue `null` discards the message. Meta after that cannot name a queue (a non-string
-  `queue`) or cannot be recorded as JSON (NaN from Lua) is a policy failure too.
+- otherwise the scheduled queue is `QueueName.for_message(recipient domain, meta after)`, with
+  the recipient as the handler left it (msg:set_recipient); the queue `null` discards the
+  message. Meta after that cannot name a queue (a non-string `queue`), a changed recipient
+  without a valid domain, or meta that cannot be recorded as JSON (NaN from Lua) is a policy
+  failure too.
 
 The recipient's domain is checked before the policy runs: a recipient without a valid domain
 cannot be routed by any policy, so that is the caller's error (`RecipientDomainError`), which
@@ -32,11 +35,13 @@ from ..domain.queue_name import (
 from ..events.meta import MetaError, encode_meta
 from .base import Policy
 from .types import (
+    ConnectionMeta,
     JsonValue,
     PolicyAccepted,
     PolicyFailed,
     PolicyMessage,
     PolicyRejected,
+    PolicyResult,
     ReceptionProtocol,
 )
 
@@ -52,6 +57,10 @@ class RoutedMessage:
     queue: str
     meta_after: dict[str, JsonValue]
     encoded_meta_after: dict[str, str]  # meta_after as the events record it (JSON texts)
+    # The envelope and message as the handler left them; None where it changed nothing.
+    sender_after: str | None = None
+    recipient_after: str | None = None
+    data_after: bytes | None = None
 
     @property
     def discarded(self) -> bool:
@@ -89,29 +98,54 @@ def recipient_domain(recipient: str) -> str:
 
 
 def route_message(
-    policy: Policy, protocol: ReceptionProtocol, message: PolicyMessage
+    policy: Policy,
+    protocol: ReceptionProtocol,
+    message: PolicyMessage,
+    connection: ConnectionMeta | None = None,
 ) -> RoutedMessage | RefusedMessage:
     """Runs the reception policy on `message` and applies the routing rule to its result.
+    `connection`: the SMTP session's conn_meta, when there is a live one (ingest).
 
     Raises RecipientDomainError (before running the policy) for a recipient without a
     valid domain. A policy never raises here: its failures are RefusedMessage.
     """
-    domain = recipient_domain(message.recipient)
-    result = policy.on_message_received(protocol, message)
+    recipient_domain(message.recipient)
+    result = policy.on_message_received(protocol, message, connection)
+    return apply_routing_rule(policy.name, message, result)
+
+
+def apply_routing_rule(
+    policy_name: str, message: PolicyMessage, result: PolicyResult
+) -> RoutedMessage | RefusedMessage:
+    """The rule applied to what the reception handler answered for `message`."""
     if isinstance(result, PolicyRejected):
         return RefusedMessage(result, None, message.meta)
     if isinstance(result, PolicyFailed):
         return RefusedMessage(result.as_rejection(), result, message.meta)
-    return _accepted(policy, domain, result)
+    return _accepted(policy_name, message, result)
+
+
+def _changed(before: str, after: str | None) -> str | None:
+    return None if after is None or after == before else after
 
 
 def _accepted(
-    policy: Policy, domain: str, result: PolicyAccepted
+    policy_name: str, message: PolicyMessage, result: PolicyAccepted
 ) -> RoutedMessage | RefusedMessage:
+    recipient_after = _changed(message.recipient, result.recipient)
     try:
+        domain = recipient_domain(recipient_after or message.recipient)
         queue = QueueName.for_message(domain, result.meta)
         encoded = encode_meta(result.meta)
-    except (QueueNameError, MetaError) as err:
-        failure = PolicyFailed("error", f"{policy.name}: {err}")
+    except (QueueNameError, MetaError, RecipientDomainError) as err:
+        failure = PolicyFailed("error", f"{policy_name}: {err}")
         return RefusedMessage(failure.as_rejection(), failure, result.meta, str(err))
-    return RoutedMessage(queue, result.meta, encoded)
+    data_after = None if result.data is None or result.data == message.data else result.data
+    return RoutedMessage(
+        queue,
+        result.meta,
+        encoded,
+        sender_after=_changed(message.sender, result.sender),
+        recipient_after=recipient_after,
+        data_after=data_after,
+    )

@@ -445,7 +445,11 @@ class RoutingSettings:
 
     policy_path: Path | None = field(
         default=None,
-        metadata=_about(_optional_path, "routing policy (.lua or declarative .yaml/.toml)"),
+        metadata=_about(
+            _optional_path,
+            "the policy (.lua or declarative .yaml): ingest runs its reception events, "
+            "routing names queues, scheduling runs get_queue_config",
+        ),
     )
     # The same default as core/policy/types.py PolicyLimits.deadline_seconds (runtime may not
     # import policy; a unit test holds them equal).

@@ -1,0 +1,211 @@
+"""The policy at reception, as KumoMTA runs it: before the client gets its answer.
+
+Ingest runs the SMTP-time events during the dialogue (smtp_server_connection_accepted, _ehlo,
+_mail_from, _rcpt_to, _auth_plain) and the reception handler on each message
+(smtp_server_message_received for SMTP before the reply to DATA, http_message_generated for
+the injection API before it answers and for `submit` records before they are accepted). What
+the handler leaves (meta, and the envelope and message where it changed them) is what ingest
+accepts; the record carries the policy that ran and the handler's inputs
+(`reception_policy`), so routing only names the queue and the decision it writes can still be
+replayed (`relaystream audit verify`).
+
+A Lua state runs one call at a time, and a call may run until its deadline: calls run on one
+worker thread, serialized by a lock, so a slow policy call holds up only the sessions that
+wait for the policy, not the event loop. The `submit` converter (synchronous, in the loop)
+takes the same lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TypeVar, cast
+
+from ..core.domain.smtp_reply import SmtpResponse, split_enhanced_code
+from ..core.events.meta import MetaError, decode_meta
+from ..core.events.records import MessageAccepted, ReceptionPolicyRun
+from ..core.events.records import SmtpResponse as SmtpResponseRecord
+from ..core.policy import (
+    ConnectionMeta,
+    EventResult,
+    EventReturned,
+    Policy,
+    PolicyMessage,
+    PolicyRejected,
+    ReceptionProtocol,
+)
+from ..core.policy.headers import header_block
+from ..core.policy.routing_rule import (
+    RecipientDomainError,
+    RefusedMessage,
+    RoutedMessage,
+    route_message,
+)
+from ..core.policy.types import POLICY_FAILURE_CODE, POLICY_FAILURE_TEXT
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Refused:
+    """The reception handler refused one message: `response` is the reply the client gets
+    (kumo.reject's, or 451 4.3.0 for a policy failure, whose text `failure` names file and
+    line)."""
+
+    message_id: str
+    recipient: str
+    response: PolicyRejected
+    failure: str | None
+
+    @property
+    def reply(self) -> str:
+        return self.response.response
+
+
+class ReceptionPolicy:
+    """The deployment's policy as ingest runs it (see the module doc)."""
+
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
+        self._lock = threading.Lock()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="policy")
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+    def has_handler(self, event: str) -> bool:
+        return self.policy.has_handler(event)
+
+    def _locked(self, call: Callable[[], T]) -> T:
+        with self._lock:
+            return call()
+
+    async def _run(self, call: Callable[[], T]) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._locked, call)
+
+    async def event(
+        self, event: str, args: Sequence[object], connection: ConnectionMeta
+    ) -> EventResult:
+        """One SMTP-time event; a policy without its handler answers nothing at once."""
+        if not self.policy.has_handler(event):
+            return EventReturned()
+        return await self._run(lambda: self.policy.on_smtp_event(event, args, connection))
+
+    async def receive(
+        self,
+        protocol: ReceptionProtocol,
+        events: Sequence[MessageAccepted],
+        connection: ConnectionMeta | None = None,
+    ) -> list[MessageAccepted | Refused]:
+        """The reception handler on each message of one reception, in order."""
+        return await self._run(lambda: self._receive_all(protocol, events, connection))
+
+    def receive_now(
+        self,
+        protocol: ReceptionProtocol,
+        events: Sequence[MessageAccepted],
+        connection: ConnectionMeta | None = None,
+    ) -> list[MessageAccepted | Refused]:
+        """`receive` on the calling thread (the synchronous `submit` converter)."""
+        return self._locked(lambda: self._receive_all(protocol, events, connection))
+
+    def _receive_all(
+        self,
+        protocol: ReceptionProtocol,
+        events: Sequence[MessageAccepted],
+        connection: ConnectionMeta | None,
+    ) -> list[MessageAccepted | Refused]:
+        return [self._received(protocol, event, connection) for event in events]
+
+    def _received(
+        self,
+        protocol: ReceptionProtocol,
+        event: MessageAccepted,
+        connection: ConnectionMeta | None,
+    ) -> MessageAccepted | Refused:
+        try:
+            meta = decode_meta(event["meta"])
+        except MetaError as error:  # ingest encoded it: a bug, refused rather than lost
+            return Refused(event["id"], event["recipient"], _failure_response(), str(error))
+        message = PolicyMessage(
+            id=event["id"],
+            sender=event["sender"],
+            recipient=event["recipient"],
+            meta=meta,
+            headers=header_block(event["content"]),
+            data=event["content"],
+        )
+        try:
+            routed = route_message(self.policy, protocol, message, connection)
+        except RecipientDomainError as error:
+            return Refused(
+                event["id"], event["recipient"], PolicyRejected(553, f"5.1.3 {error}"), None
+            )
+        if isinstance(routed, RefusedMessage):
+            failure = None if routed.failure is None else routed.failure.message
+            return Refused(event["id"], event["recipient"], routed.rejection, failure)
+        return self._applied(event, message, routed)
+
+    def _applied(
+        self, event: MessageAccepted, message: PolicyMessage, routed: RoutedMessage
+    ) -> MessageAccepted:
+        run = self._run_record(event)
+        run["sender_before"] = event["sender"] if routed.sender_after is not None else None
+        run["recipient_before"] = event["recipient"] if routed.recipient_after is not None else None
+        run["headers_before"] = message.headers if routed.data_after is not None else None
+        return {
+            **event,
+            "sender": event["sender"] if routed.sender_after is None else routed.sender_after,
+            "recipient": event["recipient"]
+            if routed.recipient_after is None
+            else routed.recipient_after,
+            "content": event["content"] if routed.data_after is None else routed.data_after,
+            "meta": routed.encoded_meta_after,
+            "reception_policy": run,
+        }
+
+    def refused_record(self, event: MessageAccepted, refused: Refused) -> MessageAccepted:
+        """A submission's message the handler refused, as routing records it: the message as
+        it came, marked with the refusal (routing writes the Rejection, queues nothing)."""
+        run = self._run_record(event)
+        run["rejection"] = response_record(refused.response)
+        run["failure"] = refused.failure
+        return {**event, "reception_policy": run}
+
+    def _run_record(self, event: MessageAccepted) -> ReceptionPolicyRun:
+        return {
+            "policy_hash": self.policy.content_hash,
+            "policy_name": self.policy.name,
+            "meta_before": dict(event["meta"]),
+            "sender_before": None,
+            "recipient_before": None,
+            "headers_before": None,
+            "rejection": None,
+            "failure": None,
+        }
+
+
+def _failure_response() -> PolicyRejected:
+    return PolicyRejected(POLICY_FAILURE_CODE, POLICY_FAILURE_TEXT)
+
+
+def response_record(response: PolicyRejected) -> SmtpResponseRecord:
+    """A policy's reply as the events record it."""
+    enhanced, text = split_enhanced_code(response.text)
+    return cast(SmtpResponseRecord, SmtpResponse(response.code, enhanced, text).to_dict())
+
+
+def first_refusal(results: Sequence[MessageAccepted | Refused]) -> Refused | None:
+    """KumoMTA: refusing any one message of a transaction refuses the whole transaction."""
+    for result in results:
+        if isinstance(result, Refused):
+            return result
+    return None
+
+
+def accepted_only(results: Sequence[MessageAccepted | Refused]) -> list[MessageAccepted]:
+    return [result for result in results if not isinstance(result, Refused)]
