@@ -25,6 +25,7 @@ from ..core.domain.routing_target import RoutingTargetError
 from ..core.events.codec import decode
 from ..core.runtime.settings import Settings
 from .admin_http import bad_request, check_query, flag, iso, rule_json
+from .config_resolver import QueueConfigResolver, QueueConfigUnavailable
 from .ports import AdminApiPort
 
 # KumoMTA's default egress source and pool name.
@@ -39,6 +40,17 @@ def mx_json(plan: MxPlan) -> dict[str, Any]:
         "is_domain_literal": plan.is_domain_literal,
         "is_secure": False,  # the resolver does not validate DNSSEC
     }
+
+
+def held_config(configs: QueueConfigResolver, queue: str) -> QueueConfig:
+    """The queue's config; 503 naming the failure while its get_queue_config fails (its
+    messages are held)."""
+    try:
+        return configs.resolve(queue)
+    except QueueConfigUnavailable as held:
+        raise web.HTTPServiceUnavailable(
+            text=f"{held}: its messages are held until the policy answers"
+        ) from None
 
 
 class AdminInspection:
@@ -120,7 +132,7 @@ class AdminInspection:
         return web.json_response(
             {
                 "queue_name": queue,
-                "queue_config": json.loads(scheduler.configs.resolve(queue).to_json()),
+                "queue_config": json.loads(held_config(scheduler.configs, queue).to_json()),
                 "num_scheduled": len(entries),
                 "delayed_metric": sum(1 for e in entries if e.due_at > now),
                 "now": iso(now),
@@ -186,7 +198,7 @@ class AdminInspection:
             for e in scheduler.messages.entries_of(queue)
             if e.due_at <= now and scheduler.messages.in_flight(e.id) is None
         )
-        config = scheduler.configs.resolve(queue)
+        config = held_config(scheduler.configs, queue)
         lease = timedelta(seconds=self._settings.scheduling.in_flight_lease_seconds)
         return web.json_response(
             {
@@ -235,7 +247,7 @@ class AdminInspection:
         source = request.query.get("source") or UNSPECIFIED
         if source != UNSPECIFIED:
             raise bad_request(f"source: relaystream has one egress source, {UNSPECIFIED!r}")
-        config = self._scheduler.configs.resolve(domain)
+        config = held_config(self._scheduler.configs, domain)
         if self._resolver is None:
             servers = self._settings.delivery.nameservers
             self._resolver = MxResolver([(s.host, s.port) for s in servers] or None)

@@ -28,7 +28,7 @@ from ..core.kafka.dead_letter import RecordRejected
 from ..core.spool.entry import SpoolEntry
 from ..core.spool.reader import SpoolReader
 from . import metrics
-from .config_resolver import QueueConfigResolver
+from .config_resolver import QueueConfigResolver, QueueConfigUnavailable
 from .log_records import message_log_record
 from .owned import OwnedPartitions
 from .partition import PartitionScheduler
@@ -121,11 +121,18 @@ class OutcomeApplier:
         with the next backoff, or expired."""
         _, message = decode(value, "QueuedMessage")
         now = self._now_ms()
+        try:
+            config = self._configs.resolve(entry.queue)
+        except QueueConfigUnavailable:
+            # No config to judge the retry by: the outcome is applied again once the queue
+            # has one (the message waits in flight, held with its queue).
+            self._failed(entry)
+            return
         plan = decide_after_transient_failure(
             attempts=entry.attempts,
             created_at=message["created_at"],
             now=_datetime(now),
-            config=self._configs.resolve(entry.queue),
+            config=config,
             random=self._random,
         )
         try:

@@ -23,7 +23,7 @@ from ..core.spool.entry import SpoolEntry
 from ..core.spool.reader import SpoolReader
 from . import metrics
 from .admin_actions import OperatorActions
-from .config_resolver import QueueConfigResolver, message_rate_of
+from .config_resolver import QueueConfigResolver, QueueConfigUnavailable, message_rate_of
 from .owned import OwnedPartitions
 from .writes import SchedulingWrites
 
@@ -121,6 +121,13 @@ class Releaser:
         return values
 
     async def _send_request(self, entry: SpoolEntry, message: dict[str, Any], now_ms: int) -> None:
+        try:
+            config = self._configs.resolve(entry.queue)
+        except QueueConfigUnavailable:
+            # The config failed since take_due resolved it (an override change dropped the
+            # cache): the message waits again, held with its queue.
+            self._partitions.release_failed(entry)
+            return
         request = {
             "id": entry.id,
             "queue": entry.queue,
@@ -130,7 +137,7 @@ class Releaser:
             "content": message["content"],
             "meta": message["meta"],
             "created_at": message["created_at"],
-            "queue_config": self._configs.resolve(entry.queue).to_json(),
+            "queue_config": config.to_json(),
             "released_at": datetime.fromtimestamp(now_ms / 1000, UTC),
         }
         try:

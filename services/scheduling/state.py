@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from ..core.domain.token_bucket import MessageRate, TokenBucket
 from ..core.spool.entry import SpoolEntry
+from .config_resolver import QueueConfigUnavailable
 
 
 @dataclass(slots=True)
@@ -50,6 +51,7 @@ class _QueueSchedule:
         self.heap: list[tuple[int, str]] = []
 
 
+# A queue's rate; raises QueueConfigUnavailable for a queue that has no config (held).
 RateLookup = Callable[[str], MessageRate | None]
 
 
@@ -70,6 +72,8 @@ class SchedulerState:
         self._buckets: dict[str, TokenBucket] = {}
         self._heap_items = 0
         self.releases = 0
+        # Queues without a config (get_queue_config failed): held until then (ms).
+        self._held_until: dict[str, int] = {}
 
     # --- reading the log ---------------------------------------------------------------
 
@@ -141,7 +145,15 @@ class SchedulerState:
         for queue, schedule in list(self._queues.items()):
             if len(released) >= max_count:
                 break
-            bucket = self._bucket(queue, rate_of(queue), now_ms)
+            if self._held_until.get(queue, 0) > now_ms:
+                continue
+            try:
+                rate = rate_of(queue)
+            except QueueConfigUnavailable as held:
+                self._held_until[queue] = held.retry_at_ms
+                continue
+            self._held_until.pop(queue, None)
+            bucket = self._bucket(queue, rate, now_ms)
             heap = schedule.heap
             while heap and len(released) < max_count:
                 due_at, message_id = heap[0]
@@ -161,6 +173,7 @@ class SchedulerState:
                 released.append(entry)
             if not heap:
                 del self._queues[queue]
+                self._held_until.pop(queue, None)
         self.releases += len(released)
         self._maybe_compact()
         return released
@@ -274,7 +287,7 @@ class SchedulerState:
             bucket = self._buckets.get(queue)
             if bucket is not None and due_at <= now_ms:
                 due_at = bucket.next_token_at(now_ms)
-            candidates.append(due_at)
+            candidates.append(max(due_at, self._held_until.get(queue, 0)))
         return min(candidates) if candidates else None
 
     def queue_names(self) -> list[str]:
