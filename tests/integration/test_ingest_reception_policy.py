@@ -23,6 +23,9 @@ from relaystream.core.runtime.settings import RoutingSettings, Settings
 
 POLICY = """\
 local kumo = require 'kumo'
+kumo.on('smtp_server_auth_plain', function(authz, authc, password, conn_meta)
+  return authc == 'daniel' and password == 'tiger'
+end)
 kumo.on('smtp_server_mail_from', function(sender, conn_meta)
   conn_meta:set_meta('x_mail_from', sender.email)
 end)
@@ -80,6 +83,12 @@ def smtp_dialogue(port: int) -> dict[str, Any]:
     replies: dict[str, Any] = {}
     with smtplib.SMTP("127.0.0.1", port, local_hostname="client.example", timeout=30) as smtp:
         smtp.ehlo()
+        try:
+            smtp.login("daniel", "lion")
+        except smtplib.SMTPAuthenticationError as error:
+            replies["auth_refused"] = error.smtp_code
+        # smtp_server_auth_plain decides for a user the users file does not know.
+        replies["auth_accepted"] = smtp.login("daniel", "tiger")
         # 1. A recipient the policy refuses at RCPT, another it takes.
         smtp.mail("alice@example.org")
         replies["rcpt_refused"] = smtp.rcpt("nobody@example.com")
@@ -110,6 +119,8 @@ async def test_smtp_refusals_are_the_answers_to_rcpt_and_data_and_nothing_refuse
         events = await read_events(
             kafka_bootstrap, topics.accepted.name, 1, schema="MessageAccepted", settle_seconds=1.0
         )
+    assert replies["auth_refused"] == 535
+    assert replies["auth_accepted"][0] == 235
     assert replies["rcpt_refused"] == (550, b"5.1.1 no such user here")
     assert replies["rcpt_taken"][0] == 250
     assert replies["data_rejected"] == (554, b"5.7.1 not this message")
@@ -121,6 +132,7 @@ async def test_smtp_refusals_are_the_answers_to_rcpt_and_data_and_nothing_refuse
     meta = meta_of(event)
     assert meta["tenant"] == "acme"
     assert meta["x_from_session"] == "alice@example.org"  # conn_meta, set at MAIL FROM
+    assert meta["authn_id"] == "daniel"
     run = event["reception_policy"]
     assert run is not None
     assert run["policy_name"] == "policy.lua" and len(run["policy_hash"]) == 64
