@@ -235,6 +235,21 @@ async def test_the_null_queue_discards_after_reception(
     assert sinks.received_by(recipient) == []
 
 
+async def test_a_message_the_policy_refuses_is_answered_550_at_data_and_never_queued(
+    pipeline: Pipeline, logs: LogWatcher, sinks: Sinks
+) -> None:
+    refused, fine = unique("refused", "refused.test"), unique("fine", "plain.test")
+    with pytest.raises(smtplib.SMTPDataError) as answer:
+        await send_smtp_async(pipeline, [fine, refused])
+    assert (answer.value.smtp_code, answer.value.smtp_error) == (550, b"5.7.1 refused by policy")
+    # Nothing of the transaction was accepted: the client's next try is the only copy.
+    await send_smtp_async(pipeline, [fine])
+    await logs.wait_for(has_final, fine)
+    assert types_of(logs.for_recipient(fine)) == ["Reception", "Delivery"]
+    assert logs.for_recipient(refused) == []
+    assert sinks.received_by(fine) == [MAIN_SINK]
+
+
 def test_an_open_relay_attempt_is_refused(pipeline: Pipeline) -> None:
     with smtplib.SMTP(
         "127.0.0.1", pipeline.smtp_port, timeout=30, source_address=("127.0.0.9", 0)
