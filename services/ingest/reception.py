@@ -68,8 +68,11 @@ class Refused:
 class ReceptionPolicy:
     """The deployment's policy as ingest runs it (see the module doc)."""
 
-    def __init__(self, policy: Policy) -> None:
+    def __init__(self, policy: Policy, max_message_size: int | None = None) -> None:
+        """`max_message_size`: a message the handler makes larger is refused (552 5.3.4), as
+        one the client sent that large would be."""
         self.policy = policy
+        self._max_message_size = max_message_size
         self._lock = threading.Lock()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="policy")
 
@@ -148,6 +151,14 @@ class ReceptionPolicy:
         if isinstance(routed, RefusedMessage):
             failure = None if routed.failure is None else routed.failure.message
             return Refused(event["id"], event["recipient"], routed.rejection, failure)
+        limit = self._max_message_size
+        if routed.data_after is not None and limit is not None and len(routed.data_after) > limit:
+            return Refused(
+                event["id"],
+                event["recipient"],
+                PolicyRejected(552, f"5.3.4 the policy made the message larger than {limit} bytes"),
+                None,
+            )
         return self._applied(event, message, routed)
 
     def _applied(

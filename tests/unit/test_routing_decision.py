@@ -206,3 +206,20 @@ def test_a_submission_refused_at_ingest_is_recorded_as_a_rejection(policy: Polic
     result = decide(marked, NOT_AGAIN, decided_at=DECIDED)
     assert result.log["response"]["code"] == 451
     assert result.policy_failure is not None and "policy bug" in result.policy_failure.message
+
+
+def test_a_message_the_handler_makes_too_large_is_refused_at_ingest() -> None:
+    growing = policy_from_source(
+        "kumo.on('smtp_server_message_received', function(msg)\n"
+        "  msg:append_header('X-Padding', string.rep('x', 200))\n"
+        "end)\n",
+        "grow.lua",
+    )
+    [kept] = ReceptionPolicy(growing, 1000).receive_now("ESMTP", [message("a@example.com")])
+    assert not isinstance(kept, Refused) and b"X-Padding" in kept["content"]
+    # The decision records the header block the handler saw, so the audit replays its input.
+    decision = decide(kept, NOT_AGAIN, decided_at=DECIDED).decision
+    assert "X-Padding" not in decision["headers"] and "X-Test: 1" in decision["headers"]
+    assert compare(decision, recompute(growing, decision)) is None
+    [refused] = ReceptionPolicy(growing, 100).receive_now("ESMTP", [message("a@example.com")])
+    assert isinstance(refused, Refused) and refused.reply.startswith("552 5.3.4")

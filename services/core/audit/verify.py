@@ -9,7 +9,8 @@ decisions were made by routing. `recompute` feeds the inputs to a policy the way
 `compare` says what differs. A policy with the recorded hash must reproduce every decision:
 that is the auditor's proof that the record explains the routing, and a difference under the
 same hash means the policy depends on something outside its inputs (the message body, which
-the decision does not record, is one: the replay gives the handler the header block only).
+the decision does not record, is one: the replay gives the handler the header block with an
+empty body).
 
 Messages that ingest refused during the SMTP dialogue or the HTTP request were never accepted
 and have no decision; a refused `submit` message has one (REJECTED).
@@ -58,6 +59,14 @@ def _normalized_response(text: str) -> str:
     return " ".join(text.split())
 
 
+def _header_only_message(headers: str) -> bytes:
+    block = headers.encode("utf-8")
+    line_end = b"\r\n" if block.endswith(b"\r\n") or not block.endswith(b"\n") else b"\n"
+    if block and not block.endswith(b"\n"):
+        block += line_end
+    return block + line_end
+
+
 def recompute(policy: Policy, decision: Mapping[str, Any]) -> Recomputed:
     """Runs `policy` on the inputs of a recorded decision; raises UnverifiableDecision."""
     protocol = decision["reception_protocol"]
@@ -73,6 +82,9 @@ def recompute(policy: Policy, decision: Mapping[str, Any]) -> Recomputed:
         recipient=decision["recipient"],
         meta=meta_before,
         headers=decision["headers"],
+        # The body is not recorded: the handler gets the header block with an empty body, so
+        # methods that change the message (append_header, dkim_sign, ...) replay on it.
+        data=_header_only_message(decision["headers"]),
     )
     reception: ReceptionProtocol = protocol
     try:
