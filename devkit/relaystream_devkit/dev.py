@@ -59,8 +59,9 @@ def write_dev_settings(
     state_dir: Path, bootstrap: str, ports: DevPorts, policy_path: Path | None = None
 ) -> Path:
     """The settings file every local service reads (health ports are given per process).
-    `policy_path`: the routing and scheduling policy (default: the sample policy); its data
-    files are read from its folder, so it is written as an absolute path."""
+    `policy_path`: the policy (default: the sample policy), which every service reads from
+    routing's setting (ingest runs its reception events, scheduling its get_queue_config); its
+    data files are read from its folder, so it is written as an absolute path."""
     policy = str((policy_path or sample_policy_path()).resolve())
     settings = {
         "kafka_bootstrap": bootstrap,

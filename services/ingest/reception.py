@@ -11,8 +11,8 @@ replayed (`relaystream audit verify`).
 
 A Lua state runs one call at a time, and a call may run until its deadline: calls run on one
 worker thread, serialized by a lock, so a slow policy call holds up only the sessions that
-wait for the policy, not the event loop. The `submit` converter (synchronous, in the loop)
-takes the same lock.
+wait for the policy, not the event loop. The `submit` loop converts its batches on that thread
+too (`run`).
 """
 
 from __future__ import annotations
@@ -73,7 +73,9 @@ class ReceptionPolicy:
         one the client sent that large would be."""
         self.policy = policy
         self._max_message_size = max_message_size
-        self._lock = threading.Lock()
+        # Reentrant: the submit loop's batch runs on the policy thread (`run`) and its
+        # converter calls receive_now there.
+        self._lock = threading.RLock()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="policy")
 
     def close(self) -> None:
@@ -86,7 +88,9 @@ class ReceptionPolicy:
         with self._lock:
             return call()
 
-    async def _run(self, call: Callable[[], T]) -> T:
+    async def run(self, call: Callable[[], T]) -> T:
+        """`call` on the policy thread, holding the policy: work that runs the policy and
+        must not hold up the event loop (the submit loop's batches)."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self._locked, call)
 
@@ -96,7 +100,7 @@ class ReceptionPolicy:
         """One SMTP-time event; a policy without its handler answers nothing at once."""
         if not self.policy.has_handler(event):
             return EventReturned()
-        return await self._run(lambda: self.policy.on_smtp_event(event, args, connection))
+        return await self.run(lambda: self.policy.on_smtp_event(event, args, connection))
 
     async def receive(
         self,
@@ -105,7 +109,7 @@ class ReceptionPolicy:
         connection: ConnectionMeta | None = None,
     ) -> list[MessageAccepted | Refused]:
         """The reception handler on each message of one reception, in order."""
-        return await self._run(lambda: self._receive_all(protocol, events, connection))
+        return await self.run(lambda: self._receive_all(protocol, events, connection))
 
     def receive_now(
         self,

@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..core.kafka.fencing import LOOP_TRANSACTION_TIMEOUT_MS
@@ -59,6 +59,8 @@ class SubmitLoop:
         max_records: int,
         converter_for: Callable[[AcceptedPartitions], SubmissionConverter],
         stop: asyncio.Event,
+        offload: Callable[[Callable[[], list[Converted]]], Awaitable[list[Converted]]]
+        | None = None,
     ) -> None:
         self._bootstrap = bootstrap
         self._topics = topics
@@ -69,6 +71,8 @@ class SubmitLoop:
         self._max_records = max_records
         self._converter_for = converter_for
         self._stop = stop
+        # Where a batch is converted (the conversion runs the policy): ingest's policy thread.
+        self._offload = offload
         self._loop: TransactionalLoop[Converted] | None = None
         self.restarts = 0
 
@@ -98,6 +102,7 @@ class SubmitLoop:
                 group=self._group,
                 max_records=self._max_records,
                 committed=count_committed,
+                offload=self._offload,
             )
             consumer.subscribe([self._topics.submit.name], listener=loop.listener)
             await consumer.start()

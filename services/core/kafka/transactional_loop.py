@@ -31,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Generic, Protocol, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
@@ -134,7 +134,9 @@ class TransactionalLoop(Generic[T]):
 
     `transform(record)` must not do I/O (it runs between fetch and transaction; a record it
     cannot handle becomes a dead-letter record in its result). `committed(records, results)`
-    is called after each commit, for the caller's metrics.
+    is called after each commit, for the caller's metrics. `offload`, when given, runs a
+    batch's transforms off the event loop (ingest: on its policy thread, as the transform runs
+    the policy); a rebalance waits for the batch either way.
     """
 
     def __init__(
@@ -147,8 +149,10 @@ class TransactionalLoop(Generic[T]):
         max_records: int,
         committed: Callable[[Sequence[Any], Sequence[T]], None] | None = None,
         linger: float = BATCH_LINGER_SECONDS,
+        offload: Callable[[Callable[[], list[T]]], Awaitable[list[T]]] | None = None,
     ) -> None:
         self._consumer = consumer
+        self._offload = offload
         self._producer = producer
         self._transform = transform
         self._group = group
@@ -244,7 +248,11 @@ class TransactionalLoop(Generic[T]):
 
     async def _commit_batch(self, batch: Batch) -> None:
         sources = [record for records in batch.values() for record in records]
-        results = [self._transform(record) for record in sources]
+
+        def transform_all() -> list[T]:
+            return [self._transform(record) for record in sources]
+
+        results = transform_all() if self._offload is None else await self._offload(transform_all)
         try:
             await transact(
                 self._producer,
