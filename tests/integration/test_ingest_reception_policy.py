@@ -23,6 +23,19 @@ from relaystream.core.runtime.settings import RoutingSettings, Settings
 
 POLICY = """\
 local kumo = require 'kumo'
+kumo.on('smtp_server_connection_accepted', function(conn_meta)
+  if conn_meta:get_meta('received_from'):match('^127%.0%.0%.2:') then
+    kumo.reject(421, '4.7.0 not from this address')
+  end
+  conn_meta:set_meta('x_connected', true)
+end)
+kumo.on('smtp_server_ehlo', function(domain, conn_meta, extensions)
+  if domain == 'bad.actor' then
+    kumo.reject(550, '5.7.1 go away')
+  end
+  table.insert(extensions, 'X-POLICY-WAS-HERE')
+  return extensions
+end)
 kumo.on('smtp_server_auth_plain', function(authz, authc, password, conn_meta)
   return authc == 'daniel' and password == 'tiger'
 end)
@@ -81,8 +94,15 @@ def data(smtp: smtplib.SMTP) -> tuple[int, bytes]:
 def smtp_dialogue(port: int) -> dict[str, Any]:
     """Three transactions on one session (smtplib, in a thread): the replies it got."""
     replies: dict[str, Any] = {}
+    try:
+        smtplib.SMTP("127.0.0.1", port, timeout=30, source_address=("127.0.0.2", 0))
+    except smtplib.SMTPConnectError as error:
+        replies["banner_refused"] = (error.smtp_code, error.smtp_error)
+    with smtplib.SMTP("127.0.0.1", port, timeout=30) as smtp:
+        replies["ehlo_refused"] = smtp.ehlo("bad.actor")
     with smtplib.SMTP("127.0.0.1", port, local_hostname="client.example", timeout=30) as smtp:
         smtp.ehlo()
+        replies["extensions"] = set(smtp.esmtp_features)
         try:
             smtp.login("daniel", "lion")
         except smtplib.SMTPAuthenticationError as error:
@@ -119,6 +139,9 @@ async def test_smtp_refusals_are_the_answers_to_rcpt_and_data_and_nothing_refuse
         events = await read_events(
             kafka_bootstrap, topics.accepted.name, 1, schema="MessageAccepted", settle_seconds=1.0
         )
+    assert replies["banner_refused"] == (421, b"4.7.0 not from this address")
+    assert replies["ehlo_refused"] == (550, b"5.7.1 go away")
+    assert {"x-policy-was-here", "auth", "pipelining"} <= replies["extensions"]
     assert replies["auth_refused"] == 535
     assert replies["auth_accepted"][0] == 235
     assert replies["rcpt_refused"] == (550, b"5.1.1 no such user here")
@@ -133,6 +156,7 @@ async def test_smtp_refusals_are_the_answers_to_rcpt_and_data_and_nothing_refuse
     assert meta["tenant"] == "acme"
     assert meta["x_from_session"] == "alice@example.org"  # conn_meta, set at MAIL FROM
     assert meta["authn_id"] == "daniel"
+    assert meta["x_connected"] is True  # conn_meta, set before the banner
     run = event["reception_policy"]
     assert run is not None
     assert run["policy_name"] == "policy.lua" and len(run["policy_hash"]) == 64
