@@ -220,7 +220,3 @@ def first_refusal(results: Sequence[MessageAccepted | Refused]) -> Refused | Non
         if isinstance(result, Refused):
             return result
     return None
-
-
-def accepted_only(results: Sequence[MessageAccepted | Refused]) -> list[MessageAccepted]:
-    return [result for result in results if not isinstance(result, Refused)]

@@ -80,7 +80,6 @@ POLICY_FAILURE_REPLY = f"{POLICY_FAILURE_CODE} {POLICY_FAILURE_TEXT}"
 CONNECTION_FAILURE_REPLY = f"421 {POLICY_FAILURE_TEXT}"
 # RFC 4954: a temporary failure of the authentication mechanism.
 AUTH_FAILURE_REPLY = "454 4.7.0 Temporary authentication failure"
-AUTH_SUCCESS_REPLY = "235 2.7.0 Authentication successful"
 AUTH_INVALID_REPLY = "535 5.7.8 Authentication credentials invalid"
 
 # aiosmtpd's own replies (by prefix) and what we answer instead.
