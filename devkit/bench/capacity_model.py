@@ -18,16 +18,19 @@ from dataclasses import dataclass
 from relaystream.core.kafka.topics import RETAIN_FOREVER_MS, TopicSettings, declare_topics
 from relaystream.core.runtime.settings import DeliverySettings
 
-# CPU seconds per 1000 messages (1 recipient, 10 KB), per stage: the highest of the warm
+# CPU seconds per 1000 messages (1 recipient, 10 KB), per service: the highest of the warm
 # `relaystream bench --scenario 1rcpt-10k --concurrency 32 --sink smtp-sink` runs (README,
-# issue 21), one broker, replication 1.
+# issue 21).
 CPU_S_PER_1000 = {
     "ingest": 0.38,
     "routing": 0.24,
     "scheduling": 0.25,
     "delivery": 0.48,
-    "broker": 0.71,
 }
+# The brokers' CPU seconds per 1000 messages, summed over 3 brokers with the topics at
+# replication 3 (min.insync 2): the bench's pipeline on the devkit's 3-node cluster, 2 runs of
+# 2000 messages, 1.67 and 1.85 (one broker at replication 1, same way: 0.43 and 0.53).
+BROKER_CPU_S_PER_1000_REPLICATION_3 = 1.85
 # Bytes on the broker per 10 KB message, one replica, uncompressed: the log segments of a fresh
 # broker after 2000 messages of `1rcpt-10k` (docs/capacity.md says how).
 BYTES_PER_MESSAGE = {
@@ -94,13 +97,14 @@ def retention_days() -> dict[str, float]:
 def size_for(per_day: float, peak_factor: float, concurrency: int) -> Size:
     """The deployment for `per_day` messages; `concurrency`: delivery's attempts in flight."""
     replication = TopicSettings.production().replication_factor
+    if replication != 3:
+        raise ValueError("the brokers' CPU per message was measured at replication 3")
     peak = per_day / 86_400 * peak_factor
     cores = {
         stage: peak * cpu / 1000 / CPU_TARGET_UTILIZATION for stage, cpu in CPU_S_PER_1000.items()
     }
     # A service is one Python process: one core at most.
     instances = {stage: max(MIN_INSTANCES, math.ceil(c)) for stage, c in cores.items()}
-    del instances["broker"]
     in_flight = peak * REMOTE_SMTP_TRANSACTION_S
     instances["delivery"] = max(instances["delivery"], math.ceil(in_flight / concurrency))
     backlog = int(per_day * BACKLOG_FRACTION_OF_DAY)
@@ -127,8 +131,7 @@ def size_for(per_day: float, peak_factor: float, concurrency: int) -> Size:
         instances=instances,
         partitions=partitions_for(instances["routing"]),
         queue_partitions=partitions_for(max(instances["scheduling"], instances["delivery"])),
-        # Followers fetch and append every byte again: counted at the leader's cost (a guess).
-        broker_cores=cores["broker"] * replication,
+        broker_cores=peak * BROKER_CPU_S_PER_1000_REPLICATION_3 / 1000 / CPU_TARGET_UTILIZATION,
         broker_in_mb_s=peak * written * replication / 1e6,
         broker_out_mb_s=peak * (written * (replication - 1) + read) / 1e6,
         disk_per_replica_tb=(per_day * retained + backlog * BYTES_PER_MESSAGE["queued"]) / 1e12,
