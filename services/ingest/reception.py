@@ -24,17 +24,21 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypeVar, cast
 
+from ..core.domain.listener_domain import ListenerDomain
 from ..core.domain.smtp_reply import SmtpResponse, split_enhanced_code
 from ..core.events.meta import MetaError, decode_meta
 from ..core.events.records import MessageAccepted, ReceptionPolicyRun
 from ..core.events.records import SmtpResponse as SmtpResponseRecord
 from ..core.policy import (
+    GET_LISTENER_DOMAIN,
     ConnectionMeta,
     EventResult,
     EventReturned,
     Policy,
+    PolicyFailed,
     PolicyMessage,
     PolicyRejected,
+    PolicyRuntimeError,
     ReceptionProtocol,
 )
 from ..core.policy.headers import header_block
@@ -101,6 +105,25 @@ class ReceptionPolicy:
         if not self.policy.has_handler(event):
             return EventReturned()
         return await self.run(lambda: self.policy.on_smtp_event(event, args, connection))
+
+    async def listener_domain(
+        self, domain: str, listener: str, connection: ConnectionMeta
+    ) -> ListenerDomain | PolicyRejected | PolicyFailed | None:
+        """get_listener_domain for `domain` on the listener at `listener` (ip:port): its
+        listener domain, None when the policy has none, or how it refused or failed."""
+        if not self.policy.has_handler(GET_LISTENER_DOMAIN):
+            return None
+        return await self.run(lambda: self._listener_domain(domain, listener, connection))
+
+    def _listener_domain(
+        self, domain: str, listener: str, connection: ConnectionMeta
+    ) -> ListenerDomain | PolicyRejected | PolicyFailed | None:
+        try:
+            return self.policy.get_listener_domain(domain, listener, connection)
+        except PolicyRuntimeError as error:
+            if error.rejection is not None:
+                return error.rejection
+            return PolicyFailed(error.reason, str(error), error.traceback)
 
     async def receive(
         self,

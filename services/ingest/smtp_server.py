@@ -4,8 +4,9 @@ Replies (enhanced status codes per RFC 3463):
 - 421 4.7.0 when `max_connections` sessions are open; the connection is then closed.
 - MAIL: 501 5.1.7 for a malformed path, 553 5.1.7 for a sender mailbox the envelope parser
   refuses; 552 5.3.4 for a declared SIZE over the limit. RCPT: 501 5.1.3 / 553 5.1.3 likewise,
-  550 5.7.1 unless the client is in a relay network or authenticated, 452 4.5.3 past
-  `max_recipients`.
+  550 5.7.1 unless the client is in a relay network, authenticated, or the policy's
+  get_listener_domain allows it (relay_from for the sender's domain, relay_to for the
+  recipient's: KumoMTA's check, `_relay_decision`), 452 4.5.3 past `max_recipients`.
 - DATA: 552 5.3.4 over the size limit, 500 5.5.2 for a line over 1000 octets, 552 5.6.0 for
   a bare LF or CR unless `invalid_line_endings` allows or fixes it; otherwise one
   MessageAccepted per recipient goes to Kafka in one atomic write (acceptor.py) and the reply
@@ -17,7 +18,8 @@ Replies (enhanced status codes per RFC 3463):
 - AUTH PLAIN/LOGIN only over TLS, or from a loopback client; 535 5.7.8 for bad credentials.
 - The policy's SMTP-time events run during the dialogue (reception.py), as in KumoMTA:
   smtp_server_connection_accepted before the banner, smtp_server_ehlo at EHLO/HELO,
-  smtp_server_mail_from at MAIL, smtp_server_rcpt_to at RCPT (after relay control),
+  smtp_server_mail_from at MAIL, get_listener_domain (relaying) and smtp_server_rcpt_to at
+  RCPT,
   smtp_server_auth_plain for a user the users file does not know, and
   smtp_server_message_received on each message before the reply to DATA. `kumo.reject(code,
   text)` in any of them is the reply to that command (421 also closes the session); refusing
@@ -47,6 +49,7 @@ from typing import Any, AnyStr, cast
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from ..core.domain.envelope import EnvelopeAddress, EnvelopeAddressError
+from ..core.domain.listener_domain import ListenerDomain, RelayDecision, relay_decision
 from ..core.policy import (
     SMTP_AUTH_PLAIN,
     SMTP_CONNECTION_ACCEPTED,
@@ -57,6 +60,7 @@ from ..core.policy import (
     EventResult,
     EventReturned,
     PolicyFailed,
+    PolicyRejected,
     ReceptionProtocol,
 )
 from ..core.policy.types import POLICY_FAILURE_CODE, POLICY_FAILURE_TEXT
@@ -78,6 +82,12 @@ NULL_PATH = "<>"
 POLICY_FAILURE_REPLY = f"{POLICY_FAILURE_CODE} {POLICY_FAILURE_TEXT}"
 # A failing smtp_server_connection_accepted: KumoMTA's answer to a session that fails.
 CONNECTION_FAILURE_REPLY = f"421 {POLICY_FAILURE_TEXT}"
+RELAYING_DENIED_REPLY = "550 5.7.1 relaying denied"
+# KumoMTA keeps this many listener domains per session, so a client trying many domains
+# cannot grow it.
+LISTENER_DOMAINS_PER_SESSION = 16
+# Recipient domains whose report logging (log_oob/log_arf) was warned about, per process.
+REPORT_WARNINGS_KEPT = 1024
 # RFC 4954: a temporary failure of the authentication mechanism.
 AUTH_FAILURE_REPLY = "454 4.7.0 Temporary authentication failure"
 AUTH_INVALID_REPLY = "535 5.7.8 Authentication credentials invalid"
@@ -249,6 +259,9 @@ class IngestSMTP(SMTP):
         self.local_address = ""
         # KumoMTA's connection metadata: the policy's conn_meta for this session.
         self.connection: ConnectionMeta = {}
+        # get_listener_domain's answers in this session, by domain (as KumoMTA keeps them);
+        # forgotten when the client authenticates, since a handler may read authz_id.
+        self.listener_domains: dict[str, ListenerDomain | None] = {}
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         first = self.transport is None
@@ -320,6 +333,22 @@ class IngestSMTP(SMTP):
         if result.code == 421:
             self._close_after_reply = True
         return result.response
+
+    async def listener_domain(
+        self, domain: str
+    ) -> ListenerDomain | PolicyRejected | PolicyFailed | None:
+        """The policy's listener domain for `domain` on this listener, asked once per session."""
+        if domain in self.listener_domains:
+            return self.listener_domains[domain]
+        result = await self._handler.reception.listener_domain(
+            domain, self.local_address, self.connection
+        )
+        if isinstance(result, PolicyRejected | PolicyFailed):
+            return result
+        while len(self.listener_domains) >= LISTENER_DOMAINS_PER_SESSION:
+            del self.listener_domains[next(iter(self.listener_domains))]
+        self.listener_domains[domain] = result
+        return result
 
     def close_after_reply(self) -> None:
         self._close_after_reply = True
@@ -459,6 +488,7 @@ class IngestHandler:
         self.reception = reception
         self._acceptor = acceptor
         self.in_flight = 0
+        self._report_domains_warned: set[str] = set()
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -499,6 +529,7 @@ class IngestHandler:
             return AuthResult(success=False, handled=False, message=AUTH_INVALID_REPLY)
         server.connection["authn_id"] = name
         server.connection["authz_id"] = identity
+        server.listener_domains.clear()
         return AuthResult(success=True, auth_data=LoginPassword(login, password))
 
     async def handle_EHLO(
@@ -574,13 +605,16 @@ class IngestHandler:
         except EnvelopeAddressError as error:
             metrics.MESSAGES_REJECTED.labels(PROTOCOL, "bad_recipient").inc()
             return f"553 5.1.3 Bad recipient address: {error}"
-        if not (session.authenticated or self._in_relay_networks(session.peer)):
+        ingest = cast(IngestSMTP, server)
+        decision = await self._relay_decision(ingest, session, envelope, recipient)
+        if isinstance(decision, str):
+            return decision
+        if not decision.relays:
             metrics.MESSAGES_REJECTED.labels(PROTOCOL, "relaying_denied").inc()
-            return "550 5.7.1 relaying denied"
+            return RELAYING_DENIED_REPLY
         if len(envelope.rcpt_tos) >= self.policy.max_recipients:
             metrics.MESSAGES_REJECTED.labels(PROTOCOL, "too_many_recipients").inc()
             return "452 4.5.3 Too many recipients"
-        ingest = cast(IngestSMTP, server)
         result = await self.reception.event(SMTP_RCPT_TO, [recipient], ingest.connection)
         refusal = ingest.policy_reply(result, "RCPT", POLICY_FAILURE_REPLY)
         if refusal is not None:
@@ -588,6 +622,48 @@ class IngestHandler:
         envelope.rcpt_tos.append(recipient)
         envelope.rcpt_options.extend(options)
         return "250 2.1.5 OK"
+
+    async def _relay_decision(
+        self, server: IngestSMTP, session: Session, envelope: Envelope, recipient: str
+    ) -> RelayDecision | str:
+        """KumoMTA's check at RCPT: relay networks or SMTP AUTH, then the listener domain of
+        the sender's domain (relay_from), then the recipient's (relay_to). A listener domain
+        the policy refuses or fails to give is the reply (a str)."""
+        domains: list[ListenerDomain | None] = []
+        sender = envelope.mail_from
+        # The null sender has no domain to ask about.
+        sender_domain = "" if sender in (None, NULL_PATH) else str(sender).rpartition("@")[2]
+        for domain in (sender_domain, recipient.rpartition("@")[2]):
+            result = await server.listener_domain(domain) if domain else None
+            if isinstance(result, PolicyRejected | PolicyFailed):
+                refusal = server.policy_reply(result, "RCPT", POLICY_FAILURE_REPLY)
+                assert refusal is not None
+                return refusal
+            domains.append(result)
+        decision = relay_decision(
+            _peer_ip(session.peer),
+            relay_hosts=session.authenticated or self._in_relay_networks(session.peer),
+            sender_domain=domains[0],
+            recipient_domain=domains[1],
+        )
+        if decision.reports_asked:
+            self._warn_reports_unlogged(recipient.rpartition("@")[2], decision)
+        return decision
+
+    def _warn_reports_unlogged(self, domain: str, decision: RelayDecision) -> None:
+        """Once per domain: relaystream does not turn OOB/ARF reports into log records."""
+        if domain in self._report_domains_warned:
+            return
+        if len(self._report_domains_warned) >= REPORT_WARNINGS_KEPT:
+            self._report_domains_warned.clear()
+        self._report_domains_warned.add(domain)
+        log.warning(
+            "get_listener_domain asks for OOB/ARF reports to be logged (log_oob/log_arf); "
+            "relaystream does not parse reports: mail to this domain is accepted only where "
+            "relaying is allowed, then logged as an ordinary Reception and relayed, never "
+            "dropped",
+            extra={"domain": domain, "relays": decision.relays},
+        )
 
     def _in_relay_networks(self, peer: Any) -> bool:
         ip = _peer_ip(peer)

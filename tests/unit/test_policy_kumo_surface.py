@@ -246,17 +246,13 @@ def test_event_lists_do_not_overlap_and_every_run_event_is_a_kumomta_event() -> 
     assert all(event_registration(name).kind is EventKind.RUN for name in RUN_EVENTS)
 
 
-# Events relaystream does not run from its services yet that take one handler, as in KumoMTA.
-ONE_HANDLER_EVENTS = frozenset({"get_listener_domain"})
-
-
 @pytest.mark.parametrize("event", sorted(NOT_RUN_EVENTS))
 def test_a_kumomta_event_not_run_here_warns_once_at_load_and_its_handler_never_runs(
     event: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, "relaystream.policy")
-    # Registered twice (warned once), except where KumoMTA allows one handler only.
-    again = "" if event in ONE_HANDLER_EVENTS else f"kumo.on('{event}', function() end)\n"
+    # Registered twice, warned once.
+    again = f"kumo.on('{event}', function() end)\n"
     policy = policy_from_source(
         "local kumo = require 'kumo'\n"
         f"kumo.on('{event}', function() error('ran') end)\n"

@@ -83,18 +83,55 @@ class ListenerDomain:
         }
 
     @property
-    def accepts_reception(self) -> bool:
-        """Whether a recipient in this domain may be accepted at all (KumoMTA rejects RCPT TO
-        when nothing relays or logs it)."""
+    def logs_reports(self) -> bool:
+        """Whether it asks for OOB or ARF reports sent to it to be logged."""
         return (
-            self.relay_to
-            or self.log_oob is not ReportHandling.IGNORE
-            or self.log_arf is not ReportHandling.IGNORE
+            self.log_oob is not ReportHandling.IGNORE or self.log_arf is not ReportHandling.IGNORE
         )
 
     def relays_from(self, peer: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
         """Whether a client at `peer` may relay mail from this (sender) domain."""
         return any(peer.version == net.version and peer in net for net in self.relay_from)
+
+
+@dataclass(frozen=True)
+class RelayDecision:
+    """Whether one RCPT TO may relay, and why (KumoMTA's check_relaying). `relay_hosts`:
+    the client may relay anywhere (relay networks, SMTP AUTH); `relay_from`: the sender
+    domain's listener domain lists the client's network; `relay_to`: the recipient domain's
+    listener domain allows relaying to it from anyone. `reports_asked`: the recipient domain
+    asks for OOB/ARF reports to be logged, which relaystream does not do (see `relays`)."""
+
+    relay_hosts: bool
+    relay_from: bool
+    relay_to: bool
+    reports_asked: bool
+
+    @property
+    def relays(self) -> bool:
+        """Whether the recipient is accepted. KumoMTA also accepts a recipient whose domain
+        only logs reports (log_oob/log_arf) and then drops whatever is not a report;
+        relaystream parses no reports, so accepting those would drop mail silently: only
+        relaying accepts a recipient here."""
+        return self.relay_hosts or self.relay_from or self.relay_to
+
+
+def relay_decision(
+    peer: ipaddress.IPv4Address | ipaddress.IPv6Address,
+    *,
+    relay_hosts: bool,
+    sender_domain: ListenerDomain | None,
+    recipient_domain: ListenerDomain | None,
+) -> RelayDecision:
+    """KumoMTA's order: relay hosts, then the sender domain's relay_from (so CIDR or SMTP AUTH
+    rules for a sender apply before a destination whose relay_to is false), then the
+    recipient domain's relay_to."""
+    return RelayDecision(
+        relay_hosts=relay_hosts,
+        relay_from=sender_domain is not None and sender_domain.relays_from(peer),
+        relay_to=recipient_domain is not None and recipient_domain.relay_to,
+        reports_asked=recipient_domain is not None and recipient_domain.logs_reports,
+    )
 
 
 _FIELDS = frozenset({"relay_to", "relay_from", "log_oob", "log_arf"})

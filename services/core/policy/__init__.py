@@ -8,6 +8,7 @@ data (meta dicts, queue config mappings) that the routing service turns into que
 from .base import Policy, content_hash
 from .loader import configured_policy, policy_from_file, policy_from_source, service_policy
 from .types import (
+    GET_LISTENER_DOMAIN,
     HANDLER_FOR_PROTOCOL,
     SMTP_AUTH_PLAIN,
     SMTP_CONNECTION_ACCEPTED,
@@ -31,6 +32,7 @@ from .types import (
 )
 
 __all__ = [
+    "GET_LISTENER_DOMAIN",
     "HANDLER_FOR_PROTOCOL",
     "SMTP_AUTH_PLAIN",
     "SMTP_CONNECTION_ACCEPTED",

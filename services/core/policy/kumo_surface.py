@@ -30,6 +30,7 @@ RUN_EVENTS: frozenset[str] = frozenset(
         "smtp_server_mail_from",
         "smtp_server_rcpt_to",
         "smtp_server_auth_plain",
+        "get_listener_domain",
     }
 )
 
@@ -38,7 +39,6 @@ RUN_EVENTS: frozenset[str] = frozenset(
 NOT_RUN_EVENTS: frozenset[str] = frozenset(
     {
         "get_acl_definition",
-        "get_listener_domain",
         "http_server_validate_auth_basic",
         "http_server_validate_auth_bearer",
         "proxy_init",

@@ -25,6 +25,7 @@ from .namespaces import host_callbacks, namespace_sources
 from .namespaces.bounce_classifier import configured_bounce_rules
 from .namespaces.extras_host import declared_log_hooks
 from .types import (
+    GET_LISTENER_DOMAIN,
     HANDLER_FOR_PROTOCOL,
     SMTP_SESSION_EVENTS,
     ConnectionMeta,
@@ -139,7 +140,7 @@ class LuaPolicy(Policy):
         self.log_hooks = declared_log_hooks(host)
         self._handler_defined = {
             event: bool(engine.has_handler(event))
-            for event in set(HANDLER_FOR_PROTOCOL.values()) | SMTP_SESSION_EVENTS
+            for event in {*HANDLER_FOR_PROTOCOL.values(), *SMTP_SESSION_EVENTS, GET_LISTENER_DOMAIN}
         }
 
     def _call_engine_at_load(self, load_policy: Any, source: str, name: str) -> tuple[Any, ...]:
@@ -325,7 +326,9 @@ class LuaPolicy(Policy):
                 raise PolicyRuntimeError(f"get_listener_domain result: {err}") from err
         if status == "reject":
             raise PolicyRuntimeError(
-                f"get_listener_domain: kumo.reject({out[1]}, {out[2]!r})", "reject"
+                f"get_listener_domain: kumo.reject({out[1]}, {out[2]!r})",
+                "reject",
+                rejection=PolicyRejected(int(out[1]), str(out[2])),
             )
         raise PolicyRuntimeError(str(out[1]), status, str(out[2]) if len(out) > 2 else "")
 

@@ -17,6 +17,8 @@ SMTP_EHLO = "smtp_server_ehlo"
 SMTP_MAIL_FROM = "smtp_server_mail_from"
 SMTP_RCPT_TO = "smtp_server_rcpt_to"
 SMTP_AUTH_PLAIN = "smtp_server_auth_plain"
+# Asked at RCPT TO about the sender's and the recipient's domain (relaying).
+GET_LISTENER_DOMAIN = "get_listener_domain"
 SMTP_SESSION_EVENTS = frozenset(
     {SMTP_CONNECTION_ACCEPTED, SMTP_EHLO, SMTP_MAIL_FROM, SMTP_RCPT_TO, SMTP_AUTH_PLAIN}
 )
@@ -44,12 +46,20 @@ class PolicyLoadError(Exception):
 class PolicyRuntimeError(Exception):
     """A handler failed outside a message (get_queue_config). `reason` is "error",
     "budget" (instruction budget exhausted), "timeout" (deadline passed), "memory"
-    (memory limit exceeded) or "reject" (kumo.reject in an egress event)."""
+    (memory limit exceeded) or "reject" (kumo.reject in an egress event or
+    get_listener_domain; `rejection` then holds its code and text)."""
 
-    def __init__(self, message: str, reason: str = "error", traceback: str = "") -> None:
+    def __init__(
+        self,
+        message: str,
+        reason: str = "error",
+        traceback: str = "",
+        rejection: PolicyRejected | None = None,
+    ) -> None:
         super().__init__(message)
         self.reason = reason
         self.traceback = traceback
+        self.rejection = rejection
 
 
 @dataclass(frozen=True, slots=True)
