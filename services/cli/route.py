@@ -6,6 +6,8 @@ policy's get_queue_config gives that queue (defaults filled in), and its egress:
 the queue config names (get_egress_pool), the source its weighted round-robin picks first
 (get_egress_source), the destination site (from MX, unless --site-name gives it) and the
 egress path config the policy's get_egress_path_config gives for that source and site.
+For ESMTP it first shows the listener domains get_listener_domain gives the sender's and the
+recipient's domain, and whether a client outside the relay networks may relay (--client).
 Exit status: 0 accepted, 1 rejected or failed by the policy, 2 bad input or a policy that
 does not load.
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import json
 import logging
 import sys
@@ -40,6 +43,7 @@ from ..core.policy import (
 )
 from ..core.policy.host import policy_log
 from ..core.policy.routing_rule import RefusedMessage, route_message
+from .route_listener import DEFAULT_LISTENER, listener_domain_report, print_listener_domain
 
 MESSAGE_ID = "route-cli"
 # How long the MX lookup that names the destination site may take.
@@ -95,6 +99,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="SITE",
         help="the destination site for get_egress_path_config (default: from the MX lookup)",
     )
+    parser.add_argument(
+        "--listener",
+        default=DEFAULT_LISTENER,
+        metavar="IP:PORT",
+        help=f"the SMTP listener get_listener_domain is asked about (default {DEFAULT_LISTENER})",
+    )
+    parser.add_argument(
+        "--client",
+        metavar="IP",
+        help="the SMTP client's address, for relay_from (default: any client)",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON")
     parser.set_defaults(handler=run)
 
@@ -125,13 +140,30 @@ def route(
     protocol: ReceptionProtocol,
     message: PolicyMessage,
     site_name: str | None = None,
+    listener: str = DEFAULT_LISTENER,
+    client: str | None = None,
 ) -> dict[str, Any]:
     """The report `route` prints, as data. `site_name`: the destination site, instead of
-    the one the MX lookup gives."""
+    the one the MX lookup gives; `listener` and `client`: the SMTP listener and client
+    get_listener_domain is asked for (ESMTP only)."""
     report: dict[str, Any] = {
         "policy": {"name": policy.name, "content_hash": policy.content_hash},
         "protocol": protocol,
     }
+    if protocol == "ESMTP":
+        section, error = listener_domain_report(
+            policy, message.sender, message.recipient, listener, client
+        )
+        report["listener_domain"] = section
+        if error is not None:
+            # Ingest answers at RCPT TO: the message never reaches the reception handler.
+            if error.rejection is not None:
+                report["outcome"] = "rejected"
+                report["response"] = error.rejection.response
+            else:
+                report["outcome"] = "failed"
+                report["error"] = f"get_listener_domain: {error}"
+            return report
     routed = route_message(policy, protocol, message)
     if isinstance(routed, RefusedMessage):
         _report_refusal(report, routed)
@@ -239,6 +271,11 @@ def run(args: argparse.Namespace) -> int:
         EnvelopeAddress.parse(args.recipient)
         if args.sender:
             EnvelopeAddress.parse(args.sender)
+        if args.client is not None:
+            try:
+                ipaddress.ip_address(args.client)
+            except ValueError as err:
+                raise RouteInputError(f"--client {args.client!r}: {err}") from err
         with policy_log_on_stderr():
             policy = policy_from_file(args.policy)
     except (RouteInputError, EnvelopeAddressError, PolicyLoadError) as err:
@@ -246,7 +283,14 @@ def run(args: argparse.Namespace) -> int:
         return 2
     message = PolicyMessage(MESSAGE_ID, args.sender, args.recipient, meta, headers)
     with policy_log_on_stderr():
-        report = route(policy, cast(ReceptionProtocol, args.protocol), message, args.site_name)
+        report = route(
+            policy,
+            cast(ReceptionProtocol, args.protocol),
+            message,
+            args.site_name,
+            args.listener,
+            args.client,
+        )
     if args.json:
         print(json.dumps(report, indent=2))
     else:
@@ -279,6 +323,8 @@ def print_report(report: dict[str, Any]) -> None:
         print(f"{'response':16} {report['response']}")
     if "error" in report:
         print(f"{'error':16} {report['error']}")
+    if "listener_domain" in report:
+        print_listener_domain(report["listener_domain"])
     if "meta" in report:
         print("meta")
         for key, value in report["meta"].items():

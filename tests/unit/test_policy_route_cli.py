@@ -276,3 +276,55 @@ def main_text(argv: list[str], capsys: pytest.CaptureFixture[str]) -> int:
     code = exited.value.code
     assert isinstance(code, int)
     return code
+
+
+LISTENER_DOMAINS_POLICY = """\
+local kumo = require 'kumo'
+kumo.on('get_listener_domain', function(domain, listener, conn_meta)
+  if domain == 'send.example' and listener == '192.0.2.10:25' then
+    return kumo.make_listener_domain { relay_from = { '10.0.0.0/24' } }
+  elseif domain == 'closed.example' then
+    kumo.reject(550, '5.7.1 not here')
+  end
+end)
+"""
+
+
+def test_route_shows_the_listener_domains_and_the_relaying_decision(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    policy = tmp_path / "policy.lua"
+    policy.write_text(LISTENER_DOMAINS_POLICY)
+    common = ("--policy", str(policy), "--listener", "192.0.2.10:25", "--site-name", "s")
+    code, report = route_json(
+        capsys, *common, "--sender", "a@send.example", "--recipient", "b@x.org",
+        "--client", "10.0.0.9",
+    )  # fmt: skip
+    assert code == 0
+    section = report["listener_domain"]
+    assert isinstance(section, dict)
+    assert section["sender"] == {
+        "domain": "send.example",
+        "listener_domain": {
+            "relay_to": False,
+            "relay_from": ["10.0.0.0/24"],
+            "log_oob": "Ignore",
+            "log_arf": "Ignore",
+        },
+    }
+    assert section["recipient"] == {"domain": "x.org", "listener_domain": None}
+    assert (section["relays"], section["relay_from"], section["relay_to"]) == (True, True, False)
+    _, elsewhere = route_json(
+        capsys, *common, "--sender", "a@send.example", "--recipient", "b@x.org",
+        "--client", "10.0.1.9",
+    )  # fmt: skip
+    assert isinstance(elsewhere["listener_domain"], dict)
+    assert elsewhere["listener_domain"]["relays"] is False
+    # kumo.reject in get_listener_domain: ingest's answer at RCPT, nothing further.
+    code, rejected = route_json(
+        capsys, *common, "--sender", "a@x.org", "--recipient", "b@closed.example"
+    )
+    assert code == 1
+    assert rejected["outcome"] == "rejected"
+    assert rejected["response"] == "550 5.7.1 not here"
+    assert "queue" not in rejected
