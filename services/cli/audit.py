@@ -3,6 +3,7 @@
     audit decisions   replay `decisions`, filter, print (table, jsonl or csv) and summarize
     audit verify      re-run a policy on each recorded decision's inputs, report what changes
     audit config      the history of queue-config overrides still in the `queue-config` log
+    audit why ID      why one message went where it went (decision, overrides, every attempt)
 
 Times (--since, --until) are ISO 8601 (`2026-11-24T12:00:00Z`; without an offset: UTC) or a
 duration ago (`90s`, `15m`, `2h`, `3d`, `1h 30m`). --since starts each partition at the first
@@ -39,6 +40,7 @@ from ..core.kafka.queue_config_store import ConfigChange, config_history
 from ..core.kafka.replay import ReplayedRecord, ReplayProgress, replay_topic_batches
 from ..core.policy import Policy, PolicyLoadError, policy_from_file
 from ..core.runtime import event_loop
+from . import audit_why
 from .common import add_kafka_options, kafka_target
 
 FORMATS = ("table", "jsonl", "csv")
@@ -97,6 +99,8 @@ def register(subparsers: Any) -> None:
     config.add_argument("--target", help="only this domain or queue name")
     config.add_argument("--format", choices=("table", "jsonl"), default="table")
     config.set_defaults(handler=config_command)
+
+    audit_why.register(commands).set_defaults(handler=why_command)
 
 
 def _add_replay_options(parser: argparse.ArgumentParser) -> None:
@@ -375,3 +379,7 @@ def config_command(args: argparse.Namespace) -> int:
     except QueueConfigError as error:
         print(f"relaystream audit config: {error}", file=sys.stderr)
         return EXIT_USAGE
+
+
+def why_command(args: argparse.Namespace) -> int:
+    return _run("why", lambda: audit_why.explain(args))

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..core.domain.queue_config import QueueConfig, QueueConfigError, merge_overrides
-from ..core.domain.queue_name import QueueName, QueueNameError
+from ..core.domain.queue_name import QueueName, QueueNameError, override_targets
 from ..core.domain.token_bucket import MessageRate
 
 log = logging.getLogger(__name__)
@@ -118,11 +118,7 @@ class QueueConfigResolver:
             )
             raise QueueConfigUnavailable(queue, str(error), retry_at) from error
         self._failed.pop(queue, None)
-        # The domain's override first, then the exact queue name's (which therefore wins).
-        targets = [name.domain] if name is not None else []
-        if queue not in targets:
-            targets.append(queue)
-        for target in targets:
+        for target in override_targets(queue):
             override = self._overrides.get(target)
             if override is not None:
                 config = merge_overrides(config, override)

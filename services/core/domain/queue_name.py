@@ -26,6 +26,16 @@ def is_null_queue(name: str) -> bool:
     return name == NULL_QUEUE
 
 
+def override_targets(queue: str) -> tuple[str, ...]:
+    """The queue-config override targets that apply to `queue`, in the order the scheduler
+    merges them: its domain's, then its exact name's (which therefore wins)."""
+    try:
+        domain: str | None = QueueName.parse(queue).domain
+    except QueueNameError:
+        domain = None
+    return (queue,) if domain is None or domain == queue else (domain, queue)
+
+
 @dataclass(frozen=True)
 class QueueName:
     campaign: str | None
