@@ -6,7 +6,9 @@
 Without --bootstrap it starts a throwaway local broker (relaystream_devkit/broker.py). It writes
 `--records` RoutingDecision records to a fresh `decisions` topic, then times the command in
 process (output to /dev/null) with a filter matching about 1 % of them, with a tenant filter,
-and with no filter: wall time and the process's CPU seconds. Prints numbers; asserts nothing.
+and with no filter: wall time and the process's CPU seconds; then `audit why` of one message
+in the topic (when this run wrote it) and of an unknown id (which reads as much: the id's
+whole `decisions` partition). Prints numbers; asserts nothing.
 
 Generating a million records through the codec would take longer than replaying them, so the
 benchmark encodes a few hundred distinct decisions (domains, tenants, policies) once and writes
@@ -76,7 +78,8 @@ def with_id(template: bytes, message_id: bytes) -> bytes:
     return template[:ID_OFFSET] + message_id + template[ID_OFFSET + 32 :]
 
 
-async def generate(bootstrap: str, topic: str, partitions: int, count: int) -> None:
+async def generate(bootstrap: str, topic: str, partitions: int, count: int) -> str:
+    """Writes the decisions; returns the id of the last one."""
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap,
         acks=1,
@@ -107,12 +110,13 @@ async def generate(bootstrap: str, topic: str, partitions: int, count: int) -> N
         await asyncio.gather(*pending)
     finally:
         await producer.stop()
+    return message_id.decode()
 
 
-def timed_audit(bootstrap: str, prefix: str, *filters: str) -> tuple[float, float]:
-    """Wall seconds and this process's CPU seconds of one `audit decisions` run (the machine
-    may be shared: CPU seconds move less with the load than wall time)."""
-    argv = ["audit", "decisions", "--bootstrap", bootstrap, "--prefix", prefix, *filters]
+def timed_audit(bootstrap: str, prefix: str, *args: str) -> tuple[float, float]:
+    """Wall seconds and this process's CPU seconds of one `audit` run (the machine may be
+    shared: CPU seconds move less with the load than wall time)."""
+    argv = ["audit", *args, "--bootstrap", bootstrap, "--prefix", prefix]
     started = time.perf_counter()
     cpu_started = time.process_time()
     with (
@@ -153,11 +157,13 @@ def main() -> None:
     args = parser.parse_args()
     with broker(args.bootstrap) as bootstrap:
         prefix = args.reuse_prefix or f"bench.{uuid.uuid4().hex[:8]}."
+        topics = declare_topics(TopicSettings.local(prefix))
+        # `audit why` reads the message's other topics too (empty here).
+        asyncio.run(ensure_topics(bootstrap, list(topics)))
+        known_id = None
         if args.reuse_prefix is None:
-            topics = declare_topics(TopicSettings.local(prefix))
-            asyncio.run(ensure_topics(bootstrap, [topics.decisions]))
             started = time.perf_counter()
-            asyncio.run(
+            known_id = asyncio.run(
                 generate(
                     bootstrap, topics.decisions.name, topics.decisions.partitions, args.records
                 )
@@ -171,12 +177,18 @@ def main() -> None:
             ("--since, no filter", ("--since", since, "--format", "table")),
         ]
         for label, filters in runs:
-            took, cpu = timed_audit(bootstrap, prefix, *filters)
+            took, cpu = timed_audit(bootstrap, prefix, "decisions", *filters)
             rate = args.records / took
             print(
                 f"audit decisions {label:<24} {took:6.1f} s  {rate:>10,.0f} decisions/s"
                 f"  (CPU {cpu:.1f} s)"
             )
+        lookups = [("an unknown id", uuid.uuid4().hex)]
+        if known_id is not None:
+            lookups.insert(0, ("the last id written", known_id))
+        for label, message_id in lookups:
+            took, cpu = timed_audit(bootstrap, prefix, "why", message_id)
+            print(f"audit why {label:<30} {took:6.1f} s  (CPU {cpu:.1f} s)")
 
 
 if __name__ == "__main__":
