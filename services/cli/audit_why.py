@@ -1,9 +1,9 @@
 """`relaystream audit why ID`: why one message went where it went, from what the topics hold.
 
 The decision is looked up first, in the one `decisions` partition its id hashes to; its
-reception time then bounds the reads of `accepted` (stopped at the record), `log` and the
-`attempts` partitions of the message's queues, so a lookup reads little more than one
-partition of `decisions`, whatever the size of the others.
+reception time then bounds the reads of `accepted` (minutes around it, stopped at the record),
+`log` and the `attempts` partitions of the message's queues (from an hour before it), so a
+lookup reads little more than one partition of `decisions`, whatever the size of the others.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 from ..core.audit.message_history import MessageHistory, timeline
 from ..core.events.codec import DecodeError, decode
 from ..core.kafka.admin import describe_topics
-from ..core.kafka.message_records import message_records
+from ..core.kafka.message_records import ALL_PARTITIONS, message_records
 from ..core.kafka.queue_config_store import ConfigChange, config_history
 from ..core.kafka.replay import ReplayedRecord
 from ..core.kafka.topics import TopicCatalog, partition_for_queue
@@ -29,6 +29,11 @@ EXIT_NOT_FOUND = 1
 # Records after the reception are stamped by other hosts' clocks (CreateTime): they are read
 # from this long before the recorded reception, so a clock that lags by less loses nothing.
 CLOCK_SKEW_ALLOWANCE = timedelta(hours=1)
+# `accepted` spreads a message's records over every partition, and carries the mail: it is
+# read only around the reception, which ingest stamps with the clock that stamps the record,
+# just before it writes it (a minute's slack for a clock stepped back, ten for a slow write).
+ACCEPTED_BEFORE = timedelta(minutes=1)
+ACCEPTED_AFTER = timedelta(minutes=10)
 # A message without a decision is looked for in `accepted` over this last stretch only: older
 # and unrouted would be an outage, and reading a week of mail for an unknown id would be slow.
 UNROUTED_LOOKBACK = timedelta(hours=1)
@@ -107,14 +112,24 @@ async def find_history(bootstrap: str, topics: TopicCatalog, message_id: str) ->
             bootstrap,
             topics.accepted.name,
             message_id,
+            partitions=ALL_PARTITIONS,
             since=datetime.now(UTC) - UNROUTED_LOOKBACK,
             first_only=True,
         )
         return MessageHistory(message_id, accepted=_first(accepted_records, "MessageAccepted"))
     decision = decisions[-1]
-    since = decision["received_at"] - CLOCK_SKEW_ALLOWANCE
+    received_at = decision["received_at"]
+    since = received_at - CLOCK_SKEW_ALLOWANCE
     accepted_records, log_records, changes = await asyncio.gather(
-        message_records(bootstrap, topics.accepted.name, message_id, since=since, first_only=True),
+        message_records(
+            bootstrap,
+            topics.accepted.name,
+            message_id,
+            partitions=ALL_PARTITIONS,
+            since=received_at - ACCEPTED_BEFORE,
+            stop_at=received_at + ACCEPTED_AFTER,
+            first_only=True,
+        ),
         message_records(bootstrap, topics.log.name, message_id, since=since),
         _config_changes(bootstrap, topics.queue_config.name),
     )

@@ -97,7 +97,8 @@ async def publish_history(bootstrap: str, prefix: str, policy_path: Path) -> str
         bootstrap,
         [topics.accepted, topics.decisions, topics.log, topics.attempts, topics.queue_config],
     )
-    start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=10)
+    # Ingest stamps the reception and its record together; `why` reads `accepted` around it.
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=2)
     message_id = uuid.uuid4().hex
     await publish_override(
         bootstrap,
@@ -177,6 +178,7 @@ async def test_why_shows_the_decision_overrides_and_every_attempt(
         POLICY_HASH,
     )
     assert reception_policy["inputs"]["meta"]["customer"] == "shop"
+    assert answer["reception"]["transaction_id"] is not None  # from the accepted event
     decision = answer["decision"]
     assert (decision["outcome"], decision["queue"], decision["reception_stage"]) == (
         "QUEUED",
@@ -206,7 +208,9 @@ async def test_why_shows_the_decision_overrides_and_every_attempt(
     assert code == 0
     assert "attempt 1 TransientFailure: 451 4.7.1 greylisted" in out
     assert "attempt 2 Delivery: 250 2.0.0 ok" in out
-    assert out.rstrip().splitlines()[-2].startswith("final: delivered")
+    assert [line for line in out.splitlines() if line.startswith("final: ")] == [
+        f"final: delivered at {second['completed_at']}: 250 2.0.0 ok"
+    ]
 
     for unknown in ([uuid.uuid4().hex], [message_id, "--recipient", "bob@example.org"]):
         code, out, err = await asyncio.to_thread(why, *unknown)

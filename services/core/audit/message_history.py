@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from ..domain.log_record import json_values
 from ..domain.queue_name import override_targets
 from .queue_config_changes import OverrideChange
 from .render import iso_time, rejection_text
@@ -82,16 +83,6 @@ def _time(value: Any) -> datetime:
     return datetime.fromtimestamp(value / 1000, UTC)
 
 
-def _meta(texts: Mapping[str, str]) -> dict[str, Any]:
-    values: dict[str, Any] = {}
-    for key, text in texts.items():
-        try:
-            values[key] = json.loads(text)
-        except ValueError:
-            values[key] = text  # shown as recorded rather than hidden
-    return values
-
-
 def _response(response: Mapping[str, Any] | None) -> str | None:
     return None if response is None else " ".join((rejection_text(response) or "").split())
 
@@ -104,7 +95,6 @@ class MessageHistory:
     log_records: Sequence[Mapping[str, Any]] = ()
     requests: Sequence[Mapping[str, Any]] = ()
     config_changes: Sequence[TimedChange] = ()
-    notes: list[str] = field(default_factory=list)
 
     @property
     def found(self) -> bool:
@@ -135,26 +125,29 @@ class MessageHistory:
 
     def _reception(self) -> dict[str, Any] | None:
         accepted, decision = self.accepted, self.decision
-        if accepted is None and decision is None:
+        source = accepted if accepted is not None else decision
+        if source is None:
             return None
-        source: Mapping[str, Any] = accepted if accepted is not None else decision  # type: ignore[assignment]
+        run = None if accepted is None else accepted.get("reception_policy")
+        # The envelope as received: what the handler was given (accepted holds what it left).
+        sender = (run and run["sender_before"]) or source["sender"]
+        recipient = (run and run["recipient_before"]) or source["recipient"]
         reception: dict[str, Any] = {
             "received_at": iso_time(_time(source["received_at"])),
             "reception_protocol": source["reception_protocol"],
-            "sender": source["sender"],
-            "recipient": source["recipient"],
+            "sender": sender,
+            "recipient": recipient,
             "transaction_id": None if accepted is None else accepted.get("transaction_id"),
         }
-        run = None if accepted is None else accepted.get("reception_policy")
         if run is not None:
             reception["policy"] = {
                 "stage": "ingest",
                 "name": run["policy_name"],
                 "hash": run["policy_hash"],
                 "inputs": {
-                    "sender": run["sender_before"] or source["sender"],
-                    "recipient": run["recipient_before"] or source["recipient"],
-                    "meta": _meta(run["meta_before"]),
+                    "sender": sender,
+                    "recipient": recipient,
+                    "meta": json_values(run["meta_before"]),
                     "headers_changed": run["headers_before"] is not None,
                 },
                 "rejection": _response(run["rejection"]),
@@ -168,11 +161,9 @@ class MessageHistory:
                 "inputs": {
                     "sender": decision["sender"],
                     "recipient": decision["recipient"],
-                    "meta": _meta(decision["meta_before"]),
+                    "meta": json_values(decision["meta_before"]),
                 },
             }
-        if accepted is None:
-            self.notes.append("the accepted event is no longer in `accepted` (7-day retention)")
         return reception
 
     def _decision(self) -> dict[str, Any] | None:
@@ -194,7 +185,7 @@ class MessageHistory:
             "routing_domain": decision["routing_domain"],
             "sender_after": decision["sender_after"],
             "recipient_after": decision["recipient_after"],
-            "meta_after": _meta(decision["meta_after"]),
+            "meta_after": json_values(decision["meta_after"]),
             "rejection": _response(decision["rejection"]),
             "overrides_in_force": {}
             if queue is None
@@ -287,8 +278,19 @@ class MessageHistory:
             "response": None if last is None else _response(last["response"]),
         }
 
+    def notes(self) -> list[str]:
+        """What the answer cannot show, and why."""
+        found = []
+        if self.accepted is None and self.decision is not None:
+            found.append(
+                "no accepted event near the reception in `accepted` (its retention is 7 days): "
+                "the reception policy's inputs are the decision's"
+            )
+        if self.config_changes:
+            found.append(COMPACTION_NOTE)
+        return found
+
     def to_json(self) -> dict[str, Any]:
-        self.notes.clear()
         attempts, others = self._attempts()
         return {
             "id": self.message_id,
@@ -305,7 +307,7 @@ class MessageHistory:
                 for log in others
             ],
             "final": self._final(),
-            "notes": [*self.notes, COMPACTION_NOTE],
+            "notes": self.notes(),
         }
 
 
@@ -345,7 +347,8 @@ def timeline(history: Mapping[str, Any]) -> list[str]:
             )
             lines.append(f"{pad}  meta: {json.dumps(inputs['meta'], sort_keys=True)}")
             if policy.get("rejection"):
-                lines.append(f"{pad}  refused: {policy['rejection']}")
+                failure = f" (policy failure: {policy['failure']})" if policy["failure"] else ""
+                lines.append(f"{pad}  refused: {policy['rejection']}{failure}")
     decision = history["decision"]
     if decision is not None:
         target = decision["queue"] if decision["queue"] else decision["rejection"] or "-"
@@ -354,6 +357,13 @@ def timeline(history: Mapping[str, Any]) -> list[str]:
             f"  (reception stage {decision['reception_stage']};"
             f" policy {decision['policy_name']} sha256:{decision['policy_hash'][:16]})"
         )
+        changed = [
+            f"{what} <{decision[f'{what}_after']}>"
+            for what in ("sender", "recipient")
+            if decision[f"{what}_after"]
+        ]
+        if changed:
+            lines.append(f"{pad}the handler set the {', '.join(changed)}")
         lines.append(f"{pad}meta after: {json.dumps(decision['meta_after'], sort_keys=True)}")
         if decision["queue"]:
             lines += _overrides_lines(decision["overrides_in_force"], pad)

@@ -115,6 +115,15 @@ async def _start_offsets(
     return {tp: (found[tp].offset if found.get(tp) is not None else ends[tp]) for tp in partitions}
 
 
+async def _stop_offsets(
+    consumer: Any, ends: dict[TopicPartition, int], stop_at: datetime
+) -> dict[TopicPartition, int]:
+    found = await consumer.offsets_for_times({tp: int(stop_at.timestamp() * 1000) for tp in ends})
+    return {
+        tp: end if found.get(tp) is None else min(end, found[tp].offset) for tp, end in ends.items()
+    }
+
+
 async def replay_topic(
     bootstrap: str,
     topic: str,
@@ -299,9 +308,12 @@ async def replay_topic_batches(
     partitions: Iterable[int] | None = None,
     check_crcs: bool = False,
     batch_test: BatchTest | None = None,
+    stop_at: datetime | None = None,
 ) -> AsyncIterator[ReplayedBatch]:
     """`replay_topic` a fetched batch at a time (never an empty one), of `partitions` (default
-    all); `check_crcs` and `batch_test` as in `_records_of`.
+    all); `check_crcs` and `batch_test` as in `_records_of`. `stop_at` (not with `follow`)
+    ends each partition before its first record stamped at or after it (offsets_for_times),
+    where `until` would read on to the end and skip what follows.
 
     The next fetch is sent before a fetch's records are handed out, so the broker reads while
     the caller works."""
@@ -323,6 +335,8 @@ async def replay_topic_batches(
     try:
         starts = await _start_offsets(consumer, tps, since)
         ends: dict[TopicPartition, int] = await consumer.end_offsets(tps)
+        if stop_at is not None:
+            ends = await _stop_offsets(consumer, ends, stop_at)
         if progress is not None:
             progress.total = sum(max(0, ends[tp] - starts[tp]) for tp in tps)
             progress.end_offsets = {tp.partition: ends[tp] for tp in tps}
