@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 from ..core.dns.resolver import MxResolver
+from ..core.domain.admin_rules import AdminAction, AdminRuleSet, ready_queue_suspended_response
 from ..core.domain.egress_source import UNSPECIFIED, EgressSource
 from ..core.domain.log_record import LogRecord, PeerAddress, RecordType, SourceAddress
 from ..core.domain.log_writer import ANONYMOUS, LogWriter
@@ -96,11 +97,17 @@ class Deliverer:
     """Delivers DeliveryRequests; owns the planner, the egress resolver and the pools."""
 
     def __init__(
-        self, planner: DestinationPlanner, pools: PoolRegistry, egress: EgressResolver
+        self,
+        planner: DestinationPlanner,
+        pools: PoolRegistry,
+        egress: EgressResolver,
+        suspensions: AdminRuleSet | None = None,
     ) -> None:
         self.planner = planner
         self.pools = pools
         self.egress = egress
+        # The operator's rules (the admin topic's): suspend-ready-q applies here.
+        self.suspensions = AdminRuleSet() if suspensions is None else suspensions
 
     @classmethod
     def from_settings(
@@ -199,6 +206,19 @@ class Deliverer:
     ) -> AttemptResult:
         source = path.source.name
         pool = self.pools.pool(PoolKey(source, plan.site), path.limits, path.options)
+        suspended = self.suspensions.matching(
+            AdminAction.SUSPEND_READY_Q, pool.key.ready_queue, int(time.time() * 1000)
+        )
+        if suspended is not None:
+            # No connection, no idle session used: scheduling retries it after the rule.
+            return AttemptResult(
+                "TRANSIENT_FAILURE",
+                ready_queue_suspended_response(suspended.reason),
+                plan.site,
+                None,
+                pool_name,
+                source,
+            )
         try:
             sent = await pool.send(
                 plan.candidates, request["sender"], request["recipient"], request["content"]

@@ -29,6 +29,11 @@ from typing import Any
 
 from ..core.domain.queue_name import ready_queue_name
 from ..core.domain.token_bucket import MessageRate, TokenBucket
+from ..core.kafka.ready_queue_states import (
+    CONNECTION_LIMITED,
+    CONNECTION_RATE_THROTTLED,
+    MESSAGE_RATE_THROTTLED,
+)
 from .smtp_session import (
     ConnectFailed,
     Destination,
@@ -38,11 +43,6 @@ from .smtp_session import (
     SmtpSession,
     StaleSession,
 )
-
-# Ready-queue states (KumoMTA's ready-q-states names; the message-rate one is relaystream's).
-CONNECTION_LIMITED = "connection_limited"
-CONNECTION_RATE_THROTTLED = "connection_rate_throttled"
-MESSAGE_RATE_THROTTLED = "message_rate_throttled"
 
 
 @dataclass(frozen=True)

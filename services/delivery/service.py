@@ -15,6 +15,10 @@ an `attempts` partition this instance does not hold is handed to that partition,
 egress path's limits, applied per connection pool, hold for the whole deployment. At a
 rebalance the pools retire before the partitions go (README, "Egress").
 
+Every process follows the compacted `admin` topic for the operator's ready queue suspensions
+(read in full before the first request is taken) and publishes its ready queues' states on
+`ready-queues` (ready_queue_publisher.py), which the admin API reports for the deployment.
+
 On SIGTERM intake stops, in-flight deliveries finish, offsets are committed, then the SMTP
 connections close.
 """
@@ -34,9 +38,11 @@ from ..core.dns.resolver import MxResolver
 from ..core.domain.log_writer import ANONYMOUS, LogWriter
 from ..core.events.codec import DecodeError, decode, encode
 from ..core.events.records import DeliveryRequest
+from ..core.kafka.admin_commands import apply_or_reject
 from ..core.kafka.consumer import ConsumedRecord, EventConsumer
 from ..core.kafka.dead_letter import DeadLetters
 from ..core.kafka.producer import EventProducer
+from ..core.kafka.topic_follower import TopicFollower
 from ..core.kafka.topics import TopicCatalog, TopicRole, partition_for_queue
 from ..core.policy import service_policy
 from ..core.policy.bounce_classifier import log_writer
@@ -45,6 +51,7 @@ from . import metrics
 from .attempt import AttemptResult, Deliverer, Planned, log_event, outcome_event
 from .finished_attempts import FinishedAttempts
 from .pool import SiteGivenUp
+from .ready_queue_publisher import ReadyQueuePublisher
 
 log = logging.getLogger(__name__)
 
@@ -193,12 +200,33 @@ async def main(runtime: ServiceRuntime) -> None:
     deliverer = Deliverer.from_settings(settings.delivery, resolver, policy)
     writer = log_writer(settings.runtime, policy)
     metrics.CURRENT_POOLS.registry = deliverer.pools
+    publisher_task: asyncio.Task[None] | None = None
+    publisher_stop = asyncio.Event()
     try:
         async with EventProducer(
             bootstrap, client_id=client_id, linger_ms=settings.runtime.kafka_linger_ms
         ) as producer:
             dead_letters = DeadLetters(
                 producer, topic=topics.dead_letter.name, service=SERVICE_NAME, encode=encode
+            )
+            admin = TopicFollower(
+                bootstrap,
+                topics.admin.name,
+                await producer.partitions_for(topics.admin.name),
+                functools.partial(apply_or_reject, deliverer.suspensions),
+                client_id=f"{client_id}-admin",
+                what="ready queue suspensions",
+                dead_letters=dead_letters,
+                group=SERVICE_NAME,
+            )
+            await admin.start()
+            publisher = ReadyQueuePublisher(
+                producer,
+                topics.ready_queues.name,
+                deliverer.pools,
+                deliverer.suspensions,
+                node=settings.runtime.resolved_node_id(),
+                refresh_seconds=settings.delivery.ready_queue_refresh_seconds,
             )
             finished = FinishedAttempts(bootstrap, topics.outcomes.name, client_id=client_id)
             sites = (
@@ -240,13 +268,23 @@ async def main(runtime: ServiceRuntime) -> None:
                 on_assigned=assigned,
                 on_revoked=revoked,
             )
-            async with consumer:
-                runtime.health.set_ready(True)
-                await consumer.run(
-                    handler,
-                    concurrency=settings.delivery.consumer_concurrency,
-                    stop=runtime.shutdown_requested,
-                )
+            try:
+                # A suspension present at start holds from the first request on.
+                await admin.caught_up.wait()
+                publisher_task = asyncio.create_task(publisher.run(publisher_stop))
+                async with consumer:
+                    runtime.health.set_ready(True)
+                    await consumer.run(
+                        handler,
+                        concurrency=settings.delivery.consumer_concurrency,
+                        stop=runtime.shutdown_requested,
+                    )
+            finally:
+                publisher_stop.set()
+                if publisher_task is not None:
+                    await publisher_task
+                    await publisher.withdraw_all()
+                await admin.stop()
     finally:
         await deliverer.aclose()
         metrics.CURRENT_POOLS.registry = None
@@ -256,7 +294,8 @@ SERVICE = ServiceSpec(
     name=SERVICE_NAME,
     main=main,
     groups={SERVICE_NAME: (TopicRole.ATTEMPTS,)},
-    # finished_attempts.py reads back the outcomes already written.
-    reads=(TopicRole.OUTCOMES,),
-    produces=(TopicRole.OUTCOMES, TopicRole.LOG, TopicRole.DEAD_LETTER),
+    # finished_attempts.py reads back the outcomes already written; the admin topic holds the
+    # ready queue suspensions.
+    reads=(TopicRole.OUTCOMES, TopicRole.ADMIN),
+    produces=(TopicRole.OUTCOMES, TopicRole.LOG, TopicRole.READY_QUEUES, TopicRole.DEAD_LETTER),
 )

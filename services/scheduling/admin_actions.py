@@ -51,6 +51,10 @@ from .ports import MessageIndex, OperatorPort
 
 log = logging.getLogger(__name__)
 
+# Rules that act on no waiting message: a suspension holds releases back, a ready queue
+# suspension is delivery's.
+_NOT_ON_MESSAGES = frozenset({AdminAction.SUSPEND, AdminAction.SUSPEND_READY_Q})
+
 
 class OperatorActions:
     """The scheduler's side of the admin rules; owned by (and runs in the loop of) the
@@ -104,7 +108,7 @@ class OperatorActions:
         messages = self._scheduler.messages if within is None else within
         for rule in rules:
             now = self._scheduler.now_ms()
-            if not rule.is_active(now) or rule.action is AdminAction.SUSPEND:
+            if not rule.is_active(now) or rule.action in _NOT_ON_MESSAGES:
                 continue
             queues = {q for q in messages.queue_names() if rule.matches(q)}
             if not queues:

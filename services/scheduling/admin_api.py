@@ -2,9 +2,11 @@
 
 The routes, and what each reports here, are in the OpenAPI document `admin_openapi.json`
 (served at /api-docs/openapi.json) and the README's admin API table. Rules (suspend, bounce,
-rebind) are published on the `admin` topic, so every instance applies them to its own
-partitions; lists show the topic's rules as this instance read them, and the counts of what
-this instance did. Inspection answers from this instance's own partitions. Who may call:
+rebind, suspend-ready-q) are published on the `admin` topic, so every instance applies them to
+its own partitions (every delivery instance suspend-ready-q to its ready queues); lists show
+the topic's rules as this instance read them, and the counts of what this instance did.
+Inspection answers from this instance's own partitions, the ready queues from the
+`ready-queues` topic (every delivery instance's). Who may call:
 `admin_auth.AdminAuth` (trusted hosts, bearer tokens, HTTP Basic).
 """
 
@@ -29,7 +31,13 @@ from ..core.domain.durations import DurationError, parse_duration
 from ..core.kafka.admin_commands import cancel_rule, new_rule, publish_rule
 from ..core.runtime.settings import Settings
 from .admin_auth import AdminAuth
-from .admin_http import bad_request, json_object, refuse_true, rule_json
+from .admin_http import (
+    bad_request,
+    json_object,
+    ready_q_suspension_json,
+    refuse_true,
+    rule_json,
+)
 from .admin_inspect import AdminInspection
 from .admin_system import AdminSystem
 from .ports import AdminApiPort
@@ -44,6 +52,7 @@ _PATHS = {
     AdminAction.SUSPEND: "/api/admin/suspend/v1",
     AdminAction.BOUNCE: "/api/admin/bounce/v1",
     AdminAction.REBIND: "/api/admin/rebind/v1",
+    AdminAction.SUSPEND_READY_Q: "/api/admin/suspend-ready-q/v1",
 }
 _MATCHERS = ("campaign", "tenant", "domain", "routing_domain", "queue_names")
 _LIFETIME = ("reason", "duration", "expires")
@@ -60,6 +69,7 @@ _FIELDS = {
         "suppress_logging",
         "trigger_rebind_event",
     ),
+    AdminAction.SUSPEND_READY_Q: ("name", *_LIFETIME),
 }
 _NO_SUPPRESS = "every action on a message is logged (the log topic is the audit trail)"
 
@@ -75,6 +85,11 @@ def rule_from_request(
     action: AdminAction, body: dict[str, Any], now: datetime, created_by: str
 ) -> AdminRule:
     """A new rule from a KumoMTA-shaped request body; raises HTTPBadRequest when invalid."""
+    if action is AdminAction.SUSPEND_READY_Q:
+        name = body.get("name")
+        if not isinstance(name, str) or not name:
+            raise bad_request("name: required, the ready queue's name")
+        body = {**body, "queue_names": [name]}
     refuse_true(body, "suppress_logging", _NO_SUPPRESS)
     refuse_true(body, "trigger_rebind_event", "relaystream's policy has no rebind event; "
                 "`data` is set on each message's meta")  # fmt: skip
@@ -175,6 +190,9 @@ class AdminApi:
             counts.keep_only({r.id for r in scheduler.rules.all()})
             entries = []
             for rule in scheduler.rules.active(now, action):
+                if action is AdminAction.SUSPEND_READY_Q:
+                    entries.append(ready_q_suspension_json(rule, now))
+                    continue
                 entry = rule_json(rule, now)
                 if count_key is not None:
                     entry[count_key] = counts.of(rule.id)

@@ -90,3 +90,15 @@ def rule_json(rule: AdminRule, now_ms: int) -> dict[str, Any]:
         "data": {k: json.loads(v) for k, v in rule.rebind_meta.items()},
         "created_by": rule.created_by,
     }
+
+
+def ready_q_suspension_json(rule: AdminRule, now_ms: int) -> dict[str, Any]:
+    """A ready queue suspension as KumoMTA lists it (SuspendReadyQueueV1ListEntry)."""
+    entry = rule_json(rule, now_ms)
+    return {
+        "id": rule.id,
+        "name": rule.queues[0],
+        "reason": rule.reason,
+        "duration": entry["duration"],
+        "expires": entry["expires"],
+    }

@@ -1,9 +1,9 @@
 """The admin API's inspection routes: what this instance holds, in KumoMTA's bodies.
 
-relaystream has no ready queues yet (delivery connects per egress source and site, and the
-scheduler does not know the site). Until it does, the "ready" routes describe the stage after
-a scheduled queue: its messages due or released to delivery and awaiting an outcome, named
-by the scheduled queue. The README's admin API table says field by field what is reported.
+The ready queues are delivery's connection pools, one per (egress source, site), in whichever
+delivery process holds them: the "ready" routes answer from the `ready-queues` topic, where
+every delivery process publishes its pools' states (core/kafka/ready_queue_states.py). The
+README's admin API table says field by field what is reported.
 """
 
 from __future__ import annotations
@@ -23,13 +23,63 @@ from ..core.domain.queue_config import QueueConfig
 from ..core.domain.queue_name import READY_QUEUE_PROTOCOL, ready_queue_name
 from ..core.domain.routing_target import RoutingTargetError
 from ..core.events.codec import decode
+from ..core.events.records import ReadyQueueState
+from ..core.kafka.ready_queue_states import (
+    CONNECTION_LIMITED,
+    CONNECTION_RATE_THROTTLED,
+    MESSAGE_RATE_THROTTLED,
+    SUSPENDED,
+)
 from ..core.runtime.settings import Settings
-from .admin_http import bad_request, check_query, flag, iso, rule_json
+from .admin_http import bad_request, check_query, flag, iso, ready_q_suspension_json, rule_json
 from .config_resolver import QueueConfigResolver, QueueConfigUnavailable
 from .ports import AdminApiPort
 
 # KumoMTA's default egress source and pool name.
 UNSPECIFIED = "unspecified"
+_STATE_CONTEXTS = {
+    CONNECTION_LIMITED: "connection_limit reached: deliveries wait for a connection",
+    CONNECTION_RATE_THROTTLED: "max_connection_rate reached: new connections wait",
+    MESSAGE_RATE_THROTTLED: "max_message_rate reached: messages wait",
+}
+
+
+def ready_queue_states_json(state: ReadyQueueState) -> dict[str, dict[str, str]]:
+    """The states a published ready queue is in, as KumoMTA's QueueState (context, since);
+    the suspension is the admin topic's rule, reported from there."""
+    return {
+        name: {
+            "context": f"{_STATE_CONTEXTS.get(name, name)} (delivery node {state['node']})",
+            "since": since.isoformat(),
+        }
+        for name, since in state["states"].items()
+        if name != SUSPENDED
+    }
+
+
+def ready_queue_constraints(path_config: dict[str, Any]) -> dict[str, Any]:
+    """KumoMTA's EffectiveConstraints of a ready queue from its published path config."""
+    limit = path_config.get("connection_limit")
+
+    def axis(key: str) -> dict[str, Any] | None:
+        rate = path_config.get(key)
+        if not isinstance(rate, dict):
+            return None
+        limit, period = rate["limit"], rate["period_seconds"]
+        return {
+            "value": limit / period,
+            "source": {"kind": "primary"},
+            "display": f"{limit}/{period:g}s",
+        }
+
+    return {
+        "max_concurrent_dispatchers": None
+        if limit is None
+        else {"value": float(limit), "source": {"kind": "primary"}, "display": str(limit)},
+        "max_connection_rate": axis("max_connection_rate"),
+        "max_message_rate": axis("max_message_rate"),
+        "max_source_selection_rate": None,
+    }
 
 
 def mx_json(plan: MxPlan) -> dict[str, Any]:
@@ -179,65 +229,70 @@ class AdminInspection:
             return None
         return {"context": f"suspended: {rule.reason}", "since": iso(rule.created_at)}
 
+    def _ready_q_suspension(self, name: str, now: int) -> dict[str, Any] | None:
+        rule = self._scheduler.rules.matching(AdminAction.SUSPEND_READY_Q, name, now)
+        return None if rule is None else ready_q_suspension_json(rule, now)
+
     async def inspect_ready_q(self, request: web.Request) -> web.StreamResponse:
         check_query(request, ("queue_name", "include_scheduled_queues"))
-        queue = request.query.get("queue_name")
-        if not queue:
+        name = request.query.get("queue_name")
+        if not name:
             raise bad_request("queue_name: required")
         include = flag(request, "include_scheduled_queues")
-        scheduler = self._scheduler
-        counts = scheduler.messages.queue_counts().get(queue)
-        if counts is None:
-            raise web.HTTPNotFound(
-                text=f"no such ready queue: {queue} (relaystream names the ready stage by its "
-                "scheduled queue, and this instance holds no message of it)"
-            )
-        now = scheduler.now_ms()
-        due = sum(
-            1
-            for e in scheduler.messages.entries_of(queue)
-            if e.due_at <= now and scheduler.messages.in_flight(e.id) is None
-        )
-        config = held_config(scheduler.configs, queue)
-        lease = timedelta(seconds=self._settings.scheduling.in_flight_lease_seconds)
+        now = self._scheduler.now_ms()
+        state = self._scheduler.ready_queues.current(now).get(name)
+        if state is None:
+            raise web.HTTPNotFound(text=f"no such ready queue: {name} (no delivery instance "
+                                   "holds a connection pool for it now)")  # fmt: skip
+        states = ready_queue_states_json(state)
+        path_config = {k: json.loads(v) for k, v in state["path_config"].items()}
         return web.json_response(
             {
-                "queue_name": queue,
-                "egress_source": UNSPECIFIED,
-                "egress_pool": config.egress_pool or UNSPECIFIED,
+                "queue_name": name,
+                "egress_source": state["egress_source"],
+                # A source may serve several pools: the ready queue does not name one.
+                "egress_pool": UNSPECIFIED,
                 "protocol": READY_QUEUE_PROTOCOL,
                 "state": {
-                    "ready_count": due + counts.in_flight,
-                    "in_flight_count": counts.in_flight,
-                    # Connections are delivery's: scheduling does not see them.
-                    "connection_count": None,
-                    "connection_limited": None,
-                    "connection_rate_throttled": None,
-                    "suspended": None,
-                    "watchdog_threshold": format_duration(lease),
+                    "connection_count": state["connection_count"],
+                    "ready_count": state["ready_count"],
+                    "connection_limited": states.get(CONNECTION_LIMITED),
+                    "connection_rate_throttled": states.get(CONNECTION_RATE_THROTTLED),
+                    "suspended": self._ready_q_suspension(name, now),
+                    "watchdog_threshold": format_duration(
+                        timedelta(seconds=self._settings.scheduling.in_flight_lease_seconds)
+                    ),
                 },
-                "path_config": self._path_config(),
-                "constraints": self._constraints(config),
+                "path_config": path_config,
+                "constraints": ready_queue_constraints(path_config),
                 "dispatchers": [],
                 "mx": None,
                 "now": iso(now),
-                "scheduled_queue_names": [queue] if include else None,
+                "node": state["node"],
+                "updated_at": state["updated_at"].isoformat(),
+                # Which scheduled queues feed it is not tracked (they meet only at delivery).
+                "scheduled_queue_names": [] if include else None,
             }
         )
 
     async def ready_q_states(self, request: web.Request) -> web.StreamResponse:
         check_query(request, ("queues",))
         wanted = {q for v in request.query.getall("queues", []) for q in v.split(",") if q}
-        scheduler = self._scheduler
-        now = scheduler.now_ms()
-        states: dict[str, dict[str, Any]] = {}
-        for queue in sorted(scheduler.messages.queue_counts()):
-            if wanted and queue not in wanted:
+        now = self._scheduler.now_ms()
+        answer: dict[str, dict[str, Any]] = {}
+        for name, state in self._scheduler.ready_queues.current(now).items():
+            if wanted and name not in wanted:
                 continue
-            suspended = self._suspension_state(queue, now)
-            if suspended is not None:
-                states[queue] = {"suspended": suspended}
-        return web.json_response({"states_by_ready_queue": states})
+            states = ready_queue_states_json(state)
+            suspension = self._scheduler.rules.matching(AdminAction.SUSPEND_READY_Q, name, now)
+            if suspension is not None:
+                states[SUSPENDED] = {
+                    "context": f"suspended: {suspension.reason}",
+                    "since": iso(suspension.created_at),
+                }
+            if states:
+                answer[name] = states
+        return web.json_response({"states_by_ready_queue": answer})
 
     async def resolve_egress_path(self, request: web.Request) -> web.StreamResponse:
         check_query(request, ("domain", "source"))

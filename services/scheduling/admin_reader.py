@@ -12,10 +12,9 @@ import asyncio
 import logging
 
 from ..core.domain.admin_rules import AdminRule, AdminRuleSet
-from ..core.events.codec import DecodeError
-from ..core.kafka.admin_commands import apply_record
-from ..core.kafka.dead_letter import DeadLetters, RecordRejected
-from .topic_follower import TopicFollower
+from ..core.kafka.admin_commands import apply_or_reject
+from ..core.kafka.dead_letter import DeadLetters
+from ..core.kafka.topic_follower import TopicFollower
 
 log = logging.getLogger(__name__)
 
@@ -59,11 +58,7 @@ class AdminRulesReader:
         return arrived
 
     def _apply(self, key: bytes | None, value: bytes | None) -> None:
-        try:
-            rule = apply_record(self.rules, key, value)
-        except (DecodeError, ValueError) as error:
-            kind = "decode" if isinstance(error, DecodeError) else "validation"
-            raise RecordRejected(str(error), kind) from error
+        rule = apply_or_reject(self.rules, key, value)
         if rule is not None:
             log.info("admin rule read", extra={"id": rule.id, "action": rule.action.value})
             self.arrived.append(rule)

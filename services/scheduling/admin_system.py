@@ -21,10 +21,6 @@ from .ports import AdminApiPort
 log = logging.getLogger(__name__)
 
 PROCESS_KIND = "relaystream-scheduling"
-_NO_READY_QUEUES = (
-    "relaystream has no ready queues yet (issue 19): suspend the scheduled queue with "
-    "POST /api/admin/suspend/v1 and queue_names instead"
-)
 _NO_XFER = (
     "xfer moves messages to another node's spool; relaystream's instances share one spool "
     "(the queued topic) and Kafka moves partitions between them on rebalance"
@@ -45,9 +41,6 @@ class AdminSystem:
         router.add_get("/metrics.json", self.metrics_json)
         router.add_post("/api/admin/bump-config-epoch", self.bump_config_epoch)
         router.add_post("/api/admin/set_diagnostic_log_filter/v1", self.set_log_filter)
-        router.add_post("/api/admin/suspend-ready-q/v1", self.suspend_ready_q)
-        router.add_get("/api/admin/suspend-ready-q/v1", self.list_ready_q_suspensions)
-        router.add_delete("/api/admin/suspend-ready-q/v1", self.cancel_ready_q_suspension)
         router.add_post("/api/admin/xfer/v1", self.xfer)
         router.add_post("/api/admin/xfer/cancel/v1", self.xfer)
 
@@ -86,18 +79,6 @@ class AdminSystem:
             f"{d.logger or 'root'}={logging.getLevelName(d.level)}" for d in directives
         )
         return web.Response(text=f"diagnostic level set: {applied}")
-
-    async def suspend_ready_q(self, request: web.Request) -> web.StreamResponse:
-        raise not_implemented(_NO_READY_QUEUES)
-
-    async def list_ready_q_suspensions(self, request: web.Request) -> web.StreamResponse:
-        # True, not a placeholder: without ready queues none can be suspended.
-        return web.json_response([])
-
-    async def cancel_ready_q_suspension(self, request: web.Request) -> web.StreamResponse:
-        body = await json_object(request, ("id",))
-        raise web.HTTPNotFound(text=f"ready queue suspension {body.get('id')} was never valid: "
-                               f"{_NO_READY_QUEUES}")  # fmt: skip
 
     async def xfer(self, request: web.Request) -> web.StreamResponse:
         raise not_implemented(_NO_XFER)

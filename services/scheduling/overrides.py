@@ -7,8 +7,8 @@ import logging
 
 from ..core.events.codec import DecodeError, decode
 from ..core.kafka.dead_letter import DeadLetters, RecordRejected
+from ..core.kafka.topic_follower import TopicFollower
 from .config_resolver import QueueConfigResolver
-from .topic_follower import TopicFollower
 
 log = logging.getLogger(__name__)
 

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from ..core.domain.admin_rules import AdminRuleCounts, AdminRuleSet
 from ..core.domain.log_record import LogRecord
 from ..core.kafka.producer import EventProducer
+from ..core.kafka.ready_queue_states import ReadyQueueStates
 from ..core.kafka.topics import TopicCatalog
 from ..core.spool.entry import SpoolEntry
 from ..core.spool.reader import SpoolReader
@@ -102,6 +103,11 @@ class AdminApiPort(Protocol):
 
     @property
     def spool(self) -> SpoolReader: ...
+
+    @property
+    def ready_queues(self) -> ReadyQueueStates:
+        """Delivery's ready queues, as the `ready-queues` topic holds them."""
+        ...
 
     @property
     def rule_counts(self) -> AdminRuleCounts:

@@ -35,6 +35,8 @@ from ..core.domain.log_writer import LogWriter
 from ..core.domain.retry import RandomSource
 from ..core.kafka.consumer import HEARTBEAT_INTERVAL_MS, SESSION_TIMEOUT_MS
 from ..core.kafka.producer import EventProducer
+from ..core.kafka.ready_queue_states import ReadyQueueStates
+from ..core.kafka.topic_follower import TopicFollower
 from ..core.kafka.topics import TopicCatalog, deployment_topics
 from ..core.policy.bounce_classifier import log_writer as settings_log_writer
 from ..core.runtime.settings import Settings
@@ -135,6 +137,18 @@ class Scheduler:
             self._topics.admin.partitions,
             self.rules,
             client_id=f"{self._client_id}-admin",
+            dead_letters=self._writes.dead_letters,
+            group=SERVICE_NAME,
+        )
+        # Delivery's ready queues, for the admin API (read, never waited for).
+        self.ready_queues = ReadyQueueStates()
+        self._ready_queues = TopicFollower(
+            self._bootstrap,
+            self._topics.ready_queues.name,
+            self._topics.ready_queues.partitions,
+            self.ready_queues.apply_or_reject,
+            client_id=f"{self._client_id}-ready-queues",
+            what="ready queue states",
             dead_letters=self._writes.dead_letters,
             group=SERVICE_NAME,
         )
@@ -277,6 +291,7 @@ class Scheduler:
         await self._spool.start()
         await self._overrides.start()
         await self._admin.start()
+        await self._ready_queues.start()
         self.queued_partitions = await self._producer.partitions_for(self._topics.queued.name)
         self._consumer.subscribe(
             [self._topics.queued.name, self._topics.outcomes.name], listener=self._assignment
@@ -307,6 +322,7 @@ class Scheduler:
             await self._assignment.stop()
             await self.commit_outcomes()
             await self._consumer.stop()
+            await self._ready_queues.stop()
             await self._admin.stop()
             await self._overrides.stop()
             await self._spool.stop()

@@ -46,6 +46,6 @@ SERVICE = ServiceSpec(
     main=main,
     groups={SERVICE_NAME: (TopicRole.QUEUED, TopicRole.OUTCOMES)},
     # The rebuild reads the recent attempts; followers read the operator's control topics.
-    reads=(TopicRole.ATTEMPTS, TopicRole.QUEUE_CONFIG, TopicRole.ADMIN),
+    reads=(TopicRole.ATTEMPTS, TopicRole.QUEUE_CONFIG, TopicRole.ADMIN, TopicRole.READY_QUEUES),
     produces=(TopicRole.ATTEMPTS, TopicRole.QUEUED, TopicRole.LOG, TopicRole.DEAD_LETTER),
 )

@@ -86,6 +86,8 @@ def test_cleanup_policies() -> None:
         TopicRole.QUEUED,
         TopicRole.QUEUE_CONFIG,
         TopicRole.ADMIN,
+        # Keyed by ready queue name: the latest state of each, a tombstone when gone.
+        TopicRole.READY_QUEUES,
         # Keyed by the dead letter's id: an operator resolves one with a tombstone.
         TopicRole.DEAD_LETTER,
     }

@@ -1,4 +1,5 @@
-"""Operator rules on scheduled queues (ROUTING.md section 11): suspend, bounce, rebind.
+"""Operator rules on scheduled queues (ROUTING.md section 11): suspend, bounce, rebind; and
+on delivery's ready queues: suspend-ready-q (its one ready queue name in `queues`).
 
 Pure: matching a queue name against a rule, expiry against a caller's clock, the responses the
 rules log, and the meta a rebind writes. Matching follows KumoMTA's admin `Criteria`: exact
@@ -31,6 +32,8 @@ class AdminAction(enum.StrEnum):
     SUSPEND = "SUSPEND"
     BOUNCE = "BOUNCE"
     REBIND = "REBIND"
+    # Delivery opens no connection for the ready queue named in `queues` while it holds.
+    SUSPEND_READY_Q = "SUSPEND_READY_Q"
 
 
 class AdminRuleError(ValueError):
@@ -70,6 +73,12 @@ class AdminRule:
                 raise AdminRuleError(f"a rebind may set only queue and routing_domain: {unknown}")
         elif self.rebind_meta:
             raise AdminRuleError("only a rebind sets meta")
+        if self.action is AdminAction.SUSPEND_READY_Q and (
+            len(self.queues) != 1
+            or any(v is not None for v in (self.campaign, self.tenant, self.domain))
+            or self.routing_domain is not None
+        ):
+            raise AdminRuleError("a ready queue suspension names exactly one ready queue")
 
     @property
     def matches_everything(self) -> bool:
@@ -144,6 +153,15 @@ def suspended_response(reason: str) -> SmtpResponse:
     """What a message due in a suspended queue logs (KumoMTA's text), as a TransientFailure."""
     return SmtpResponse.with_code(
         451, (4, 4, 4), f"KumoMTA internal: scheduled queue is suspended: {reason}"
+    )
+
+
+def ready_queue_suspended_response(reason: str) -> SmtpResponse:
+    """What a message of a suspended ready queue logs, as a TransientFailure. KumoMTA puts
+    such messages back in their scheduled queue without a record; relaystream's delivery
+    answers the attempt, so it says why in the scheduled queue suspension's words."""
+    return SmtpResponse.with_code(
+        451, (4, 4, 4), f"KumoMTA internal: ready queue is suspended: {reason}"
     )
 
 

@@ -170,6 +170,18 @@ def example_records(content_size: int = 10_000) -> dict[str, dict[str, Any]]:
         "rebind_meta": {},
         "created_by": "ops@shop.example.com",
     }
+    ready_queue: records.ReadyQueueState = {
+        "name": "unspecified->example.org@smtp_client",
+        "egress_source": "unspecified",
+        "site": "example.org",
+        "node": "delivery-0",
+        "connection_count": 3,
+        "ready_count": 7,
+        "states": {"connection_limited": RECEIVED_AT},
+        "path_config": {"connection_limit": "3"},
+        "updated_at": later,
+        "expires_at": later + timedelta(seconds=90),
+    }
     dead: records.DeadLetter = {
         "source_topic": "accepted",
         "source_partition": 3,
@@ -192,5 +204,6 @@ def example_records(content_size: int = 10_000) -> dict[str, dict[str, Any]]:
         "QueueConfigOverride": override,
         "AdminCommand": admin,
         "DeadLetter": dead,
+        "ReadyQueueState": ready_queue,
     }
     return examples

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal, TypedDict
 
-AdminAction = Literal["SUSPEND", "BOUNCE", "REBIND"]
+AdminAction = Literal["SUSPEND", "BOUNCE", "REBIND", "SUSPEND_READY_Q"]
 OutcomeKind = Literal["DELIVERED", "TRANSIENT_FAILURE", "BOUNCE"]
 RoutingOutcome = Literal["QUEUED", "REJECTED", "DISCARDED"]
 RecordType = Literal[
@@ -196,6 +196,19 @@ class AdminCommand(TypedDict):
     created_by: str
 
 
+class ReadyQueueState(TypedDict):
+    name: str
+    egress_source: str
+    site: str
+    node: str
+    connection_count: int
+    ready_count: int
+    states: dict[str, datetime]
+    path_config: dict[str, str]
+    updated_at: datetime
+    expires_at: datetime
+
+
 class DeadLetter(TypedDict):
     source_topic: str
     source_partition: int
@@ -219,5 +232,6 @@ EVENT_RECORDS: dict[str, type] = {
     "MessageSubmitted": MessageSubmitted,
     "QueueConfigOverride": QueueConfigOverride,
     "QueuedMessage": QueuedMessage,
+    "ReadyQueueState": ReadyQueueState,
     "RoutingDecision": RoutingDecision,
 }

@@ -2,7 +2,8 @@
 
 Key = rule id, value = an `AdminCommand` event; a tombstone cancels the rule and lets
 compaction drop it. Every scheduling instance reads the whole topic and follows it
-(services/scheduling/admin_reader.py), so a rule published here applies to every partition.
+(services/scheduling/admin_reader.py), so a rule published here applies to every partition;
+every delivery instance follows it too, for the ready queue suspensions.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from ..domain.admin_rules import (
 )
 from ..events.codec import DecodeError, decode, encode
 from ..events.records import AdminCommand
+from .dead_letter import RecordRejected
 from .producer import Delivered, EventProducer
 from .replay import ReplayedRecord, replay_topic
 
@@ -31,6 +33,7 @@ DEFAULT_DURATIONS: dict[AdminAction, timedelta] = {
     AdminAction.SUSPEND: DEFAULT_SUSPEND_DURATION,
     AdminAction.BOUNCE: DEFAULT_BOUNCE_DURATION,
     AdminAction.REBIND: DEFAULT_REBIND_DURATION,
+    AdminAction.SUSPEND_READY_Q: DEFAULT_SUSPEND_DURATION,
 }
 
 UndecodableHandler = Callable[[ReplayedRecord, str], None]
@@ -149,6 +152,18 @@ def apply_record(rules: AdminRuleSet, key: bytes | None, value: bytes | None) ->
         raise
     rules.put(rule)
     return rule
+
+
+def apply_or_reject(
+    rules: AdminRuleSet, key: bytes | None, value: bytes | None
+) -> AdminRule | None:
+    """`apply_record` for a topic follower: an invalid record raises RecordRejected (it goes
+    to the dead-letter topic)."""
+    try:
+        return apply_record(rules, key, value)
+    except (DecodeError, ValueError) as error:
+        kind = "decode" if isinstance(error, DecodeError) else "validation"
+        raise RecordRejected(str(error), kind) from error
 
 
 def _ignore(record: ReplayedRecord, reason: str) -> None:

@@ -52,6 +52,7 @@ class TopicRole(StrEnum):
     OUTCOMES = "outcomes"
     QUEUE_CONFIG = "queue-config"
     ADMIN = "admin"
+    READY_QUEUES = "ready-queues"
     LOG = "log"
     DEAD_LETTER = "dead-letter"
 
@@ -67,7 +68,8 @@ class TopicSettings:
     queue_partitions: int = 6
     # submit, accepted, decisions, log and dead-letter.
     partitions: int = 6
-    # queue-config and admin: small, read whole by every instance, ordered in one partition.
+    # queue-config, admin and ready-queues: small, read whole by every instance, ordered in
+    # one partition.
     control_partitions: int = 1
     # Per-topic config overrides by role, e.g. a small segment.ms for tests.
     extra_configs: Mapping[TopicRole, Mapping[str, str]] = field(
@@ -137,6 +139,7 @@ class TopicCatalog:
     outcomes: TopicSpec
     queue_config: TopicSpec
     admin: TopicSpec
+    ready_queues: TopicSpec
     log: TopicSpec
     dead_letter: TopicSpec
 
@@ -151,6 +154,7 @@ class TopicCatalog:
                 self.outcomes,
                 self.queue_config,
                 self.admin,
+                self.ready_queues,
                 self.log,
                 self.dead_letter,
             )
@@ -190,6 +194,13 @@ _DECLARATIONS: Mapping[TopicRole, tuple[CleanupPolicy, int, int]] = MappingProxy
             DEFAULT_MAX_MESSAGE_BYTES,
         ),
         TopicRole.ADMIN: (CleanupPolicy.COMPACT, RETAIN_FOREVER_MS, DEFAULT_MAX_MESSAGE_BYTES),
+        # Delivery's ready-queue states by name: the latest per queue; a tombstone (or the
+        # state's own expiry) when the queue is gone.
+        TopicRole.READY_QUEUES: (
+            CleanupPolicy.COMPACT,
+            RETAIN_FOREVER_MS,
+            DEFAULT_MAX_MESSAGE_BYTES,
+        ),
         TopicRole.LOG: (CleanupPolicy.DELETE, 30 * _DAY_MS, DEFAULT_MAX_MESSAGE_BYTES),
         # A dead letter carries the failed event's bytes, which may be a whole mail: kept
         # until an operator drops or re-injects it (a tombstone on its id, the key), never
@@ -203,7 +214,7 @@ _DECLARATIONS: Mapping[TopicRole, tuple[CleanupPolicy, int, int]] = MappingProxy
 )
 
 _CO_PARTITIONED = frozenset({TopicRole.QUEUED, TopicRole.ATTEMPTS, TopicRole.OUTCOMES})
-_CONTROL = frozenset({TopicRole.QUEUE_CONFIG, TopicRole.ADMIN})
+_CONTROL = frozenset({TopicRole.QUEUE_CONFIG, TopicRole.ADMIN, TopicRole.READY_QUEUES})
 
 
 def _partitions_for(role: TopicRole, settings: TopicSettings) -> int:
@@ -241,6 +252,7 @@ def declare_topics(settings: TopicSettings | None = None) -> TopicCatalog:
         outcomes=declare_topic(TopicRole.OUTCOMES, settings),
         queue_config=declare_topic(TopicRole.QUEUE_CONFIG, settings),
         admin=declare_topic(TopicRole.ADMIN, settings),
+        ready_queues=declare_topic(TopicRole.READY_QUEUES, settings),
         log=declare_topic(TopicRole.LOG, settings),
         dead_letter=declare_topic(TopicRole.DEAD_LETTER, settings),
     )

@@ -629,6 +629,14 @@ class DeliverySettings:
             "sources name their own)",
         ),
     )
+    ready_queue_refresh_seconds: float = field(
+        default=30.0,
+        metadata=_about(
+            _positive_seconds,
+            "republish an unchanged ready queue's state this often (changes go out within a "
+            "second); the admin API forgets a state after three refreshes without one",
+        ),
+    )
     site_ownership: bool = field(
         default=True,
         metadata=_about(

@@ -1,9 +1,10 @@
 """Reads a compacted control topic in full, then follows it live, for every instance.
 
-Queue-config overrides and operator rules may concern queues of any partition, so every
-scheduling instance reads all partitions of these topics from the beginning (manual
-assignment, no group, no commits). `caught_up` is set once every record present at start was
-applied: the service releases nothing before that, so a restart never acts on stale config.
+Queue-config overrides and operator rules may concern queues of any partition, and the admin
+API reports every ready queue, so every instance (of scheduling, and of delivery for the ready
+queue suspensions) reads all partitions of these topics from the beginning (manual assignment,
+no group, no commits). `caught_up` is set once every record present at start was applied: the
+service acts on nothing before that, so a restart never acts on stale config.
 
 A record that does not decode or validate (`apply` raises RecordRejected, having removed its
 key's current value: compaction will keep it, not the value it replaced) goes to the
@@ -24,14 +25,14 @@ from typing import Any
 
 from aiokafka import TopicPartition
 
-from ..core.kafka.dead_letter import DeadLetters, PoisonRecord, RecordRejected, poison_of
-from ..core.kafka.partition_reader import reader_consumer
+from .dead_letter import DeadLetters, PoisonRecord, RecordRejected, poison_of
+from .partition_reader import reader_consumer
 
 log = logging.getLogger(__name__)
 
 # (key, value) of one record; value None is a tombstone. Raises RecordRejected for a record
 # that does not decode or validate.
-ApplyRecord = Callable[[bytes | None, bytes | None], None]
+ApplyRecord = Callable[[bytes | None, bytes | None], object]
 
 
 class TopicFollower:
