@@ -8,7 +8,8 @@
 Each takes `--endpoint` (default: the settings' admin API address), `--token` or
 `--basic-user USER:PASSWORD` (default: the settings' first token; none is needed from a trusted
 host such as loopback) and `--json` (the API's JSON as it is) instead of a table. An instance
-answers for its own partitions: with several scheduling instances, ask each. Creating rules
+answers for its own partitions: with several scheduling instances, ask each (the ready queues
+are every delivery instance's, from the ready-queues topic). Creating rules
 (`relaystream suspend`, `bounce`, `rebind`) publishes on Kafka directly; `bounce --wait` and
 `rebind --wait` then follow their progress here.
 """
@@ -98,6 +99,8 @@ def _cell(value: Any) -> str:
 
 
 def _matcher(entry: dict[str, Any]) -> str:
+    if entry.get("name"):  # a ready queue suspension
+        return f"ready queue {entry['name']}"
     if entry.get("queue_names"):
         return "queue " + ",".join(entry["queue_names"])
     keys = ("campaign", "tenant", "domain", "routing_domain")
@@ -198,8 +201,17 @@ def _inspect_ready_q(client: AdminClient, args: argparse.Namespace) -> Any:
 
 
 def _render_ready_q(answer: Any, args: argparse.Namespace) -> str:
-    keys = ("queue_name", "egress_source", "egress_pool", "protocol")
-    return _pairs([*((k, answer[k]) for k in keys), *answer["state"].items()])
+    keys = ("queue_name", "egress_source", "node", "updated_at")
+    state = answer["state"]
+    states = [
+        (name, f"since {value['since']}: {value.get('context') or value.get('reason')}")
+        for name in ("connection_limited", "connection_rate_throttled", "suspended")
+        if (value := state.get(name)) is not None
+    ]
+    counts = [(k, state[k]) for k in ("connection_count", "ready_count")]
+    return _pairs(
+        [*((k, answer.get(k)) for k in keys), *counts, *states, *answer["path_config"].items()]
+    )
 
 
 def _ready_q_states(client: AdminClient, args: argparse.Namespace) -> Any:
@@ -211,7 +223,7 @@ def _render_states(answer: Any, args: argparse.Namespace) -> str:
     for queue, states in sorted(answer["states_by_ready_queue"].items()):
         for name, state in sorted(states.items()):
             rows.append((queue, name, state["context"], state["since"]))
-    return table(rows) if len(rows) > 1 else "no queue in a special state"
+    return table(rows) if len(rows) > 1 else "no ready queue in a special state"
 
 
 def _resolve(client: AdminClient, args: argparse.Namespace) -> Any:
@@ -287,12 +299,16 @@ def register(subparsers: Any) -> None:
     )
     ready_q = add(
         "suspend-ready-q",
-        "suspend a ready queue (not in relaystream yet: says why)",
-        _post("/api/admin/suspend-ready-q/v1", lambda a: {"name": a.name, "reason": a.reason}),
-        _text,
+        "suspend a ready queue (source->site@smtp_client) on every delivery instance",
+        _post(
+            "/api/admin/suspend-ready-q/v1",
+            lambda a: {"name": a.name, "reason": a.reason, "duration": a.duration},
+        ),
+        lambda answer, args: f"suspended {args.name}: id {answer['id']}",
     )
     ready_q.add_argument("name")
     ready_q.add_argument("--reason", required=True)
+    ready_q.add_argument("--duration", help="how long (default 5m), e.g. 1h")
     add(
         "suspend-ready-q-list",
         "ready queue suspensions",
@@ -316,10 +332,17 @@ def register(subparsers: Any) -> None:
     message.add_argument("id")
     message.add_argument("--want-body", action="store_true")
     add(
-        "inspect-ready-q", "the ready stage of a scheduled queue", _inspect_ready_q, _render_ready_q
+        "inspect-ready-q",
+        "a ready queue (a delivery instance's connection pool): connections, states, path",
+        _inspect_ready_q,
+        _render_ready_q,
     ).add_argument("queue")
     add(
-        "ready-q-states", "queues in a special state (suspended)", _ready_q_states, _render_states
+        "ready-q-states",
+        "ready queues of every delivery instance in a special state (limited, throttled, "
+        "suspended)",
+        _ready_q_states,
+        _render_states,
     ).add_argument("--queue", action="append", default=[])
     add(
         "resolve-egress-path",

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import timedelta
@@ -49,6 +51,15 @@ async def call(base: str, method: str, path: str, body: Any = None) -> Any:
         text = await response.text()
         assert response.status == 200, (method, path, response.status, text)
         return json.loads(text) if response.content_type == "application/json" else text
+
+
+async def relaystream(*args: str) -> str:
+    command = Path(sys.executable).parent / "relaystream"
+    done = await asyncio.to_thread(
+        subprocess.run, [str(command), *args], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
 
 
 async def eventually(check: Any, within: float = 30.0) -> Any:
@@ -135,12 +146,15 @@ async def test_ready_queue_states_and_suspension_come_from_delivery(
             assert await eventually(both_sent)
             connections = sink.stats.connections_total
 
-            # Suspended: the next message is turned away without a connection.
-            created = await call(
-                base, "POST", "/suspend-ready-q/v1", {"name": name, "reason": "blocked"}
-            )
-            conforms(created, "SuspendV1Response")
+            # Suspended (as an operator does, with the CLI): the next message is turned away
+            # without a connection.
+            endpoint = ("--endpoint", base.removesuffix("/api/admin"))
+            shown = await relaystream("inspect-ready-q", name, *endpoint)
+            assert name in shown and "connection_count" in shown, shown
+            answer = await relaystream("suspend-ready-q", name, "--reason", "blocked", *endpoint)
             listed = await call(base, "GET", "/suspend-ready-q/v1")
+            assert answer.strip() == f"suspended {name}: id {listed[0]['id']}"
+            created = listed[0]
             assert [(e["id"], e["name"]) for e in listed] == [(created["id"], name)]
             conforms(listed[0], "SuspendReadyQueueV1ListEntry")
 
