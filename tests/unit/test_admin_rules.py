@@ -14,11 +14,13 @@ from relaystream.core.domain.admin_rules import (
     AdminRuleError,
     AdminRuleSet,
     bounced_response,
+    ready_queue_suspended_response,
     rebound_meta,
     rule_applies_to_rebind,
     suspended_response,
 )
-from relaystream.core.kafka.admin_commands import command_of, rule_of
+from relaystream.core.events.codec import encode
+from relaystream.core.kafka.admin_commands import command_of, decode_rule, rule_of
 from relaystream.core.spool.entry import SpoolEntry
 from relaystream.core.spool.snapshot import _merge
 from relaystream.scheduling.state import SchedulerState
@@ -71,6 +73,9 @@ def test_responses_are_kumomtas() -> None:
     assert bounced_response("b").to_single_line() == (
         "551 5.7.1 Administrator bounced with reason: b"
     )
+    assert ready_queue_suspended_response("m").to_single_line() == (
+        "451 4.4.4 KumoMTA internal: ready queue is suspended: m"
+    )
 
 
 def test_invalid_rules_are_refused() -> None:
@@ -82,6 +87,21 @@ def test_invalid_rules_are_refused() -> None:
         rule(AdminAction.BOUNCE, rebind_meta={"queue": '"x"'})
     with pytest.raises(AdminRuleError):
         rule(expires_at=0)
+    with pytest.raises(AdminRuleError):
+        rule(AdminAction.SUSPEND_READY_Q)  # names no ready queue
+    with pytest.raises(AdminRuleError):
+        rule(AdminAction.SUSPEND_READY_Q, queues=("a->b@smtp_client",), domain="b")
+
+
+def test_a_ready_queue_suspension_holds_its_one_ready_queue_only() -> None:
+    rules = AdminRuleSet()
+    name = "unspecified->mx.example.com@smtp_client"
+    rules.put(rule(AdminAction.SUSPEND_READY_Q, queues=(name,)))
+    assert rules.matching(AdminAction.SUSPEND_READY_Q, name, 2_000) is not None
+    assert rules.matching(AdminAction.SUSPEND_READY_Q, "other->x@smtp_client", 2_000) is None
+    # Not a scheduled queue suspension, and lifted at its expiry.
+    assert rules.matching(AdminAction.SUSPEND, name, 2_000) is None
+    assert rules.matching(AdminAction.SUSPEND_READY_Q, name, 5_000) is None
 
 
 @given(st.dictionaries(st.sampled_from(["a", "queue", "routing_domain"]), st.text(), max_size=3),
@@ -104,6 +124,8 @@ def test_rebind_reaches_only_messages_received_before_it() -> None:
 def test_command_round_trip() -> None:
     original = rule(AdminAction.REBIND, queues=("a", "b"), rebind_meta={"queue": '"q"'})
     assert rule_of(command_of(original)) == original
+    suspension = rule(AdminAction.SUSPEND_READY_Q, queues=("s->site@smtp_client",))
+    assert decode_rule(encode("AdminCommand", command_of(suspension))) == suspension
 
 
 def entry(message_id: str, partition: int, offset: int, queue: str = "q") -> SpoolEntry:
