@@ -7,6 +7,7 @@ log. `outcome_event` and `log_event` turn a result into the DeliveryOutcome and 
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from dataclasses import dataclass
@@ -34,7 +35,7 @@ from .planning import (
     Undeliverable,
     destinations_for,
 )
-from .pool import AllCandidatesFailed, PoolKey, PoolRegistry
+from .pool import AllCandidatesFailed, PoolKey, PoolRegistry, ReadyQueueSuspended
 from .smtp_session import Destination, PeerReply, SessionFacts
 
 DELIVERY_PROTOCOL = "ESMTP"
@@ -106,7 +107,8 @@ class Deliverer:
         self.planner = planner
         self.pools = pools
         self.egress = egress
-        # The operator's rules (the admin topic's): suspend-ready-q applies here.
+        # The operator's rules (the admin topic's, service.py follows it): the pools'
+        # suspension check reads suspend-ready-q here (`from_settings` wires the two).
         self.suspensions = AdminRuleSet() if suspensions is None else suspensions
 
     @classmethod
@@ -115,6 +117,7 @@ class Deliverer:
     ) -> Deliverer:
         defaults = EgressDefaults.from_settings(settings)
         path = EgressPath.derive(defaults.source, defaults.path, defaults)
+        suspensions = AdminRuleSet()
         return cls(
             DestinationPlanner(
                 resolver,
@@ -126,8 +129,10 @@ class Deliverer:
                 path.options,
                 on_created=metrics.pool_created,
                 on_forgotten=metrics.pool_forgotten,
+                suspension=functools.partial(ready_queue_suspension, suspensions),
             ),
             EgressResolver(policy, defaults),
+            suspensions,
         )
 
     async def aclose(self) -> None:
@@ -206,10 +211,11 @@ class Deliverer:
     ) -> AttemptResult:
         source = path.source.name
         pool = self.pools.pool(PoolKey(source, plan.site), path.limits, path.options)
-        suspended = self.suspensions.matching(
-            AdminAction.SUSPEND_READY_Q, pool.key.ready_queue, int(time.time() * 1000)
-        )
-        if suspended is not None:
+        try:
+            sent = await pool.send(
+                plan.candidates, request["sender"], request["recipient"], request["content"]
+            )
+        except ReadyQueueSuspended as suspended:
             # No connection, no idle session used: scheduling retries it after the rule.
             return AttemptResult(
                 "TRANSIENT_FAILURE",
@@ -218,10 +224,6 @@ class Deliverer:
                 None,
                 pool_name,
                 source,
-            )
-        try:
-            sent = await pool.send(
-                plan.candidates, request["sender"], request["recipient"], request["content"]
             )
         except AllCandidatesFailed as failed:
             metrics.CONNECT_FAILURES.inc(len(failed.failures))
@@ -243,6 +245,12 @@ class Deliverer:
         return AttemptResult(
             kind, response, plan.site, sent.destination, pool_name, source, sent.session
         )
+
+
+def ready_queue_suspension(rules: AdminRuleSet, ready_queue: str) -> str | None:
+    """The reason `ready_queue` is suspended now (a suspend-ready-q rule), or None."""
+    rule = rules.matching(AdminAction.SUSPEND_READY_Q, ready_queue, int(time.time() * 1000))
+    return None if rule is None else rule.reason
 
 
 def _now() -> datetime:

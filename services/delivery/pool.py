@@ -88,6 +88,23 @@ class SiteGivenUp(Exception):
     nothing was sent; the request goes to the site's next owner."""
 
 
+class ReadyQueueSuspended(Exception):
+    """An operator suspended the ready queue (suspend-ready-q): no session was used or
+    opened for this delivery; `reason` is the rule's."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+# A ready queue name -> the reason it is suspended now, or None.
+SuspensionCheck = Callable[[str], str | None]
+
+
+def _never_suspended(name: str) -> str | None:
+    return None
+
+
 class AllCandidatesFailed(Exception):
     """No candidate address gave a ready session; `failures` says why for each one."""
 
@@ -113,8 +130,15 @@ async def open_first_ready(
 class ConnectionPool:
     """The sessions of one (egress source, site)."""
 
-    def __init__(self, key: PoolKey, limits: PoolLimits, options: SessionOptions) -> None:
+    def __init__(
+        self,
+        key: PoolKey,
+        limits: PoolLimits,
+        options: SessionOptions,
+        suspension: SuspensionCheck = _never_suspended,
+    ) -> None:
         self.key = key
+        self._suspension = suspension
         self.limits = limits
         self.options = options
         self._changed = asyncio.Condition()
@@ -200,8 +224,10 @@ class ConnectionPool:
     ) -> Transaction:
         """One message over a pooled session; a session that went stale is replaced.
 
-        Raises AllCandidatesFailed when no session could be opened.
+        Raises AllCandidatesFailed when no session could be opened, ReadyQueueSuspended when
+        the ready queue is suspended (now, or when this delivery's turn for a session came).
         """
+        self._check_suspension()
         self.ready_count += 1
         try:
             generation = self._generation
@@ -255,6 +281,11 @@ class ConnectionPool:
                 self.states.pop(state, None)
         return True
 
+    def _check_suspension(self) -> None:
+        reason = self._suspension(self.key.ready_queue)
+        if reason is not None:
+            raise ReadyQueueSuspended(reason)
+
     async def _acquire(self, candidates: Sequence[Destination]) -> SmtpSession:
         generation = self._generation
         async with self._changed:
@@ -263,6 +294,8 @@ class ConnectionPool:
                     raise RuntimeError(f"connection pool {self.key} is closed")
                 if generation != self._generation:
                     raise SiteGivenUp(str(self.key))
+                # Also for deliveries that waited here while the suspension began.
+                self._check_suspension()
                 session = self._take_idle()
                 if session is not None:
                     return session
@@ -387,7 +420,9 @@ class PoolRegistry:
         *,
         on_created: Callable[[ConnectionPool], None] | None = None,
         on_forgotten: Callable[[ConnectionPool], None] | None = None,
+        suspension: SuspensionCheck = _never_suspended,
     ) -> None:
+        self._suspension = suspension
         # The limits and options of `pool(key)` without its own.
         self.limits = limits
         self.options = options
@@ -412,7 +447,7 @@ class PoolRegistry:
         options = self.options if options is None else options
         pool = self._pools.get(key)
         if pool is None:
-            pool = ConnectionPool(key, limits, options)
+            pool = ConnectionPool(key, limits, options, self._suspension)
             self._pools[key] = pool
             if self._on_created is not None:
                 self._on_created(pool)

@@ -21,12 +21,15 @@ from relaystream.core.domain.token_bucket import MessageRate
 from relaystream.delivery.pool import (
     AllCandidatesFailed,
     ConnectionPool,
+    PoolKey,
     PoolLimits,
+    ReadyQueueSuspended,
     SiteGivenUp,
 )
 from relaystream.delivery.smtp_session import (
     Destination,
     PeerReply,
+    SessionOptions,
 )
 from relaystream.delivery.tls import TlsMode
 
@@ -92,6 +95,34 @@ async def test_connection_limit_is_honoured_under_concurrency() -> None:
     assert len(slow.messages) == 10
     assert slow.stats.connections_max_active == 2
     assert slow.stats.connections_total == 2
+
+
+async def test_a_suspended_ready_queue_opens_no_connection_for_those_waiting() -> None:
+    slow = await start_sink(data_delay=0.5)
+    suspended: dict[str, str] = {}
+    pool = ConnectionPool(
+        PoolKey("unspecified", "site.test"),
+        PoolLimits(connection_limit=1, idle_timeout=30.0),
+        SessionOptions(ehlo_name="relay.test", tls_mode=TlsMode.DISABLED),
+        suspended.get,
+    )
+    try:
+        first = asyncio.create_task(deliver(pool, [to(slow)]))
+        waiting = asyncio.create_task(deliver(pool, [to(slow)]))
+        await slow.wait_for_active_connections(1)
+        # Suspended while the second waits for the one connection: it gets none.
+        suspended["unspecified->site.test@smtp_client"] = "blocked"
+        assert (await first)[0].code == 250
+        with pytest.raises(ReadyQueueSuspended, match="blocked"):
+            await waiting
+        with pytest.raises(ReadyQueueSuspended):
+            await deliver(pool, [to(slow)])
+        assert (slow.stats.connections_total, len(slow.messages)) == (1, 1)
+        del suspended["unspecified->site.test@smtp_client"]
+        assert (await deliver(pool, [to(slow)]))[0].code == 250
+    finally:
+        await pool.aclose()
+        await slow.close()
 
 
 async def test_a_connection_closes_after_max_deliveries(sink: SmtpSink) -> None:
