@@ -1,6 +1,7 @@
 """`relaystream route`: what a policy does with one message, without Kafka.
 
-Runs the policy's reception handler on a message built from the options, then shows the
+Runs the policy's reception handler on a whole message (--data FILE, or a minimal RFC 5322
+message built from the envelope and the --header options), then shows the
 meta after it, the scheduled queue name with its parts, the queue config that the
 policy's get_queue_config gives that queue (defaults filled in), and its egress: the pool
 the queue config names (get_egress_pool), the source its weighted round-robin picks first
@@ -22,6 +23,7 @@ import logging
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from email.utils import formatdate
 from pathlib import Path
 from typing import Any, cast
 
@@ -42,6 +44,7 @@ from ..core.policy import (
     policy_from_file,
 )
 from ..core.policy.host import policy_log
+from ..core.policy.message_state import split_message
 from ..core.policy.routing_rule import RefusedMessage, route_message
 from .route_listener import DEFAULT_LISTENER, listener_domain_report, print_listener_domain
 
@@ -79,7 +82,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         action="append",
         default=[],
         metavar="'NAME: VALUE'",
-        help="a message header (repeatable)",
+        help="a message header (repeatable); From, To, Date, Message-ID and Subject are "
+        "filled in from the envelope when not given",
+    )
+    parser.add_argument(
+        "--data",
+        type=Path,
+        metavar="FILE",
+        help="the whole message (RFC 5322 header block, blank line, body) instead of --header",
     )
     parser.add_argument(
         "--meta",
@@ -133,6 +143,45 @@ def header_block(items: list[str]) -> str:
         if not colon or not name.strip() or "\n" in item or "\r" in item:
             raise RouteInputError(f"--header {item!r}: expected 'Name: value' on one line")
     return "".join(f"{item}\r\n" for item in items)
+
+
+def minimal_message(sender: str, recipient: str, headers: str) -> bytes:
+    """`headers` (from --header) completed into a whole message: the fields a policy reads
+    most (From, To, Date, Message-ID, Subject; From only for a non-null sender) are taken
+    from the envelope where not given, so msg:from_header() and the methods that change the
+    message work as on received mail."""
+    given = {line.partition(":")[0].strip().lower() for line in headers.splitlines()}
+    defaults = {
+        "From": sender,
+        "To": recipient,
+        "Date": formatdate(usegmt=True),
+        "Message-ID": f"<{MESSAGE_ID}@relaystream.invalid>",
+        "Subject": "relaystream route",
+    }
+    added = "".join(
+        f"{name}: {value}\r\n"
+        for name, value in defaults.items()
+        if value and name.lower() not in given
+    )
+    return f"{headers}{added}\r\nA message made by relaystream route.\r\n".encode()
+
+
+def message_from_file(path: Path) -> tuple[str, bytes]:
+    """(header block, whole message) of the --data file."""
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise RouteInputError(f"--data {path}: {err.strerror}") from err
+    headers = header_section(data)
+    if ":" not in headers:
+        raise RouteInputError(f"--data {path}: no header fields (expected an RFC 5322 message)")
+    return headers, data
+
+
+def header_section(data: bytes) -> str:
+    """The header fields of a whole message, as text (the policy's PolicyMessage.headers)."""
+    fields, _, _ = split_message(data)
+    return b"".join(field.raw for field in fields).decode("utf-8", errors="replace")
 
 
 def route(
@@ -267,7 +316,8 @@ def _report_refusal(report: dict[str, Any], refused: RefusedMessage) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         meta = parse_meta_options(args.meta)
-        headers = header_block(args.header)
+        if args.data is not None and args.header:
+            raise RouteInputError("--data and --header: give the headers in the --data file")
         EnvelopeAddress.parse(args.recipient)
         if args.sender:
             EnvelopeAddress.parse(args.sender)
@@ -276,12 +326,18 @@ def run(args: argparse.Namespace) -> int:
                 ipaddress.ip_address(args.client)
             except ValueError as err:
                 raise RouteInputError(f"--client {args.client!r}: {err}") from err
+
+        if args.data is not None:
+            headers, data = message_from_file(args.data)
+        else:
+            data = minimal_message(args.sender, args.recipient, header_block(args.header))
+            headers = header_section(data)
         with policy_log_on_stderr():
             policy = policy_from_file(args.policy)
     except (RouteInputError, EnvelopeAddressError, PolicyLoadError) as err:
         print(f"relaystream route: {err}", file=sys.stderr)
         return 2
-    message = PolicyMessage(MESSAGE_ID, args.sender, args.recipient, meta, headers)
+    message = PolicyMessage(MESSAGE_ID, args.sender, args.recipient, meta, headers, data)
     with policy_log_on_stderr():
         report = route(
             policy,

@@ -30,6 +30,9 @@ class LogHookDeclaration:
     log_parameters: Mapping[str, Any] = field(default_factory=dict)
     queue_config: Mapping[str, Any] = field(default_factory=dict)
     batch_size: int = 1
+    # The KumoMTA call that declared it when not policy-extras.log_hooks
+    # (kumo.configure_log_hook).
+    configured_by: str | None = None
 
     @classmethod
     def from_json(cls, text: str) -> LogHookDeclaration:
@@ -48,12 +51,15 @@ class LogHookDeclaration:
             log_parameters=dict(value.get("log_parameters") or {}),
             queue_config=dict(value.get("queue_config") or {}),
             batch_size=int(value.get("batch_size") or 1),
+            configured_by=value.get("configured_by"),
         )
 
     @property
     def description(self) -> str:
         if self.kind is LogHookKind.JSON:
             return f"log hook '{self.name}' (new_json, POST to {self.url})"
+        if self.kind is LogHookKind.LUA and self.configured_by:
+            return f"log hook '{self.name}' ({self.configured_by})"
         if self.kind is LogHookKind.LUA:
             return f"log hook '{self.name}' (new, with a Lua constructor)"
         return f"disposition hook '{self.name}' (new_disposition_hook)"

@@ -230,7 +230,10 @@ def merge_overrides(base: QueueConfig, overrides: Mapping[str, Any]) -> QueueCon
     defaults = QueueConfig()
     for key, value in overrides.items():
         if key in _UNSUPPORTED_FIELDS:
-            raise QueueConfigError(f"unsupported field {key!r}")
+            raise QueueConfigError(
+                f"unsupported field {key!r}: it tunes KumoMTA's in-memory queues; relaystream's "
+                "queues are Kafka topics that scheduling indexes, with nothing to tune"
+            )
         if key not in _KNOWN_FIELDS:
             raise QueueConfigError(f"unknown field {key!r}")
         if key == "protocol":
@@ -259,10 +262,23 @@ def _parse_field(key: str, value: Any) -> Any:
     raise QueueConfigError(f"unknown field {key!r}")  # pragma: no cover - guarded by caller
 
 
+# KumoMTA's other delivery protocols, refused with why (README, refusals).
+_REFUSED_PROTOCOLS = {
+    "maildir_path": "relaystream delivers over SMTP only; its delivery writes no mailboxes "
+    "(the services share Kafka topics, not a file system)",
+    "custom_lua": "relaystream's delivery runs no policy code; a queue delivers over SMTP",
+}
+
+
 def _parse_protocol(value: Any) -> tuple[MxListEntry, ...] | None:
     if not isinstance(value, Mapping):
         raise QueueConfigError("bad value for field 'protocol': expected a table")
     unknown = sorted(set(value) - {"smtp"})
+    for name in unknown:
+        if name in _REFUSED_PROTOCOLS:
+            raise QueueConfigError(
+                f"protocol.{name}: not available in relaystream: {_REFUSED_PROTOCOLS[name]}"
+            )
     if unknown:
         raise QueueConfigError(f"unknown field 'protocol.{unknown[0]}' (only smtp is supported)")
     smtp = value.get("smtp")

@@ -159,6 +159,21 @@ REFUSED: Mapping[str, str] = {
     "KumoMTA's own; relaystream does not imitate it",
 }
 
+# Modules a KumoMTA policy may `require` that relaystream refuses, with why: the error names
+# the module and the reason, at the require line.
+REFUSED_MODULES: Mapping[str, str] = {
+    "tsa": "it is the policy side of KumoMTA's traffic shaping automation daemon (tsa-daemon), "
+    "a separate service; relaystream runs no TSA daemon",
+    "proxy": "it is the policy side of KumoMTA's SOCKS5 proxy server (kumo-proxy), a separate "
+    "program; relaystream has no proxy server and its delivery connects through no proxy",
+    "sqlite": "no database from a policy: it runs inside a message's processing, under a "
+    "deadline; put the data in a file the policy loads (kumo.serde.*_load, kumo.toml_load)",
+    "redis": "no Redis from a policy: it runs inside a message's processing, under a deadline; "
+    "put the data in a file the policy loads; scheduling does the throttling",
+    "policy-extras.hornet": "Hornetsecurity's module, not one KumoMTA ships: it calls a "
+    "scanning service over HTTP from the policy, and a policy makes no network calls here",
+}
+
 
 class EventKind(Enum):
     RUN = "run"  # relaystream runs it

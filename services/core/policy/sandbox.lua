@@ -575,6 +575,9 @@ function kumo.make_queue_config(params)
 end
 
 function kumo.json_encode(value)
+  if value == nil then
+    return "null" -- as KumoMTA (and kumo.serde.json_encode)
+  end
   local ok, text = pcall(encode_value, value, 0)
   if not ok then
     if exhausted or text == MEMORY_ERROR then
@@ -721,6 +724,10 @@ local function policy_require(name)
       return require_extra(short_name)
     end
   end
+  local reason = lib.refused_module_reason ~= nil and lib.refused_module_reason(name)
+  if reason then
+    error("require '" .. name .. "': not available in relaystream: " .. reason, 2)
+  end
   error("module '" .. as_text(name) .. "' is not available in relaystream (allowed: "
     .. requirable_text .. ")", 2)
 end
@@ -771,6 +778,16 @@ function policy_os.getenv(name)
       .. "readable from a policy", 2)
   end
   return value
+end
+
+-- KumoMTA's policies pass os.tmpname() to configuration calls that want a scratch path
+-- (configure_accounting_db_path, test spools), which relaystream accepts with a log line and
+-- does not use. A policy writes no files here, so the name is one no file can ever have:
+-- under /dev/null, which is not a directory. Unlike Lua's, it creates nothing.
+local tmpname_count = 0
+function policy_os.tmpname()
+  tmpname_count = tmpname_count + 1
+  return string_format("/dev/null/relaystream-tmpname-%d", tmpname_count)
 end
 
 ---------------------------------------------------------------------------------------------

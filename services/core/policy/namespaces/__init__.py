@@ -54,6 +54,7 @@ NAMESPACES: tuple[Namespace, ...] = (
     Namespace("shaping", shaping.host_callbacks),
     Namespace("listener_domain", listener_domain.host_callbacks),
     Namespace("extras_host", extras_host.host_callbacks),
+    Namespace("log_hook"),  # after extras_host: it declares its hooks there
     Namespace("message", message.host_callbacks),
     Namespace("dkim", dkim.host_callbacks),
     Namespace("log", log.host_callbacks),

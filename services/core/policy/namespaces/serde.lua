@@ -31,11 +31,19 @@ local serde = {
   yaml_load = host_function("serde_yaml_load"),
 }
 
+-- nil encodes as JSON null, as in KumoMTA (serde_json of Lua's nil): a policy that logs
+-- what msg:import_scheduling_header returned encodes nil when the header is absent.
 function serde.json_encode(value)
+  if value == nil then
+    return "null"
+  end
   return as_json("json_encode", value)
 end
 
 function serde.json_encode_pretty(value)
+  if value == nil then
+    return "null"
+  end
   return json_pretty(as_json("json_encode_pretty", value))
 end
 

@@ -10,6 +10,12 @@ local error, type, tostring, next = error, type, tostring, next
 local setmetatable, getmetatable, rawget = setmetatable, getmetatable, rawget
 
 local refusals = host_function("surface_refusals")()
+local refused_modules = host_function("surface_refused_modules")()
+
+-- Why `require(name)` is refused (kumo_surface.REFUSED_MODULES), or nil.
+function lib.refused_module_reason(name)
+  return refused_modules[name]
+end
 
 local function refuse(name, reason)
   error(policy_location(3) .. name .. ": not available in relaystream: " .. reason, 0)
