@@ -10,6 +10,9 @@ import pytest
 from lua_policy_eval import error_of, meta_of, value_of
 
 from relaystream.core.policy import PolicyLoadError, policy_from_source
+from relaystream.core.policy.host_error import HostError
+from relaystream.core.policy.namespaces.dns import DEFAULT_RESOLVER, PolicyDns
+from relaystream.core.policy.namespaces.dns import test_zones as zones_resolver
 
 ZONE = """
 $ORIGIN example.com.
@@ -141,3 +144,30 @@ def test_configure_resolver_takes_a_resolver_tagged_with_its_kind() -> None:
         "msg:set_meta('addr', kumo.dns.lookup_addr 'mx.example.com')"
     )
     assert meta == {"addr": ["127.0.0.1"]}
+
+
+HOSTS = "127.0.0.1 localhost\n10.1.2.3  Sink.Docker.internal sink # the sink\nfd00::7 sink\n"
+
+
+def test_the_hosts_file_answers_first_on_the_default_resolver(tmp_path: Path) -> None:
+    # As KumoMTA's default resolver (hickory, use_hosts_file Auto): its Docker examples find
+    # their own container's address by HOSTNAME this way.
+    hosts = tmp_path / "hosts"
+    hosts.write_text(HOSTS)
+    policy_dns = PolicyDns(hosts_file=hosts)
+    assert policy_dns.lookup_addr("sink", None, None, 1.0) == ["10.1.2.3", "fd00::7"]
+    assert policy_dns.lookup_addr("SINK.docker.internal.", None, "Ipv6thenIpv4", 1.0) == [
+        "10.1.2.3"
+    ]
+    assert policy_dns.lookup_addr("sink", None, "Ipv6thenIpv4", 1.0) == ["fd00::7", "10.1.2.3"]
+
+
+def test_a_configured_default_resolver_does_not_read_the_hosts_file(tmp_path: Path) -> None:
+    hosts = tmp_path / "hosts"
+    hosts.write_text(HOSTS)
+    policy_dns = PolicyDns(hosts_file=hosts)
+    zones, _ = zones_resolver([ZONE])
+    policy_dns.set_resolver(DEFAULT_RESOLVER, zones)
+    with pytest.raises(HostError, match="address lookup for sink: no such name"):
+        policy_dns.lookup_addr("sink", None, None, 1.0)
+    assert policy_dns.lookup_addr("mx.example.com", None, None, 1.0) == ["127.0.0.1"]

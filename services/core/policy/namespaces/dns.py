@@ -17,6 +17,7 @@ import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import dns.exception
@@ -36,6 +37,9 @@ policy_log = logging.getLogger("relaystream.policy")
 DEFAULT_TIMEOUT = 5.0
 DEFAULT_RESOLVER = ""
 # KumoMTA's resolver options this applies; any other is named in the configure log line.
+# KumoMTA's default resolver (hickory, use_hosts_file Auto) answers address lookups from the
+# hosts file first: its Docker examples find their own container by HOSTNAME that way.
+HOSTS_FILE = Path("/etc/hosts")
 APPLIED_OPTIONS = frozenset({"timeout", "attempts"})
 
 
@@ -194,11 +198,26 @@ def reverse_name(ip: object) -> dns.name.Name:
         raise HostError(f"not an IP address: {ip!r}") from err
 
 
-class PolicyDns:
-    """One policy's resolvers and lookups."""
+def hosts_addresses(text: str, name: str) -> list[str]:
+    """The addresses a hosts file gives `name` (any case, trailing dot or not), in its order."""
+    wanted = name.rstrip(".").lower()
+    found: list[str] = []
+    for line in text.splitlines():
+        fields = line.partition("#")[0].split()
+        aliases = (alias.rstrip(".").lower() for alias in fields[1:])
+        if len(fields) >= 2 and parse_ip(fields[0]) is not None and wanted in aliases:
+            found.append(fields[0])
+    return found
 
-    def __init__(self) -> None:
+
+class PolicyDns:
+    """One policy's resolvers and lookups. `hosts_file` answers address lookups on the
+    default resolver while the policy has not configured another one."""
+
+    def __init__(self, hosts_file: Path = HOSTS_FILE) -> None:
         self._resolvers: dict[str, Resolver] = {}
+        self._hosts_file = hosts_file
+        self._default_configured = False
 
     def resolver(self, name: object) -> Resolver:
         key = DEFAULT_RESOLVER if name is None else name
@@ -213,6 +232,7 @@ class PolicyDns:
 
     def set_resolver(self, name: str, resolver: Resolver) -> None:
         self._resolvers[name] = resolver
+        self._default_configured |= name == DEFAULT_RESOLVER
 
     def query(
         self, name: dns.name.Name, rdtype: str, resolver_name: object, seconds: object
@@ -301,6 +321,14 @@ class PolicyDns:
         if kinds is None:
             raise HostError(f"unknown lookup strategy {strategy!r}")
         fqdn = as_name(name)
+        if resolver_name is None and not self._default_configured:
+            listed = self._hosts_file_addresses(fqdn)
+            by_kind = {
+                "A": [a for a in listed if ipaddress.ip_address(a).version == 4],
+                "AAAA": [a for a in listed if ipaddress.ip_address(a).version == 6],
+            }
+            if any(by_kind[kind] for kind in kinds):
+                return [address for kind in kinds for address in by_kind[kind]]
         found: list[str] = []
         missing = 0
         for kind in kinds:
@@ -311,6 +339,13 @@ class PolicyDns:
         if missing == len(kinds):
             raise HostError(f"address lookup for {name}: no such name (NXDOMAIN)")
         return found
+
+    def _hosts_file_addresses(self, name: dns.name.Name) -> list[str]:
+        try:
+            text = self._hosts_file.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return []  # no hosts file: DNS alone, as hickory
+        return hosts_addresses(text, name.to_text(omit_final_dot=True))
 
     def lookup_ptr(self, ip: object, resolver_name: object, seconds: object) -> list[str]:
         try:
