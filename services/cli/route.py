@@ -326,7 +326,6 @@ def run(args: argparse.Namespace) -> int:
                 ipaddress.ip_address(args.client)
             except ValueError as err:
                 raise RouteInputError(f"--client {args.client!r}: {err}") from err
-
         if args.data is not None:
             headers, data = message_from_file(args.data)
         else:
