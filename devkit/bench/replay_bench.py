@@ -37,7 +37,7 @@ from relaystream.core.events.codec import HEADER_SIZE, encode
 from relaystream.core.events.examples import example_records
 from relaystream.core.events.meta import encode_meta
 from relaystream.core.kafka.admin import ensure_topics
-from relaystream.core.kafka.producer import best_compression
+from relaystream.core.kafka.producer import compression_type
 from relaystream.core.kafka.topics import TopicSettings, declare_topics, partition_for_key
 from relaystream_devkit.broker import LocalKafka, free_loopback_ports
 
@@ -83,7 +83,7 @@ async def generate(bootstrap: str, topic: str, partitions: int, count: int) -> s
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap,
         acks=1,
-        compression_type=best_compression(),
+        compression_type=compression_type(),
         max_request_size=16 * 1024 * 1024,
     )
     await producer.start()

@@ -44,7 +44,7 @@ from aiokafka import AIOKafkaProducer
 from ..core.events.codec import encode
 from ..core.events.records import MessageAccepted
 from ..core.kafka.batches import Outgoing, send_in_batches
-from ..core.kafka.producer import MAX_BATCH_SIZE, best_compression
+from ..core.kafka.producer import MAX_BATCH_SIZE, compression_type
 from ..core.kafka.topics import CONTENT_MAX_MESSAGE_BYTES
 from . import metrics
 from .reception_packing import pack_receptions
@@ -314,7 +314,7 @@ class AtomicAcceptor:
             client_id=self._client_id,
             enable_idempotence=True,
             acks="all",
-            compression_type=best_compression(),
+            compression_type=compression_type(),
             max_request_size=CONTENT_MAX_MESSAGE_BYTES,
             linger_ms=0,
             request_timeout_ms=int(max(self._ack_timeout, 1.0) * 1000),

@@ -8,6 +8,7 @@ import pytest
 from relaystream.core.kafka import producer, topics
 from relaystream.core.policy import PolicyLimits
 from relaystream.core.runtime.settings import (
+    KAFKA_COMPRESSION_CODECS,
     HostPort,
     InvalidLineEndings,
     SettingsError,
@@ -136,6 +137,12 @@ def test_empty_variable_clears_an_optional_file_value(tmp_path: Path) -> None:
             "",
             "RELAYSTREAM_KAFKA_BOOTSTRAP: expected a non-empty string, got ''",
         ),
+        (
+            "RELAYSTREAM_KAFKA_COMPRESSION",
+            "brotli",
+            "RELAYSTREAM_KAFKA_COMPRESSION: expected one of none, gzip, snappy, lz4, zstd, "
+            "got 'brotli'",
+        ),
     ],
 )
 def test_bad_environment_value_names_the_variable(variable: str, value: str, message: str) -> None:
@@ -219,6 +226,12 @@ def test_unknown_relaystream_variables_are_listed_not_fatal() -> None:
     environ = {"RELAYSTREAM_INGEST_PORT": "tcp://10.0.0.1:25", "RELAYSTREAM_LOG_LEVEL": "INFO"}
     assert load_settings(environ=environ).runtime.log_level == "INFO"
     assert unknown_environment_variables(environ) == ["RELAYSTREAM_INGEST_PORT"]
+
+
+def test_kafka_compression_takes_kafkas_codec_names_in_any_case() -> None:
+    for codec in KAFKA_COMPRESSION_CODECS:
+        settings = load_settings(environ={"RELAYSTREAM_KAFKA_COMPRESSION": codec.upper()})
+        assert settings.runtime.kafka_compression == codec
 
 
 def test_an_empty_topic_prefix_is_allowed() -> None:

@@ -9,13 +9,15 @@ comes from calling it concurrently, not from fire-and-forget.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.codec import has_lz4, has_zstd
+from aiokafka.codec import has_gzip, has_lz4, has_snappy, has_zstd
 
+from ..runtime.settings import KAFKA_COMPRESSION_CODECS
 from . import metrics
 from .topics import CONTENT_MAX_MESSAGE_BYTES
 
@@ -30,19 +32,45 @@ LINGER_MS = 20
 MAX_BATCH_SIZE = 256 * 1024
 
 
-def best_compression() -> str | None:
-    """zstd or lz4 when aiokafka can use them (they need cramjam), otherwise none.
+# aiokafka 0.14 compresses gzip with the standard library and the other three with cramjam.
+_CODEC_PACKAGES = {"snappy": "cramjam", "lz4": "cramjam", "zstd": "cramjam"}
+_AVAILABLE: dict[str, Callable[[], bool]] = {
+    "none": lambda: True,
+    "gzip": has_gzip,
+    "snappy": has_snappy,
+    "lz4": has_lz4,
+    "zstd": has_zstd,
+}
+_compression: str | None = None
 
-    Not gzip: aiokafka compresses at level 9 in pure Python, about 250 us per 1 KiB batch plus
-    170 us to decompress in every reader, and the broker validates compressed batches too.
-    Measured under `relaystream bench` that CPU costs more throughput than the bytes it saves
-    on a LAN; the mail records here are small and per-transaction batches hold few of them.
+
+class CompressionUnavailable(ValueError):
+    """The codec named is not one Kafka knows, or its Python package is not installed."""
+
+
+def use_compression(codec: str) -> None:
+    """Make `codec` the batch compression of every producer this process creates afterwards.
+
+    The service runtime calls it once with the `kafka_compression` setting, before any producer
+    exists; a codec whose package is missing is an error then, not at the first send.
     """
-    if has_zstd():
-        return "zstd"
-    if has_lz4():
-        return "lz4"
-    return None
+    global _compression
+    if codec not in KAFKA_COMPRESSION_CODECS:
+        raise CompressionUnavailable(
+            f"kafka_compression: unknown codec {codec!r}; one of "
+            + ", ".join(KAFKA_COMPRESSION_CODECS)
+        )
+    if not _AVAILABLE[codec]():
+        raise CompressionUnavailable(
+            f"kafka_compression {codec} needs the Python package {_CODEC_PACKAGES[codec]}"
+            f" (pip install {_CODEC_PACKAGES[codec]})"
+        )
+    _compression = None if codec == "none" else codec
+
+
+def compression_type() -> str | None:
+    """The producers' `compression_type`: the codec `use_compression` set, None for none."""
+    return _compression
 
 
 @dataclass(frozen=True)
@@ -80,7 +108,7 @@ class EventProducer:
             client_id=client_id,
             acks="all",
             enable_idempotence=True,
-            compression_type=compression if compression is not None else best_compression(),
+            compression_type=compression if compression is not None else compression_type(),
             linger_ms=linger_ms,
             max_batch_size=max_batch_size,
             max_request_size=max_request_size,

@@ -41,7 +41,7 @@ from . import metrics
 from .batches import Outgoing, send_in_batches
 from .consumer import HEARTBEAT_INTERVAL_MS, SESSION_TIMEOUT_MS
 from .dead_letter import RecordRejected, note_dead_lettered
-from .producer import MAX_BATCH_SIZE, MAX_REQUEST_SIZE, best_compression
+from .producer import MAX_BATCH_SIZE, MAX_REQUEST_SIZE, compression_type
 from .rewind import rewind_to_committed
 
 log = logging.getLogger(__name__)
@@ -108,7 +108,7 @@ def transactional_producer(
         transactional_id=transactional_id,
         enable_idempotence=True,
         acks="all",
-        compression_type=best_compression(),
+        compression_type=compression_type(),
         # The batches are whole when handed over (send_in_batches) and their acknowledgements
         # are awaited before the commit: a linger would only delay every transaction.
         linger_ms=0,

@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
+from ..kafka.producer import CompressionUnavailable, use_compression
 from ..kafka.topics import TopicCatalog, TopicRole, deployment_topics
 from . import event_loop
 from .health import HealthServer
@@ -228,7 +229,8 @@ def run(spec: ServiceSpec, config: Path | str | None = None) -> int:
     """
     try:
         settings = load_settings(config)
-    except SettingsError as error:
+        use_compression(settings.runtime.kafka_compression)
+    except (SettingsError, CompressionUnavailable) as error:
         # Before logging is configured: the one line an operator needs, on stderr.
         print(f"relaystream run {spec.name}: {error}", file=sys.stderr)
         return EXIT_BAD_SETTINGS
