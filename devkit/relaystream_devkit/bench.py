@@ -45,6 +45,7 @@ from .bench_load import (
     inject_builtin,
     inject_smtp_source,
 )
+from .bench_log import BrokerLogWatch, TopicGrowth
 from .bench_measure import (
     STAGES,
     ProcessUsage,
@@ -94,6 +95,8 @@ class BenchOptions:
     sink_port: int | None = None
     # An existing broker for the bench's own services (tests); default: the bench starts one.
     kafka: str | None = None
+    # The services' `kafka_compression` (None: the setting's default).
+    compression: str | None = None
 
 
 @dataclass(frozen=True)
@@ -113,6 +116,8 @@ class RunResult:
     usage: list[ProcessUsage]
     refused: int = 0
     first_error: str | None = None
+    # What the run appended to the bench broker's log directory, per topic (own broker only).
+    broker_log: list[TopicGrowth] = field(default_factory=list)
 
     @property
     def complete(self) -> bool:
@@ -147,6 +152,8 @@ class System(Protocol):
     smtp: tuple[str, int]
     processes: dict[str, int]
     trees: frozenset[str]
+    # The broker's log directory, when the bench started the broker itself.
+    broker_log: BrokerLogWatch | None
 
     async def latencies(self, tag: str, since: datetime, expected: int) -> MeasuredLatencies: ...
 
@@ -164,6 +171,7 @@ class Relaystream:
     processes: dict[str, int]
     name: str = "relaystream"
     trees: frozenset[str] = frozenset()
+    broker_log: BrokerLogWatch | None = None
 
     async def latencies(self, tag: str, since: datetime, expected: int) -> MeasuredLatencies:
         topics = self.topics
@@ -177,10 +185,17 @@ class Relaystream:
 class OwnPipeline:
     """Broker, topics, services started by the bench in `state_dir`; `stop()` ends them."""
 
-    def __init__(self, state_dir: Path, sink_port: int, kafka: str | None = None) -> None:
+    def __init__(
+        self,
+        state_dir: Path,
+        sink_port: int,
+        kafka: str | None = None,
+        compression: str | None = None,
+    ) -> None:
         self.state_dir = state_dir
         self.sink_port = sink_port
         self.kafka = kafka
+        self.compression = compression
         self.broker = LocalKafka(state_dir=state_dir)
         self.services: dict[str, subprocess.Popen[bytes]] = {}
         self.prefix = f"bench.{uuid.uuid4().hex[:8]}."
@@ -203,6 +218,8 @@ class OwnPipeline:
             # The sink is on loopback: a local smarthost needs the prohibited-destination switch.
             "delivery": {"allow_loopback": True, "tls_mode": "Disabled"},
         }
+        if self.compression is not None:
+            settings["kafka_compression"] = self.compression
         settings_path = self.state_dir / "bench-settings.yaml"
         settings_path.write_text(yaml.safe_dump(settings, sort_keys=False))
         logs_dir = self.state_dir / "logs"
@@ -217,7 +234,10 @@ class OwnPipeline:
         broker_pid = self.broker.status().pid if self.kafka is None else None
         if broker_pid is not None:
             pids["broker"] = broker_pid
-        return Relaystream(bootstrap, topics, ("127.0.0.1", smtp), pids)
+        watch = None
+        if self.kafka is None:
+            watch = BrokerLogWatch(self.broker.default_data_dir, self.prefix)
+        return Relaystream(bootstrap, topics, ("127.0.0.1", smtp), pids, broker_log=watch)
 
     def _start_broker(self, port: int, controller_port: int) -> str:
         if self.broker.is_running():
@@ -258,6 +278,7 @@ class Postfix:
     processes: dict[str, int]
     name: str = "postfix"
     trees: frozenset[str] = frozenset({"postfix"})
+    broker_log: BrokerLogWatch | None = None
 
     async def latencies(self, tag: str, since: datetime, expected: int) -> MeasuredLatencies:
         # postlogd writes asynchronously: give the last lines a moment.
@@ -333,6 +354,8 @@ async def run_once(
     since = datetime.now(UTC) - timedelta(seconds=5)
     probe = UsageProbe(system.processes, system.trees)
     before = sink.recipients
+    if system.broker_log is not None:
+        await asyncio.to_thread(system.broker_log.advance)  # the previous run's tail left out
     probe.start()
     injection = await inject(options, system, scenario, messages, tag)
     expected = injection.accepted * scenario.recipients
@@ -340,6 +363,9 @@ async def run_once(
     delivered = sink.recipients - before
     last_arrival = sink.last_arrival
     usage = probe.finish()
+    broker_log = []
+    if system.broker_log is not None:
+        broker_log = await asyncio.to_thread(system.broker_log.settled)
     measured = await system.latencies(tag, since, expected)
     latencies = measured.milliseconds
     return RunResult(
@@ -360,6 +386,7 @@ async def run_once(
         usage=usage,
         refused=injection.refused,
         first_error=injection.first_error,
+        broker_log=broker_log,
     )
 
 
@@ -419,7 +446,7 @@ def run_bench(options: BenchOptions) -> BenchReport:
     try:
         sink.start()
         if options.bootstrap is None:
-            own = OwnPipeline(options.state_dir, sink_port, options.kafka)
+            own = OwnPipeline(options.state_dir, sink_port, options.kafka, options.compression)
             relaystream = own.start()
         else:
             relaystream = running_deployment(options)
@@ -499,6 +526,7 @@ def format_report(report: BenchReport) -> str:
                 peak = max(u.peak_rss_kib for r in mine for u in r.usage if u.name == name)
                 parts.append(f"{name} {statistics.median(cpu):.2f} s, {peak / 1024:.0f} MiB")
             lines.append("    CPU per 1000 msgs, peak RSS: " + "; ".join(parts))
+            lines.extend(broker_log_lines(mine))
             staged = [run.stage_ms for run in mine if run.stage_ms]
             if staged:
                 stages = ", ".join(
@@ -510,6 +538,36 @@ def format_report(report: BenchReport) -> str:
             lines.append(ratio_line(runs, systems[0], systems[1]))
     lines.extend(f"note: {note}" for note in report.notes)
     return "\n".join(lines)
+
+
+def broker_log_lines(runs: Sequence[RunResult]) -> list[str]:
+    """Per message, medians over the runs: what each topic's log gained (bytes, records,
+    transaction markers, batches); nothing when the bench did not start the broker."""
+    logged = [run for run in runs if run.broker_log]
+    if not logged:
+        return []
+
+    def per_message(topic: str | None, attribute: str) -> float:
+        return statistics.median(
+            sum(int(getattr(g, attribute)) for g in run.broker_log if topic in (None, g.topic))
+            / max(1, run.messages)
+            for run in logged
+        )
+
+    topics = list(dict.fromkeys(g.topic for run in logged for g in run.broker_log))
+    lines = [
+        f"    broker log per message: {per_message(None, 'bytes'):.0f} bytes, "
+        f"{per_message(None, 'records'):.2f} records, {per_message(None, 'markers'):.2f} "
+        f"transaction markers, {per_message(None, 'batches'):.2f} batches"
+    ]
+    for topic in topics:
+        lines.append(
+            f"      {topic:<22} {per_message(topic, 'bytes'):>8.0f} B "
+            f"{per_message(topic, 'records'):>6.2f} rec {per_message(topic, 'markers'):>6.2f} "
+            f"mark {per_message(topic, 'batches'):>6.2f} batch "
+            f"({per_message(topic, 'compressed_batches'):.2f} compressed)"
+        )
+    return lines
 
 
 def pair_ratios(runs: list[RunResult], left: str, right: str, attribute: str) -> list[float]:

@@ -7,6 +7,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from relaystream.core.runtime.settings import KAFKA_COMPRESSION_CODECS
+
 from ..bench import GENERATORS, SINKS, BenchOptions, main
 from ..bench_load import SCENARIOS
 from ..broker import BrokerError, default_state_dir
@@ -84,6 +86,11 @@ def register(subparsers: Any) -> None:
         help="broker data, service logs, Postfix (default ./.relaystream/bench)",
     )
     bench.add_argument(
+        "--compression",
+        choices=KAFKA_COMPRESSION_CODECS,
+        help="the services' kafka_compression for this run (default: the setting's default)",
+    )
+    bench.add_argument(
         "--json",
         action="store_true",
         help="end with one JSON summary line per scenario: median ratio, each system's "
@@ -98,6 +105,11 @@ def register(subparsers: Any) -> None:
 def bench_command(args: argparse.Namespace) -> int:
     if args.rate is not None and (args.rate <= 0 or args.generator != "builtin"):
         print("relaystream bench: --rate needs a positive rate and the builtin generator")
+        return 2
+    if args.bootstrap and args.compression:
+        print(
+            "relaystream bench: --compression sets the services the bench starts, not --bootstrap"
+        )
         return 2
     if args.bootstrap and args.sink_port is None:
         print("relaystream bench: --bootstrap needs --sink-port (where its policy routes to)")
@@ -118,6 +130,7 @@ def bench_command(args: argparse.Namespace) -> int:
         ingest=args.ingest,
         topic_prefix=args.topic_prefix,
         sink_port=args.sink_port,
+        compression=args.compression,
     )
     try:
         return main(options, args.report_json, json_summary=args.json)
