@@ -1,7 +1,7 @@
 """Replay speed of `relaystream audit decisions`: decisions per second over a big `decisions`.
 
     .venv/bin/python devkit/bench/replay_bench.py [--records 1000000] [--bootstrap HOST:PORT]
-        [--reuse-prefix PREFIX]
+        [--reuse-prefix PREFIX] [--compression CODEC]
 
 Without --bootstrap it starts a throwaway local broker (relaystream_devkit/broker.py). It writes
 `--records` RoutingDecision records to a fresh `decisions` topic, then times the command in
@@ -37,8 +37,9 @@ from relaystream.core.events.codec import HEADER_SIZE, encode
 from relaystream.core.events.examples import example_records
 from relaystream.core.events.meta import encode_meta
 from relaystream.core.kafka.admin import ensure_topics
-from relaystream.core.kafka.producer import compression_type
+from relaystream.core.kafka.producer import compression_type, use_compression
 from relaystream.core.kafka.topics import TopicSettings, declare_topics, partition_for_key
+from relaystream.core.runtime.settings import KAFKA_COMPRESSION_CODECS
 from relaystream_devkit.broker import LocalKafka, free_loopback_ports
 
 DOMAINS = 100  # the --domain filter picks one: about 1 % of the records
@@ -154,7 +155,14 @@ def main() -> None:
         help="replay the `decisions` an earlier run with --bootstrap wrote under this prefix "
         "(nothing generated; --records must be that run's)",
     )
+    parser.add_argument(
+        "--compression",
+        choices=KAFKA_COMPRESSION_CODECS,
+        default="none",
+        help="the codec the decisions are written with (the services' kafka_compression)",
+    )
     args = parser.parse_args()
+    use_compression(args.compression)
     with broker(args.bootstrap) as bootstrap:
         prefix = args.reuse_prefix or f"bench.{uuid.uuid4().hex[:8]}."
         topics = declare_topics(TopicSettings.local(prefix))

@@ -3,6 +3,7 @@ directory, the exit status, and the shape of the `--json` summary line."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import stat
 import tempfile
@@ -17,10 +18,12 @@ from relaystream_devkit.bench import (
     BenchReport,
     PostfixDirectoryError,
     RunResult,
+    broker_log_lines,
     check_postfix_directory,
     exit_status,
     summaries,
 )
+from relaystream_devkit.bench_log import TopicGrowth
 from relaystream_devkit.bench_measure import ProcessUsage
 from relaystream_devkit.bench_postfix import (
     DirectoryAccess,
@@ -169,3 +172,27 @@ def test_a_comparison_asked_for_but_not_run_fails_the_bench() -> None:
     both = BenchReport(options={}, runs=[*own_only.runs, run("postfix", 400.0, {"postfix": 1})])
     assert exit_status(both, compared) == 0
     assert exit_status(BenchReport(options={}), OPTIONS) == 1
+
+
+def test_the_broker_log_lines_give_medians_per_message_per_topic_and_in_all() -> None:
+    def logged(accepted_bytes: int, markers: int) -> RunResult:
+        result = run("relaystream", 800.0, OWN_CPU)
+        return dataclasses.replace(
+            result,
+            broker_log=[
+                TopicGrowth("accepted", accepted_bytes, 4, 100, 0, 0, 4),
+                TopicGrowth("decisions", 10_000, 20, 100, markers, 10, 0),
+            ],
+        )
+
+    lines = broker_log_lines([logged(1_000_000, 10), logged(2_000_000, 30), logged(3_000_000, 20)])
+    # 100 messages a run; medians: accepted 20,000 B, markers 0.2, all 20,100 B
+    assert lines[0].strip() == (
+        "broker log per message: 20100 bytes, 2.00 records, 0.20 transaction markers, 0.24 batches"
+    )
+    assert " ".join(lines[1].split()) == (
+        "accepted 20000 B 1.00 rec 0.00 mark 0.04 batch (0.04 compressed)"
+    )
+    assert lines[2].split()[:3] == ["decisions", "100", "B"]
+    # Postfix, or a deployment the bench did not start: no lines
+    assert broker_log_lines([run("postfix", 400.0, {"postfix": 1})]) == []

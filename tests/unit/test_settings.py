@@ -30,6 +30,7 @@ def test_defaults_without_file_or_environment() -> None:
     assert settings.runtime.kafka_bootstrap == "127.0.0.1:9092"
     assert settings.runtime.topic_prefix == topics.DEFAULT_PREFIX
     assert settings.runtime.kafka_linger_ms == producer.LINGER_MS
+    assert settings.runtime.kafka_compression == "none"
     assert settings.routing.policy_deadline_seconds == PolicyLimits().deadline_seconds
     assert settings.ingest.smtp_port == 2525
     assert settings.delivery.allow_loopback is False
