@@ -63,7 +63,7 @@ def use_compression(codec: str) -> None:
     if not _AVAILABLE[codec]():
         raise CompressionUnavailable(
             f"kafka_compression {codec} needs the Python package {_CODEC_PACKAGES[codec]}"
-            f" (pip install {_CODEC_PACKAGES[codec]})"
+            " (pip install 'relaystream[compression]')"
         )
     _compression = None if codec == "none" else codec
 
