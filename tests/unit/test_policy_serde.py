@@ -4,6 +4,7 @@ KumoMTA policies read their shaping, queue and source tables."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -155,3 +156,61 @@ def test_stripping_comments_keeps_strings_and_length(text: str) -> None:
         return
     if "/" not in text and "#" not in text:
         assert json.loads(stripped) == parsed
+
+
+def load_error(call: str, base_dir: Path) -> str:
+    with pytest.raises(PolicyLoadError) as raised:
+        policy_from_source(f"local kumo = require 'kumo'\n{call}\n", "init.lua", base_dir=base_dir)
+    return str(raised.value)
+
+
+def test_yaml_aliases_are_refused_so_a_small_file_cannot_expand_to_millions(
+    tmp_path: Path,
+) -> None:
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, "
+        f"*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}]\n"
+        for i in range(7)
+    )
+    (tmp_path / "bomb.yaml").write_text(bomb)
+    assert "aliases (*name) are not supported" in load_error(
+        "kumo.serde.yaml_load('bomb.yaml')", tmp_path
+    )
+
+
+def test_a_yaml_set_reaches_lua_as_a_list_not_a_python_object() -> None:
+    meta = meta_of(
+        "local v = kumo.serde.yaml_parse('!!set {a: null}')\n"
+        "msg:set_meta('t', type(v)); msg:set_meta('first', v[1])"
+    )
+    assert meta == {"t": "table", "first": "a"}
+
+
+def test_a_result_larger_than_the_lua_state_can_take_is_an_error_not_a_crash(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "big.json").write_text("[" + ",".join(["0"] * 300_000) + "]")
+    assert "result too large for the policy" in load_error(
+        "kumo.serde.json_load('big.json')", tmp_path
+    )
+
+
+@pytest.mark.parametrize("path", ["/proc/self/status", "/dev/null", "/sys/kernel/hostname"])
+def test_the_process_own_files_are_not_policy_data(tmp_path: Path, path: str) -> None:
+    assert "not policy data" in load_error(f"kumo.serde.json_load('{path}')", tmp_path)
+
+
+def test_the_settings_file_is_not_readable_from_a_policy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = tmp_path / "relaystream.yaml"
+    settings.write_text("admin_api_tokens: [s3cr3t]\n")
+    monkeypatch.setenv("RELAYSTREAM_CONFIG", str(settings))
+    error = load_error("kumo.serde.yaml_load('relaystream.yaml')", tmp_path)
+    assert "settings file is not readable" in error
+    assert "s3cr3t" not in error
+
+
+def test_a_fifo_is_refused_instead_of_blocking_the_policy(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "pipe.json")
+    assert "not a regular file" in load_error("kumo.serde.json_load('pipe.json')", tmp_path)

@@ -74,7 +74,18 @@ parse_json = text_parser(
     "JSON", lambda text: json.loads(strip_json_comments(text)), json.JSONDecodeError
 )
 parse_toml = text_parser("TOML", tomllib.loads, tomllib.TOMLDecodeError)
-parse_yaml = text_parser("YAML", yaml.safe_load, yaml.YAMLError)
+
+
+def _load_yaml_without_aliases(text: str) -> object:
+    # An alias repeats a node without its bytes: a few hundred bytes of nested aliases
+    # expand to millions of values. Data files do not need them.
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.AliasEvent):
+            raise yaml.YAMLError("aliases (*name) are not supported in policy data")
+    return yaml.safe_load(text)
+
+
+parse_yaml = text_parser("YAML", _load_yaml_without_aliases, yaml.YAMLError)
 
 
 def encode_toml(json_text: str, pretty: bool) -> str:
