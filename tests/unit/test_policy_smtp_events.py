@@ -142,3 +142,27 @@ def test_an_endless_handler_stops_at_the_deadline() -> None:
     result = policy.on_smtp_event(SMTP_MAIL_FROM, ["a@example.org"], session())
     assert isinstance(result, PolicyFailed)
     assert result.reason == "timeout"
+
+
+def test_conn_meta_changes_too_large_to_encode_do_not_break_later_calls() -> None:
+    # The changes are encoded after the handler; running out of memory there once used to
+    # leave them behind, so every later call of the session failed too.
+    policy = policy_from_source(
+        "local kumo = require 'kumo'\n"
+        "kumo.on('smtp_server_ehlo', function(domain, conn_meta)\n"
+        "  if domain == 'big.example' then\n"
+        "    local parts = {}\n"
+        "    for i = 1, 120 do parts[i] = string.rep('x', 100000) end\n"
+        "    conn_meta:set_meta('big', parts)\n"
+        "  else\n"
+        "    conn_meta:set_meta('small', domain)\n"
+        "  end\n"
+        "end)\n",
+        "policy.lua",
+        PolicyLimits(memory_bytes=24 * 1024 * 1024),
+    )
+    connection = ConnectionMeta()
+    policy.on_smtp_event(SMTP_EHLO, ["big.example"], connection)
+    assert "big" not in connection
+    assert isinstance(policy.on_smtp_event(SMTP_EHLO, ["ok.example"], connection), EventReturned)
+    assert connection["small"] == "ok.example"

@@ -221,6 +221,11 @@ class LuaPolicy(Policy):
         """conn_meta:set_meta of the call that just ended, onto the session's metadata (a
         replay without a session drops them: its connection is long gone)."""
         changes = self._take_conn_changes()
+        if isinstance(changes, tuple):
+            policy_log.error(
+                "%s: conn_meta:set_meta changes of the last call dropped: %s", self.name, changes[1]
+            )
+            return
         if changes is None or connection is None:
             return
         for key, value in json.loads(changes):

@@ -1116,21 +1116,29 @@ function engine.run_event(deadline_at, event, ...)
 end
 
 -- What the last call's conn_meta:set_meta changed, as JSON text: [[key, value], ...] in the
--- order first set (value null: removed). Clears the record.
+-- order first set (value null: removed). Clears the record first, so that a record that
+-- cannot be encoded (out of memory) is not left behind for every later call: then it
+-- answers false and the reason.
 function engine.take_conn_changes()
   if conn_n == 0 then
     return nil
   end
-  local parts = {}
-  for i = 1, conn_n do
-    local key = conn_order[i]
-    local value = conn_sets[key]
-    parts[i] = "[" .. encode_value(key, 0) .. ","
-      .. (value == NULL_VALUE and "null" or encode_value(value, 0)) .. "]"
-    conn_order[i] = nil
+  local sets, order, n = conn_sets, conn_order, conn_n
+  conn_sets, conn_order, conn_n = nil, {}, 0
+  local ok, text = pcall(function()
+    local parts = {}
+    for i = 1, n do
+      local key = order[i]
+      local value = sets[key]
+      parts[i] = "[" .. encode_value(key, 0) .. ","
+        .. (value == NULL_VALUE and "null" or encode_value(value, 0)) .. "]"
+    end
+    return "[" .. table_concat(parts, ",") .. "]"
+  end)
+  if ok then
+    return text
   end
-  conn_sets, conn_n = nil, 0
-  return "[" .. table_concat(parts, ",") .. "]"
+  return false, as_text(tostring(text))
 end
 
 return engine
