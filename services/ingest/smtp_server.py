@@ -514,7 +514,11 @@ class IngestHandler:
         identity = authz.decode("utf-8", "replace")
         secret = password.decode("utf-8", "replace")
         if name in self.policy.users.hashes or not self.reception.has_handler(SMTP_AUTH_PLAIN):
-            success = self.policy.users.authenticate(name, secret)
+            # A users-file login acts only as itself: an authorization identity naming someone
+            # else would let it claim that identity's tenant (require_authz) or relay_from_authz
+            # (RFC 4616: the server decides whether authc may act as authz; here it may not).
+            success = identity in ("", name) and self.policy.users.authenticate(name, secret)
+            identity = name
         else:
             result = await self.reception.event(
                 SMTP_AUTH_PLAIN, [identity, name, secret], server.connection

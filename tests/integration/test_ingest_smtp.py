@@ -4,6 +4,7 @@ client beside it) and the real broker."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import ipaddress
 import json
 import re
@@ -150,6 +151,9 @@ async def test_auth_after_starttls_allows_relaying(
         with pytest.raises(aiosmtplib.SMTPAuthenticationError) as refused:
             await client.login("alice", "wrong")
         assert refused.value.code == 535
+        # alice may not act as bob (an authorization identity of another user).
+        as_bob = base64.b64encode(b"bob\0alice\0s3cret").decode()
+        assert (await command(client, f"AUTH PLAIN {as_bob}"))[0] == 535
         await client.login("alice", "s3cret")
         errors, _ = await client.sendmail("alice@example.com", ["far@example.org"], MESSAGE)
         await client.quit()
@@ -159,6 +163,7 @@ async def test_auth_after_starttls_allows_relaying(
     )
     meta = {name: json.loads(value) for name, value in event["meta"].items()}
     assert meta["authn_id"] == "alice"
+    assert meta["authz_id"] == "alice"
     assert meta["tls_protocol_version"].startswith("TLS")
     assert meta["tls_cipher"]
     assert b"with ESMTPSA" in event["content"]
