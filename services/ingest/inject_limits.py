@@ -18,6 +18,9 @@ MAX_ATTACHMENTS = 100
 MAX_ATTACHMENT_LABEL = 255  # characters of content_type, content_id, file_name
 MAX_MAPPING_KEYS = 1000  # entries of one substitutions or metadata object
 MAX_KEY_LENGTH = 256  # characters of a substitutions or metadata key
+# Values (nested ones included) in one substitutions or metadata object: the policy gets meta
+# as Lua tables, and a few megabytes of `[0,0,...]` would be millions of them.
+MAX_MAPPING_VALUES = 10_000
 
 # A JSON string, escapes included (written as an unrolled loop: a run of plain characters
 # per step keeps the regex engine fast on megabytes of text).
@@ -48,6 +51,21 @@ def json_depth_exceeds(raw: bytes, limit: int) -> bool:
     # A pair left has more than `limit` levels inside it; brackets never closed nest
     # everything after them (the parser refuses them, but only after recursing that deep).
     return b"()" in skeleton or skeleton.count(b"(") > limit
+
+
+def json_value_count_exceeds(value: object, limit: int) -> bool:
+    """Whether `value` holds more than `limit` JSON values, nested ones included."""
+    pending, count = [value], 0
+    while pending:
+        item = pending.pop()
+        count += 1
+        if count > limit:
+            return True
+        if isinstance(item, dict):
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return False
 
 
 def parse_json_body(raw: bytes, *, max_depth: int = MAX_JSON_DEPTH) -> object:

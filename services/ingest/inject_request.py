@@ -35,6 +35,8 @@ from .inject_limits import (
     MAX_HEADERS,
     MAX_KEY_LENGTH,
     MAX_MAPPING_KEYS,
+    MAX_MAPPING_VALUES,
+    json_value_count_exceeds,
 )
 from .templates import TemplateError, check_template
 
@@ -151,6 +153,9 @@ class _Checker:
             return {}
         if len(value) > MAX_MAPPING_KEYS:
             self.fail(where, f"{len(value)} entries, at most {MAX_MAPPING_KEYS}")
+            return {}
+        if json_value_count_exceeds(value, MAX_MAPPING_VALUES):
+            self.fail(where, f"more than {MAX_MAPPING_VALUES} values, nested ones included")
             return {}
         long_keys = [key for key in value if len(key) > MAX_KEY_LENGTH]
         if long_keys:

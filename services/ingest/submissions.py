@@ -33,6 +33,7 @@ from ..core.kafka.topics import TopicCatalog, partition_for_key
 from ..core.policy import ReceptionProtocol
 from . import metrics
 from .accepted_messages import Reception, accepted_messages
+from .inject_limits import MAX_MAPPING_VALUES, json_value_count_exceeds
 from .message_ids import submission_message_id
 from .reception import ReceptionPolicy, Refused
 
@@ -82,6 +83,8 @@ def validated_recipients(
         meta = decode_meta(submission["meta"])
     except MetaError as error:
         raise _reject(str(error)) from None
+    if json_value_count_exceeds(meta, MAX_MAPPING_VALUES):
+        raise _reject(f"meta: more than {MAX_MAPPING_VALUES} values, nested ones included")
     return sender, normalized, meta
 
 

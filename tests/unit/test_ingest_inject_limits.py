@@ -17,8 +17,10 @@ from relaystream.ingest.inject_limits import (
     MAX_JSON_DEPTH,
     MAX_KEY_LENGTH,
     MAX_MAPPING_KEYS,
+    MAX_MAPPING_VALUES,
     BadJson,
     json_depth_exceeds,
+    json_value_count_exceeds,
     parse_json_body,
 )
 from relaystream.ingest.inject_request import InjectRecipient, InvalidRequest, parse_inject_request
@@ -141,6 +143,10 @@ def test_a_request_at_every_limit_is_accepted() -> None:
             "content.subject: 999 characters, at most 998",
         ),
         (
+            request(recipients=[{"email": "a@example.org", "metadata": {"big": [0] * 10_000}}]),
+            f"recipients[0].metadata: more than {MAX_MAPPING_VALUES} values, nested ones included",
+        ),
+        (
             request(content={"text_body": "t", "headers": {f"X-{i}": "v" for i in range(101)}}),
             "content.headers: 101 headers, at most 100",
         ),
@@ -241,3 +247,19 @@ def test_a_truncated_body_is_bad_json_without_recursing(value: Any, cut: int) ->
     raw = json.dumps(value).encode()[:cut] + b"[" * (MAX_JSON_DEPTH + 1)
     with pytest.raises(BadJson):
         parse_json_body(raw)
+
+
+@given(
+    st.recursive(st.integers(), lambda inner: st.lists(inner) | st.dictionaries(st.text(), inner))
+)
+def test_the_value_count_limit_counts_every_nested_value(value: Any) -> None:
+    def count(item: Any) -> int:
+        if isinstance(item, list):
+            return 1 + sum(map(count, item))
+        if isinstance(item, dict):
+            return 1 + sum(map(count, item.values()))
+        return 1
+
+    total = count(value)
+    assert not json_value_count_exceeds(value, total)
+    assert json_value_count_exceeds(value, total - 1)
