@@ -419,3 +419,12 @@ def test_an_appended_header_reads_back_and_leaves_the_rest_untouched(name: str, 
 def test_splitting_a_message_loses_no_byte(data: bytes) -> None:
     fields, separator, body = split_message(data)
     assert b"".join(f.raw for f in fields) + separator + body == data
+
+
+def test_a_handler_cannot_grow_the_headers_without_bound() -> None:
+    # Each appended copy lives in Python, outside the Lua memory limit.
+    message = failure(
+        "local value = string.rep('v', 60000)\n"
+        "for i = 1, 100 do msg:append_header('X-Big', value) end"
+    )
+    assert "msg:append_header: the handler added more than 1048576 bytes" in message

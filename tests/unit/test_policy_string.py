@@ -112,3 +112,12 @@ def test_a_wrong_argument_is_a_policy_error_at_its_line() -> None:
         "policy.lua:3: expected a count (a whole number, 0 or more), got -1"
     )
     assert error_of("kumo.string.trim('\\xff')") == "policy.lua:3: argument 1 is not UTF-8 text"
+
+
+def test_a_replace_too_large_to_hold_is_refused_before_it_is_built() -> None:
+    # An empty pattern matches between every character: 4 KB by 5 KB would be 20 MB.
+    error = error_of("kumo.string.replace(string.rep('a', 4000), '', string.rep('b', 5000))")
+    assert error.startswith("policy.lua:3: the result would be 20009000 characters, more than")
+    assert value_of("kumo.string.replace('a.b.c', '.', '-')") == "a-b-c"
+    assert value_of("kumo.string.replacen('a.b.c', '.', '-', 1)") == "a-b.c"
+    assert value_of("kumo.string.replace('ab', '', '-')") == "-a-b-"

@@ -70,6 +70,10 @@ def _split_at_body(data: bytes) -> tuple[list[HeaderField], bytes, int]:
     return split_header_fields(data), b"", len(data)
 
 
+# The most header bytes one handler call may add to a message.
+MAX_ADDED_HEADER_BYTES = 1024 * 1024
+
+
 class MessageState:
     """One message while its handler runs. `sender_changed`, `recipient_changed` and
     `data_changed` say what PolicyAccepted must carry back.
@@ -78,6 +82,7 @@ class MessageState:
     needs the message rebuilt: most handlers read a header or two, or nothing."""
 
     __slots__ = (
+        "_added_bytes",
         "_body_start",
         "_fields",
         "_message",
@@ -106,6 +111,7 @@ class MessageState:
         self._fields: list[HeaderField] | None = None
         self._separator = b"\r\n"
         self._body_start = 0
+        self._added_bytes = 0
 
     def _bytes(self) -> bytes:
         if self._source is None:
@@ -167,6 +173,14 @@ class MessageState:
 
     def add_field(self, method: str, raw: bytes, *, first: bool) -> None:
         self.require_whole(method)
+        # Python's copies are outside the Lua memory limit: one Lua string appended in a loop
+        # would otherwise grow the process by hundreds of megabytes within one call.
+        self._added_bytes += len(raw)
+        if self._added_bytes > MAX_ADDED_HEADER_BYTES:
+            raise HostError(
+                f"msg:{method}: the handler added more than {MAX_ADDED_HEADER_BYTES} bytes of "
+                "header fields"
+            )
         field = HeaderField.parse(raw)
         self._fields = [field, *self.fields] if first else [*self.fields, field]
         self.data_changed = True

@@ -11,7 +11,7 @@ from functools import cache
 import minijinja
 from publicsuffixlist import PublicSuffixList
 
-from ..host import HostCallback, HostContext, HostError
+from ..host import MAX_HOST_TEXT_BYTES, HostCallback, HostContext, HostError
 
 # Template work allowed per evaluation (MiniJinja's fuel): bounds a template that loops.
 TEMPLATE_FUEL = 1_000_000
@@ -54,7 +54,18 @@ def rsplitn(text: object, limit: object, pattern: object) -> list[str]:
 
 
 def replacen(text: object, old: object, new: object, count: object) -> str:
-    return text_arg(text).replace(text_arg(old), text_arg(new), count_arg(count))
+    """kumo.string.replacen (count None: kumo.string.replace, every occurrence). The result's
+    size is known before it is built: an empty `old` matches between every character, so a
+    few kilobytes could otherwise make gigabytes outside the Lua memory limit."""
+    source, pattern, replacement = text_arg(text), text_arg(old), text_arg(new)
+    matches = len(source) + 1 if pattern == "" else source.count(pattern)
+    limit = -1 if count is None else count_arg(count)
+    if limit >= 0:
+        matches = min(matches, limit)
+    size = len(source) + matches * (len(replacement) - len(pattern))
+    if size > MAX_HOST_TEXT_BYTES:
+        raise HostError(f"the result would be {size} characters, more than {MAX_HOST_TEXT_BYTES}")
+    return source.replace(pattern, replacement, limit)
 
 
 def wrap(text: object, soft: object = None, hard: object = None) -> str:
@@ -126,9 +137,7 @@ def host_callbacks(context: HostContext) -> Mapping[str, HostCallback]:
         "string_trim": lambda text: text_arg(text).strip(),
         "string_trim_start": lambda text: text_arg(text).lstrip(),
         "string_trim_end": lambda text: text_arg(text).rstrip(),
-        "string_replace": lambda text, old, new: text_arg(text).replace(
-            text_arg(old), text_arg(new)
-        ),
+        "string_replace": lambda text, old, new: replacen(text, old, new, None),
         "string_replacen": replacen,
         "string_starts_with": lambda text, prefix: text_arg(text).startswith(text_arg(prefix)),
         "string_ends_with": lambda text, suffix: text_arg(text).endswith(text_arg(suffix)),
