@@ -18,6 +18,7 @@ too (`run`).
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -51,6 +52,8 @@ from ..core.policy.routing_rule import (
 from ..core.policy.types import POLICY_FAILURE_CODE, POLICY_FAILURE_TEXT
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -130,9 +133,15 @@ class ReceptionPolicy:
         protocol: ReceptionProtocol,
         events: Sequence[MessageAccepted],
         connection: ConnectionMeta | None = None,
+        *,
+        stop_at_refusal: bool = False,
     ) -> list[MessageAccepted | Refused]:
-        """The reception handler on each message of one reception, in order."""
-        return await self.run(lambda: self._receive_all(protocol, events, connection))
+        """The reception handler on each message of one reception, in order. With
+        `stop_at_refusal` (SMTP, where one refusal refuses the transaction) the messages after
+        the first refusal are not run: the list ends there."""
+        return await self.run(
+            lambda: self._receive_all(protocol, events, connection, stop_at_refusal)
+        )
 
     def receive_now(
         self,
@@ -148,8 +157,19 @@ class ReceptionPolicy:
         protocol: ReceptionProtocol,
         events: Sequence[MessageAccepted],
         connection: ConnectionMeta | None,
+        stop_at_refusal: bool = False,
     ) -> list[MessageAccepted | Refused]:
-        return [self._received(protocol, event, connection) for event in events]
+        results: list[MessageAccepted | Refused] = []
+        for event in events:
+            try:
+                result = self._received(protocol, event, connection)
+            except Exception as error:  # a bug of ours: refused for now (451), never a 500
+                log.exception("reception policy: unexpected error", extra={"id": event["id"]})
+                result = Refused(event["id"], event["recipient"], _failure_response(), repr(error))
+            results.append(result)
+            if stop_at_refusal and isinstance(result, Refused):
+                break
+        return results
 
     def _received(
         self,

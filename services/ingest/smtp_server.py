@@ -721,7 +721,7 @@ class IngestHandler:
             meta=meta,
         )
         events = accepted_messages(reception, recipients, [new_message_id() for _ in recipients])
-        results = await self.reception.receive(PROTOCOL, events, connection)
+        results = await self.reception.receive(PROTOCOL, events, connection, stop_at_refusal=True)
         refused = first_refusal(results)
         if refused is not None:
             # KumoMTA: refusing one message refuses the transaction; nothing is accepted.
@@ -743,6 +743,10 @@ class IngestHandler:
                 server.close_after_reply()
             return refused.reply
         events = [result for result in results if not isinstance(result, Refused)]
+        if server.transport is None or server.transport.is_closing():
+            # The client is gone (it gave up waiting): a 250 could not reach it and it would
+            # send the message again, so nothing is accepted.
+            return "451 4.4.2 connection lost before the message was accepted"
         try:
             await self._acceptor.accept(events)
         except AcceptanceFailed as error:

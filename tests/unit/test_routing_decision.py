@@ -223,3 +223,26 @@ def test_a_message_the_handler_makes_too_large_is_refused_at_ingest() -> None:
     assert compare(decision, recompute(growing, decision)) is None
     [refused] = ReceptionPolicy(growing, 100).receive_now("ESMTP", [message("a@example.com")])
     assert isinstance(refused, Refused) and refused.reply.startswith("552 5.3.4")
+
+
+async def test_smtp_stops_at_the_first_refusal_and_a_bug_is_a_451_not_a_500(
+    policy: Policy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reception = ReceptionPolicy(policy)
+    recipients = ["reject@example.com", "rcpt@example.com", "boom@example.com"]
+    # SMTP: one refusal refuses the transaction, so the handler is not run for the rest.
+    results = await reception.receive(
+        "ESMTP", [message(r) for r in recipients], stop_at_refusal=True
+    )
+    assert len(results) == 1 and isinstance(results[0], Refused)
+    # Otherwise (HTTP) each recipient is decided alone.
+    results = await reception.receive("ESMTP", [message(r) for r in recipients])
+    assert [isinstance(r, Refused) for r in results] == [True, False, True]
+
+    def a_bug(*args: object) -> object:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(policy, "on_message_received", a_bug)
+    [refused] = reception.receive_now("ESMTP", [message("rcpt@example.com")])
+    assert isinstance(refused, Refused)
+    assert refused.reply.startswith("451 4.3.0")
