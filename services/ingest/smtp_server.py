@@ -610,15 +610,17 @@ class IngestHandler:
             metrics.MESSAGES_REJECTED.labels(PROTOCOL, "bad_recipient").inc()
             return f"553 5.1.3 Bad recipient address: {error}"
         ingest = cast(IngestSMTP, server)
+        # Before the relay decision: that may ask the policy, which a client must not be able
+        # to keep busy past the recipients it may give.
+        if len(envelope.rcpt_tos) >= self.policy.max_recipients:
+            metrics.MESSAGES_REJECTED.labels(PROTOCOL, "too_many_recipients").inc()
+            return "452 4.5.3 Too many recipients"
         decision = await self._relay_decision(ingest, session, envelope, recipient)
         if isinstance(decision, str):
             return decision
         if not decision.relays:
             metrics.MESSAGES_REJECTED.labels(PROTOCOL, "relaying_denied").inc()
             return RELAYING_DENIED_REPLY
-        if len(envelope.rcpt_tos) >= self.policy.max_recipients:
-            metrics.MESSAGES_REJECTED.labels(PROTOCOL, "too_many_recipients").inc()
-            return "452 4.5.3 Too many recipients"
         result = await self.reception.event(SMTP_RCPT_TO, [recipient], ingest.connection)
         refusal = ingest.policy_reply(result, "RCPT", POLICY_FAILURE_REPLY)
         if refusal is not None:
