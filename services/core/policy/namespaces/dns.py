@@ -15,6 +15,7 @@ import ipaddress
 import json
 import logging
 import math
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,6 +70,13 @@ class TestZones:
 
 
 Resolver = dns.resolver.Resolver | TestZones
+
+
+def deadline_of(seconds: object) -> float:
+    """The monotonic time by which a lookup of several queries must be done: each query gets
+    what is left, so two queries cannot take twice the time the policy call has."""
+    left = float(seconds) if isinstance(seconds, int | float) else DEFAULT_TIMEOUT
+    return time.monotonic() + (left if math.isfinite(left) else DEFAULT_TIMEOUT)
 
 
 def system_resolver() -> dns.resolver.Resolver:
@@ -331,9 +339,11 @@ class PolicyDns:
                 return [address for kind in kinds for address in by_kind[kind]]
         found: list[str] = []
         missing = 0
+        deadline = deadline_of(seconds)
         for kind in kinds:
+            left = deadline - time.monotonic()
             try:
-                found += [r.to_text() for r in self.query(fqdn, kind, resolver_name, seconds)]
+                found += [r.to_text() for r in self.query(fqdn, kind, resolver_name, left)]
             except NoSuchName:
                 missing += 1
         if missing == len(kinds):
@@ -364,6 +374,7 @@ class PolicyDns:
         if reverse_name(ip).is_subdomain(dns.reversename.ipv6_reverse_domain):
             reversed_ip = reverse_name(ip).relativize(dns.reversename.ipv6_reverse_domain)
         query = dns.name.Name(reversed_ip.labels + as_name(base).labels)
+        deadline = deadline_of(seconds)
         try:
             listed = self.query(query, "A", resolver_name, seconds)
         except NoSuchName:
@@ -371,7 +382,7 @@ class PolicyDns:
         if not listed:
             return [None, None]
         try:
-            reasons = self.query(query, "TXT", resolver_name, seconds)
+            reasons = self.query(query, "TXT", resolver_name, deadline - time.monotonic())
         except NoSuchName:
             reasons = []
         reason = b"".join(reasons[0].strings).decode("utf-8", "replace") if reasons else None
