@@ -101,26 +101,8 @@ def register(subparsers: Any) -> None:
     cancel_parser.set_defaults(handler=cancel_command)
 
 
-def _iso(millis: int) -> str:
-    return datetime.fromtimestamp(millis / 1000, UTC).isoformat().replace("+00:00", "Z")
-
-
 def rule_json(rule: AdminRule, now_ms: int) -> dict[str, Any]:
-    return {
-        "id": rule.id,
-        "action": rule.action.value.lower(),
-        "campaign": rule.campaign,
-        "tenant": rule.tenant,
-        "domain": rule.domain,
-        "routing_domain": rule.routing_domain,
-        "queue_names": list(rule.queues),
-        "reason": rule.reason,
-        "created": _iso(rule.created_at),
-        "expires": _iso(rule.expires_at),
-        "active": rule.is_active(now_ms),
-        "data": {k: json.loads(v) for k, v in rule.rebind_meta.items()},
-        "created_by": rule.created_by,
-    }
+    return {**rule.listing_fields(), "active": rule.is_active(now_ms)}
 
 
 def _matcher_text(rule: AdminRule) -> str:

@@ -8,17 +8,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from aiohttp import web
 
 from ..core.domain.admin_rules import AdminRule
 from ..core.domain.durations import format_duration
-
-
-def iso(millis: int) -> str:
-    return datetime.fromtimestamp(millis / 1000, UTC).isoformat().replace("+00:00", "Z")
 
 
 def bad_request(text: str) -> web.HTTPBadRequest:
@@ -76,19 +72,8 @@ def flag(request: web.Request, name: str, *, default: bool = False) -> bool:
 def rule_json(rule: AdminRule, now_ms: int) -> dict[str, Any]:
     """A rule as KumoMTA's list entries show it (`duration` = time left), plus our fields."""
     return {
-        "id": rule.id,
-        "action": rule.action.value.lower(),
-        "campaign": rule.campaign,
-        "tenant": rule.tenant,
-        "domain": rule.domain,
-        "routing_domain": rule.routing_domain,
-        "queue_names": list(rule.queues),
-        "reason": rule.reason,
+        **rule.listing_fields(),
         "duration": format_duration(timedelta(milliseconds=rule.remaining_ms(now_ms))),
-        "created": iso(rule.created_at),
-        "expires": iso(rule.expires_at),
-        "data": {k: json.loads(v) for k, v in rule.rebind_meta.items()},
-        "created_by": rule.created_by,
     }
 
 

@@ -17,7 +17,7 @@ from aiohttp import web
 
 from ..core.dns.resolver import MxResolver
 from ..core.domain.admin_rules import AdminAction
-from ..core.domain.durations import format_duration
+from ..core.domain.durations import format_duration, iso_from_millis
 from ..core.domain.mx_plan import MxLookupFailed, MxPlan
 from ..core.domain.queue_config import QueueConfig
 from ..core.domain.queue_name import READY_QUEUE_PROTOCOL, ready_queue_name
@@ -31,7 +31,7 @@ from ..core.kafka.ready_queue_states import (
     SUSPENDED,
 )
 from ..core.runtime.settings import Settings
-from .admin_http import bad_request, check_query, flag, iso, ready_q_suspension_json, rule_json
+from .admin_http import bad_request, check_query, flag, ready_q_suspension_json, rule_json
 from .config_resolver import QueueConfigResolver, QueueConfigUnavailable
 from .ports import AdminApiPort
 
@@ -133,10 +133,10 @@ class AdminInspection:
             "sender": message["sender"],
             "recipient": message["recipient"],
             "meta": {k: json.loads(v) for k, v in message["meta"].items()},
-            "due": iso(entry.due_at),
+            "due": iso_from_millis(entry.due_at),
             "num_attempts": entry.attempts,
             "queue": entry.queue,
-            "created": iso(entry.created_at),
+            "created": iso_from_millis(entry.created_at),
             "in_flight": scheduler.messages.in_flight(message_id) is not None,
             "last_response": None if last is None else dict(last),
             "scheduling": {},
@@ -185,8 +185,8 @@ class AdminInspection:
                 "queue_config": json.loads(held_config(scheduler.configs, queue).to_json()),
                 "num_scheduled": len(entries),
                 "delayed_metric": sum(1 for e in entries if e.due_at > now),
-                "now": iso(now),
-                "last_changed": iso(now),
+                "now": iso_from_millis(now),
+                "last_changed": iso_from_millis(now),
                 "suspended": None if suspension is None else rule_json(suspension, now),
                 "bounced": None if bounce is None else rule_json(bounce, now),
                 "messages": messages,
@@ -227,7 +227,7 @@ class AdminInspection:
         rule = self._scheduler.rules.matching(AdminAction.SUSPEND, queue, now)
         if rule is None:
             return None
-        return {"context": f"suspended: {rule.reason}", "since": iso(rule.created_at)}
+        return {"context": f"suspended: {rule.reason}", "since": iso_from_millis(rule.created_at)}
 
     def _ready_q_suspension(self, name: str, now: int) -> dict[str, Any] | None:
         rule = self._scheduler.rules.matching(AdminAction.SUSPEND_READY_Q, name, now)
@@ -267,7 +267,7 @@ class AdminInspection:
                 "constraints": ready_queue_constraints(path_config),
                 "dispatchers": [],
                 "mx": None,
-                "now": iso(now),
+                "now": iso_from_millis(now),
                 "node": state["node"],
                 "updated_at": state["updated_at"].isoformat(),
                 # Which scheduled queues feed it is not tracked (they meet only at delivery).
@@ -288,7 +288,7 @@ class AdminInspection:
             if suspension is not None:
                 states[SUSPENDED] = {
                     "context": f"suspended: {suspension.reason}",
-                    "since": iso(suspension.created_at),
+                    "since": iso_from_millis(suspension.created_at),
                 }
             if states:
                 answer[name] = states

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from .durations import iso_from_millis
 from .queue_name import QueueName
 from .smtp_reply import SmtpResponse
 
@@ -103,6 +104,23 @@ class AdminRule:
 
     def remaining_ms(self, now_ms: int) -> int:
         return max(0, self.expires_at - now_ms)
+
+    def listing_fields(self) -> dict[str, object]:
+        """The fields every listing of a rule shows (the admin API's entries and the CLI's)."""
+        return {
+            "id": self.id,
+            "action": self.action.value.lower(),
+            "campaign": self.campaign,
+            "tenant": self.tenant,
+            "domain": self.domain,
+            "routing_domain": self.routing_domain,
+            "queue_names": list(self.queues),
+            "reason": self.reason,
+            "created": iso_from_millis(self.created_at),
+            "expires": iso_from_millis(self.expires_at),
+            "data": {k: json.loads(v) for k, v in self.rebind_meta.items()},
+            "created_by": self.created_by,
+        }
 
 
 class AdminRuleSet:

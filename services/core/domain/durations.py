@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from fractions import Fraction
 
 NANOS_PER_SECOND = 1_000_000_000
@@ -246,3 +246,8 @@ def _separated_number(value: str, whole: str) -> int:
     if number > 2**64 - 1:
         raise RateError(f"invalid rate {whole!r}: number {value!r} too large")
     return number
+
+
+def iso_from_millis(millis: int) -> str:
+    """Epoch milliseconds as RFC 3339 UTC text ending in `Z`, as KumoMTA's admin API shows times."""
+    return datetime.fromtimestamp(millis / 1000, UTC).isoformat().replace("+00:00", "Z")

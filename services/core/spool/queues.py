@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..domain.admin_rules import AdminAction, AdminRuleSet
+from ..domain.durations import iso_from_millis
 from ..domain.queue_name import QueueName
 from ..events.codec import decode
 from ..kafka.admin_commands import read_rules
@@ -22,10 +23,6 @@ from ..kafka.topics import TopicCatalog
 from .entry import SpoolEntry
 from .reader import SpoolReader
 from .snapshot import read_spool, resolve_moves
-
-
-def _iso(millis: int) -> str:
-    return datetime.fromtimestamp(millis / 1000, UTC).isoformat().replace("+00:00", "Z")
 
 
 @dataclass
@@ -80,14 +77,14 @@ def queue_rows(view: SpoolView) -> list[dict[str, Any]]:
                 "queue": queue,
                 "count": len(entries),
                 "oldest_age_seconds": (view.now_ms - min(e.created_at for e in entries)) // 1000,
-                "next_due": _iso(min(e.due_at for e in entries)),
+                "next_due": iso_from_millis(min(e.due_at for e in entries)),
                 "config_source": _config_source(queue, view.overrides),
                 "suspended": None
                 if suspension is None
                 else {
                     "id": suspension.id,
                     "reason": suspension.reason,
-                    "expires": _iso(suspension.expires_at),
+                    "expires": iso_from_millis(suspension.expires_at),
                 },
                 "bouncing": None if bounce is None else {"id": bounce.id, "reason": bounce.reason},
             }
@@ -111,7 +108,7 @@ async def queue_messages(view: SpoolView, reader: SpoolReader, queue: str) -> li
                 "id": entry.id,
                 "recipient": message.get("recipient"),
                 "attempts": entry.attempts,
-                "due": _iso(entry.due_at),
+                "due": iso_from_millis(entry.due_at),
                 "age_seconds": (view.now_ms - entry.created_at) // 1000,
                 "last_response": None
                 if last is None
