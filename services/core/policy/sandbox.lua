@@ -953,6 +953,21 @@ function engine.run_message(deadline_at, event, id)
   return outcome(err)
 end
 
+-- A handler's result that must be a table (its event's kumo.make_* constructor's): "ok" and
+-- the JSON text, or an error naming the handler's line.
+local function table_result(handler, event, constructor, result)
+  if type(result) ~= "table" then
+    local info = debug_getinfo(handler, "S")
+    return "error", string_format("%s:%d: %s returned a %s; expected kumo.%s{...}",
+      as_text(info.short_src), info.linedefined, event, type(result), constructor), ""
+  end
+  local encoded, text = pcall(encode_value, result, 0)
+  if not encoded then
+    return "error", event .. " result: " .. tostring(text), ""
+  end
+  return "ok", text
+end
+
 -- Runs the get_queue_config handlers in registration order until one returns a config.
 -- Returns "none" (no handler, or every handler returned nil), "ok" and the config as JSON
 -- text, or the outcome of a failure.
@@ -969,17 +984,7 @@ function engine.run_queue_config(deadline_at, domain, tenant, campaign, routing_
       return outcome(result)
     end
     if result ~= nil then
-      if type(result) ~= "table" then
-        local info = debug_getinfo(handlers[i], "S")
-        return "error", string_format(
-          "%s:%d: get_queue_config returned a %s; expected kumo.make_queue_config{...}",
-          as_text(info.short_src), info.linedefined, type(result)), ""
-      end
-      local encoded, text = pcall(encode_value, result, 0)
-      if not encoded then
-        return "error", "get_queue_config result: " .. tostring(text), ""
-      end
-      return "ok", text
+      return table_result(handlers[i], QUEUE_CONFIG_EVENT, "make_queue_config", result)
     end
   end
   return "none"
@@ -1050,17 +1055,7 @@ function engine.run_listener_domain(deadline_at, domain, listener, meta)
   if result == nil then
     return "none"
   end
-  if type(result) ~= "table" then
-    local info = debug_getinfo(handler, "S")
-    return "error", string_format(
-      "%s:%d: get_listener_domain returned a %s; expected kumo.make_listener_domain{...}",
-      as_text(info.short_src), info.linedefined, type(result)), ""
-  end
-  local encoded, text = pcall(encode_value, result, 0)
-  if not encoded then
-    return "error", "get_listener_domain result: " .. tostring(text), ""
-  end
-  return "ok", text
+  return table_result(handler, LISTENER_DOMAIN_EVENT, "make_listener_domain", result)
 end
 
 -- The SMTP-time events (smtp_server_connection_accepted, _ehlo, _mail_from, _rcpt_to,
