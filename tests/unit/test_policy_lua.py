@@ -329,3 +329,24 @@ def test_a_single_event_cannot_have_two_handlers() -> None:
 def test_unreadable_policy_file(tmp_path: Path) -> None:
     with pytest.raises(PolicyLoadError, match="cannot read policy"):
         policy_from_file(tmp_path / "absent.lua")
+
+
+@pytest.mark.parametrize(
+    ("event", "constructor"),
+    [("get_queue_config", "make_queue_config"), ("get_listener_domain", "make_listener_domain")],
+)
+def test_a_handler_returning_a_non_table_names_its_line_and_constructor(
+    event: str, constructor: str
+) -> None:
+    policy = policy_from_source(
+        f"local kumo = require 'kumo'\nkumo.on('{event}', function() return 42 end)\n",
+        "policy.lua",
+    )
+    with pytest.raises(PolicyRuntimeError) as raised:
+        if event == "get_queue_config":
+            policy.get_queue_config("example.com", None, None, None)
+        else:
+            policy.get_listener_domain("example.com", "127.0.0.1:25", {})
+    assert str(raised.value) == (
+        f"policy.lua:2: {event} returned a number; expected kumo.{constructor}{{...}}"
+    )
