@@ -200,7 +200,8 @@ class Deliverer:
                 pool_name,
                 source.name,
             )
-        plan = destinations_for(resolved.mx_plan, resolved.ordered, path.rules)
+        ordered = await self.planner.candidates(resolved.mx_plan, path.config.ip_lookup_strategy)
+        plan = destinations_for(resolved.mx_plan, ordered, path.rules)
         if isinstance(plan, Undeliverable):
             kind: OutcomeKind = "BOUNCE" if plan.permanent else "TRANSIENT_FAILURE"
             return AttemptResult(kind, plan.response, plan.site, None, pool_name, source.name)

@@ -19,7 +19,7 @@ import logging
 import socket
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from datetime import timedelta
 from pathlib import Path
@@ -43,8 +43,8 @@ from ..core.policy.egress_events import builtin_pool, no_handler
 from ..core.runtime.settings import DeliverySettings
 from .planning import AddressRules
 from .pool import PoolLimits
-from .smtp_session import SessionOptions, SessionTimeouts
-from .tls import TlsMode
+from .smtp_session import PlainAuth, SessionOptions, SessionTimeouts
+from .tls import ClientCertificate, TlsMode, client_context
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,54 @@ class EgressUnavailable(Exception):
         self.response = SmtpResponse.with_code(
             451, (4, 3, 0), f"egress not resolved: {event}({name}) failed: {reason}"
         )
+
+
+class EgressPathUnusable(ValueError):
+    """A path config delivery cannot use: a client certificate or AUTH password that cannot
+    be read (a missing file, not PEM, not UTF-8)."""
+
+
+def key_source_bytes(field_name: str, source: object) -> bytes:
+    """The secret a key source holds: a file's bytes, or the inline key_data (the only key
+    sources make_egress_path lets through for delivery's fields)."""
+    if isinstance(source, Mapping) and isinstance(source.get("key_data"), str):
+        return str(source["key_data"]).encode("utf-8")
+    if isinstance(source, str):
+        try:
+            return Path(source).read_bytes()
+        except OSError as err:
+            raise EgressPathUnusable(
+                f"{field_name}: cannot read {source}: {err.strerror or err}"
+            ) from None
+    raise EgressPathUnusable(f"{field_name}: not a file name or key_data")
+
+
+def _client_certificate(config: EgressPathConfig) -> ClientCertificate | None:
+    if config.tls_certificate is None or config.tls_private_key is None:
+        return None
+    return ClientCertificate(
+        key_source_bytes("tls_certificate", config.tls_certificate),
+        key_source_bytes("tls_private_key", config.tls_private_key),
+    )
+
+
+def _plain_auth(config: EgressPathConfig) -> PlainAuth | None:
+    if config.smtp_auth_plain_username is None:
+        return None
+    password = ""
+    if config.smtp_auth_plain_password is not None:
+        secret = key_source_bytes("smtp_auth_plain_password", config.smtp_auth_plain_password)
+        try:
+            # As KumoMTA: the key source's bytes as they are (a file's final newline too).
+            password = secret.decode("utf-8")
+        except UnicodeDecodeError:
+            raise EgressPathUnusable("smtp_auth_plain_password is not UTF-8") from None
+    return PlainAuth(
+        config.smtp_auth_plain_username,
+        password,
+        allow_without_tls=config.allow_smtp_auth_plain_without_tls,
+        allow_without_valid_certificate=config.allow_smtp_auth_plain_without_valid_certificate,
+    )
 
 
 @dataclass(frozen=True)
@@ -180,16 +228,31 @@ class EgressPath:
             rcpt_to=seconds(config.rcpt_to_timeout),
             data=seconds(config.data_timeout),
             data_dot=seconds(config.data_dot_timeout),
+            auth=seconds(config.auth_timeout),
         )
         address = source.source_address
+        tls_mode = TlsMode(config.enable_tls.value)
+        certificate = _client_certificate(config)
+        try:
+            # Built once per path refresh, not per connection.
+            tls_context = (
+                None
+                if certificate is None
+                else client_context(tls_mode, defaults.tls_ca_file, certificate)
+            )
+        except ValueError as err:
+            raise EgressPathUnusable(str(err)) from None
         options = SessionOptions(
             # KumoMTA: the path's ehlo_domain takes precedence over the source's.
             ehlo_name=config.ehlo_domain or source.ehlo_domain or defaults.ehlo_name,
-            tls_mode=TlsMode(config.enable_tls.value),
+            tls_mode=tls_mode,
             timeouts=timeouts,
             tls_ca_file=defaults.tls_ca_file,
             source_address=None if address is None else ip_text(address),
             pipelining=config.enable_pipelining,
+            lmtp=config.use_lmtp,
+            tls_context=tls_context,
+            auth=_plain_auth(config),
         )
         limits = PoolLimits(
             connection_limit=config.connection_limit.limit,
@@ -238,6 +301,16 @@ APPLIED_PATH_FIELDS = frozenset(
         "skip_hosts",
         "refresh_interval",
         "refresh_strategy",
+        "tls_certificate",
+        "tls_private_key",
+        "smtp_auth_plain_username",
+        "smtp_auth_plain_password",
+        "allow_smtp_auth_plain_without_tls",
+        "allow_smtp_auth_plain_without_valid_certificate",
+        "auth_timeout",
+        "use_lmtp",
+        # Attempt (Deliverer._finish) resolves the MX hosts' addresses with it.
+        "ip_lookup_strategy",
     }
 )
 UNAPPLIED_PATH_FIELDS = frozenset(f.name for f in fields(EgressPathConfig)) - APPLIED_PATH_FIELDS
@@ -297,7 +370,15 @@ class EgressResolver:
             if config.refresh_strategy is ConfigRefreshStrategy.EPOCH
             else config.refresh_interval.total_seconds()
         )
-        path = EgressPath.derive(source, config, self.defaults)
+        try:
+            path = EgressPath.derive(source, config, self.defaults)
+        except EgressPathUnusable as err:
+            log.warning(
+                "egress path unusable: message held for retry",
+                extra={"source": source.name, "site": site, "error": str(err)},
+            )
+            where = f"{source.name}, {site}"
+            raise EgressUnavailable("get_egress_path_config", where, str(err)) from None
         self._warn_unapplied(config)
         self._paths.put(key, path, seconds)
         return path

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..core.dns.resolver import MxResolver
+from ..core.domain.egress import IpLookupStrategy
 from ..core.domain.mx_plan import (
     PROHIBITED_NETWORKS,
     MxLookupFailed,
@@ -57,12 +58,11 @@ class Undeliverable:
 
 @dataclass(frozen=True)
 class ResolvedDestination:
-    """Where a queue's mail goes before the egress path applies: the site and the addresses
-    in the order to try them."""
+    """Where a queue's mail goes before the egress path applies: the site and its MX plan
+    (the hosts' addresses come with the path's ip_lookup_strategy: `candidates`)."""
 
     site: str
     mx_plan: MxPlan
-    ordered: tuple[ResolvedAddress, ...]
     # The queue's routing domain (or domain): what get_egress_path_config is asked about.
     routing_target: str
 
@@ -100,10 +100,17 @@ class DestinationPlanner:
         resolved = await self.resolve(queue, config)
         if isinstance(resolved, Undeliverable):
             return resolved
-        return destinations_for(resolved.mx_plan, resolved.ordered, self._rules)
+        ordered = await self.candidates(resolved.mx_plan)
+        return destinations_for(resolved.mx_plan, ordered, self._rules)
+
+    async def candidates(
+        self, mx_plan: MxPlan, strategy: IpLookupStrategy = IpLookupStrategy.IPV4_AND_IPV6
+    ) -> list[ResolvedAddress]:
+        """The plan's addresses in the order to try them (DNS under `strategy`, cached)."""
+        return await self._resolver.connection_candidates(mx_plan, self._rng, strategy)
 
     async def resolve(self, queue: str, config: QueueConfig) -> ResolvedDestination | Undeliverable:
-        """The site and ordered addresses of a queue's destination (DNS, cached)."""
+        """The site and MX plan of a queue's destination (DNS, cached)."""
         routing_target = QueueName.parse(queue).effective_domain
         try:
             mx_plan = await self._resolver.plan_destination(routing_target, config)
@@ -115,8 +122,7 @@ class DestinationPlanner:
             return Undeliverable(failed.response, failed.site_name, permanent=False)
         if mx_plan.is_null_mx:
             return Undeliverable(null_mx_response(), mx_plan.site_name, permanent=True)
-        ordered = await self._resolver.connection_candidates(mx_plan, self._rng)
-        return ResolvedDestination(mx_plan.site_name, mx_plan, tuple(ordered), routing_target)
+        return ResolvedDestination(mx_plan.site_name, mx_plan, routing_target)
 
 
 def destinations_for(

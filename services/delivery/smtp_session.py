@@ -13,18 +13,25 @@ command.
 
 Connect and banner have their own timeouts (60 s each by default) and the socket can be bound
 to an egress address.
+
+An egress path may ask for LMTP (`use_lmtp`: LHLO instead of EHLO; each message has one
+recipient, so the one reply after the final dot is that recipient's, RFC 2033 4.2), a client
+certificate (a prebuilt `tls_context`) and AUTH PLAIN after EHLO and STARTTLS (`PlainAuth`):
+as in KumoMTA, credentials go only over TLS with a validated certificate unless the path
+allows otherwise, and a refused AUTH fails the connection like a refused EHLO.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import ipaddress
 import socket
 import ssl
 import uuid
 from collections.abc import Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +74,7 @@ class SessionTimeouts:
     rcpt_to: float | None = None
     data: float | None = None
     data_dot: float | None = None
+    auth: float | None = None
 
     def of(self, name: str) -> float:
         """The reply timeout of command `name` (a field name above)."""
@@ -87,6 +95,32 @@ class SessionOptions:
     source_address: str | None = None
     # Pipeline the envelope when the peer offers PIPELINING; off for a peer that breaks on it.
     pipelining: bool = True
+    # LHLO instead of EHLO (the path's use_lmtp).
+    lmtp: bool = False
+    # STARTTLS context built once per egress path (it presents a client certificate); None:
+    # a context for `tls_mode` and `tls_ca_file` per connection.
+    tls_context: ssl.SSLContext | None = None
+    # AUTH PLAIN after EHLO and STARTTLS (the path's smtp_auth_plain_*).
+    auth: PlainAuth | None = None
+
+    @property
+    def greeting(self) -> bytes:
+        return b"LHLO" if self.lmtp else b"EHLO"
+
+
+@dataclass(frozen=True)
+class PlainAuth:
+    """AUTH PLAIN credentials and when they may be sent (KumoMTA's
+    allow_smtp_auth_plain_without_tls / _without_valid_certificate, both off by default)."""
+
+    username: str
+    password: str = field(repr=False, default="")
+    allow_without_tls: bool = False
+    allow_without_valid_certificate: bool = False
+
+    def initial_response(self) -> bytes:
+        """RFC 4616: no authorization identity, then the user and the password."""
+        return base64.b64encode(f"\0{self.username}\0{self.password}".encode())
 
 
 @dataclass(frozen=True)
@@ -200,7 +234,8 @@ class SmtpSession:
     async def _handshake(
         connection: SmtpConnection, destination: Destination, options: SessionOptions
     ) -> tuple[bool, frozenset[str]]:
-        """Banner, EHLO and (per the TLS mode) STARTTLS: whether TLS is on, what is offered."""
+        """Banner, EHLO, STARTTLS (per the TLS mode) and AUTH: whether TLS is on, what is
+        offered."""
         try:
             banner = await connection.reply()
         except ReplyTimeout:
@@ -211,42 +246,82 @@ class SmtpSession:
             raise ConnectFailed(destination, f"banner: {banner}")
         timeouts = options.timeouts
         connection.reply_timeout = timeouts.of("ehlo")
-        offered = await SmtpSession._ehlo(connection, destination, options.ehlo_name)
+        offered = await SmtpSession._ehlo(connection, destination, options)
+        tls = await SmtpSession._starttls(connection, destination, options, offered)
+        if tls:
+            # RFC 3207: what the peer said before TLS no longer counts; ask again.
+            connection.reply_timeout = timeouts.of("ehlo")
+            offered = await SmtpSession._ehlo(connection, destination, options)
+        if options.auth is not None:
+            await SmtpSession._authenticate(connection, destination, options, tls)
+        return tls, offered
+
+    @staticmethod
+    async def _starttls(
+        connection: SmtpConnection,
+        destination: Destination,
+        options: SessionOptions,
+        offered: frozenset[str],
+    ) -> bool:
+        """STARTTLS and the handshake when the mode wants them: whether TLS is on now."""
         mode = options.tls_mode
         if not mode.wants_starttls("STARTTLS" in offered):
-            return False, offered
+            return False
         if "STARTTLS" not in offered:
             raise ConnectFailed(
                 destination, f"TLS mode {mode} but STARTTLS is not offered", tls=True
             )
-        connection.reply_timeout = timeouts.of("starttls")
+        connection.reply_timeout = options.timeouts.of("starttls")
         try:
             reply = await connection.command(b"STARTTLS\r\n")
         except ConnectionLost as lost:
             raise ConnectFailed(destination, f"STARTTLS: {lost}", tls=True) from None
         if reply.code != 220:
             raise ConnectFailed(destination, f"STARTTLS: {reply}", tls=True)
+        context = options.tls_context or client_context(mode, options.tls_ca_file)
         try:
-            await connection.start_tls(
-                client_context(mode, options.tls_ca_file), destination.peer_name
-            )
+            await connection.start_tls(context, destination.peer_name)
         except (ssl.SSLError, OSError, ConnectionLost) as exc:
             raise ConnectFailed(destination, f"TLS handshake failed: {exc}", tls=True) from None
-        # RFC 3207: what the peer said before TLS no longer counts; ask again.
-        connection.reply_timeout = timeouts.of("ehlo")
-        offered = await SmtpSession._ehlo(connection, destination, options.ehlo_name)
-        return True, offered
+        return True
+
+    @staticmethod
+    async def _authenticate(
+        connection: SmtpConnection, destination: Destination, options: SessionOptions, tls: bool
+    ) -> None:
+        """AUTH PLAIN, refused beforehand where the credentials could be read or captured
+        (KumoMTA's rules); a reply other than 235 fails the connection."""
+        auth = options.auth
+        assert auth is not None
+        if not tls and not auth.allow_without_tls:
+            raise ConnectFailed(destination, "TLS is not enabled and AUTH PLAIN is required")
+        validated = tls and options.tls_mode.validates_certificate
+        if tls and not validated and not auth.allow_without_valid_certificate:
+            raise ConnectFailed(
+                destination,
+                "TLS peer certificate was not validated and AUTH PLAIN requires a valid "
+                "certificate",
+            )
+        connection.reply_timeout = options.timeouts.of("auth")
+        try:
+            reply = await connection.command(b"AUTH PLAIN " + auth.initial_response() + b"\r\n")
+        except ConnectionLost as lost:
+            raise ConnectFailed(destination, f"AUTH PLAIN as {auth.username}: {lost}") from None
+        if reply.code != 235:
+            raise ConnectFailed(destination, f"AUTH PLAIN as {auth.username}: {reply}")
 
     @staticmethod
     async def _ehlo(
-        connection: SmtpConnection, destination: Destination, name: str
+        connection: SmtpConnection, destination: Destination, options: SessionOptions
     ) -> frozenset[str]:
+        verb = options.greeting
+        shown = verb.decode()
         try:
-            reply = await connection.command(command(b"EHLO", name.encode("ascii")))
+            reply = await connection.command(command(verb, options.ehlo_name.encode("ascii")))
         except ConnectionLost as lost:
-            raise ConnectFailed(destination, f"EHLO: {lost}") from None
+            raise ConnectFailed(destination, f"{shown}: {lost}") from None
         if reply.code != 250:
-            raise ConnectFailed(destination, f"EHLO: {reply}")
+            raise ConnectFailed(destination, f"{shown}: {reply}")
         return frozenset(extensions(reply))
 
     @property

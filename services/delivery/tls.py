@@ -10,11 +10,16 @@
 
 A failed handshake leaves the session unusable, so it counts as a failed connection and the
 next candidate address is tried: a validating mode never falls back to plain text.
+
+An egress path's `tls_certificate` and `tls_private_key` (PEM) are the client certificate
+presented during the handshake.
 """
 
 from __future__ import annotations
 
 import ssl
+import tempfile
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
@@ -53,8 +58,37 @@ class TlsMode(StrEnum):
         return offered or self.is_required
 
 
-def client_context(mode: TlsMode, ca_file: Path | None = None) -> ssl.SSLContext:
-    """The context for STARTTLS in `mode`; `ca_file` adds trust roots (private smarthosts)."""
+@dataclass(frozen=True)
+class ClientCertificate:
+    """A certificate chain and its private key, PEM, as the egress path gives them."""
+
+    certificate_pem: bytes
+    private_key_pem: bytes = field(repr=False)
+
+    def load_into(self, context: ssl.SSLContext) -> None:
+        """Present this certificate from `context`; ValueError when the two do not make one.
+
+        The ssl module loads a chain only from files: both go to a private temporary folder
+        (mode 0700) that is removed at once."""
+        with tempfile.TemporaryDirectory(prefix="relaystream-client-cert-") as folder:
+            certificate, key = Path(folder) / "certificate.pem", Path(folder) / "key.pem"
+            certificate.write_bytes(self.certificate_pem)
+            key.touch(mode=0o600)
+            key.write_bytes(self.private_key_pem)
+            try:
+                context.load_cert_chain(certificate, key)
+            except ssl.SSLError as err:
+                raise ValueError(
+                    "tls_certificate and tls_private_key are not a PEM certificate and its "
+                    f"private key: {err.reason or err}"
+                ) from None
+
+
+def client_context(
+    mode: TlsMode, ca_file: Path | None = None, certificate: ClientCertificate | None = None
+) -> ssl.SSLContext:
+    """The context for STARTTLS in `mode`; `ca_file` adds trust roots (private smarthosts),
+    `certificate` is presented to the peer."""
     context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
     if mode.validates_certificate:
         if ca_file is not None:
@@ -62,6 +96,8 @@ def client_context(mode: TlsMode, ca_file: Path | None = None) -> ssl.SSLContext
     else:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
+    if certificate is not None:
+        certificate.load_into(context)
     return context
 
 

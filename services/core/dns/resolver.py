@@ -3,6 +3,10 @@
 Lookups are turned into the plain data of `core.domain.mx_plan` (no dnspython types leave
 this module) and cached: positive answers for their TTL, negative ones (NXDOMAIN, NODATA,
 SERVFAIL, timeouts) for five minutes, as KumoMTA does. The clock is injectable for tests.
+
+Host names resolve to addresses under an egress path's `ip_lookup_strategy` (KumoMTA's):
+A and AAAA together (the default), one family only, or one family and the other only when the
+first has no address or fails.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import dns.nameserver
 import dns.rdatatype
 import dns.resolver
 
+from ..domain.egress import IpLookupStrategy
 from ..domain.mx_plan import (
     MxAnswer,
     MxAnswerKind,
@@ -90,7 +95,9 @@ class MxResolver:
         self._resolver.lifetime = timeout
         self._negative_ttl = negative_ttl
         self._mx_cache: _TtlCache[MxAnswer] = _TtlCache(clock)
-        self._address_cache: _TtlCache[tuple[str, ...]] = _TtlCache(clock)
+        self._clock = clock
+        # Per strategy, as KumoMTA caches them; most deployments use only the default.
+        self._address_caches: dict[IpLookupStrategy, _TtlCache[tuple[str, ...]]] = {}
 
     async def mx_answer(self, name: str) -> MxAnswer:
         """The MX answer for a DNS name (lowercased A-label form), from cache if fresh."""
@@ -137,20 +144,46 @@ class MxResolver:
             return plan_for_mx_list(routing_target, config)
         return await self.resolve_mx(routing_target)
 
-    async def resolve_addresses(self, name: str) -> list[str]:
-        """A then AAAA addresses of a host name; empty when it does not resolve."""
+    async def resolve_addresses(
+        self, name: str, strategy: IpLookupStrategy = IpLookupStrategy.IPV4_AND_IPV6
+    ) -> list[str]:
+        """The addresses of a host name (A before AAAA) under `strategy`; empty when it does
+        not resolve."""
         key = name.lower().rstrip(".")
-        cached = self._address_cache.get(key)
+        cache = self._address_caches.get(strategy)
+        if cache is None:
+            cache = self._address_caches[strategy] = _TtlCache(self._clock)
+        cached = cache.get(key)
         if cached is not None:
             return list(cached)
-        (v4, v4_ttl), (v6, v6_ttl) = await asyncio.gather(
-            self._query_addresses(key, "A"), self._query_addresses(key, "AAAA")
-        )
-        addresses = (*v4, *v6)
-        positive_ttls = [ttl for found, ttl in ((v4, v4_ttl), (v6, v6_ttl)) if found]
+        answers = await self._lookup_families(key, strategy)
+        addresses = tuple(address for found, _ in answers for address in found)
+        positive_ttls = [ttl for found, ttl in answers if found]
         ttl = min(positive_ttls) if positive_ttls else self._negative_ttl
-        self._address_cache.put(key, addresses, ttl)
+        cache.put(key, addresses, ttl)
         return list(addresses)
+
+    async def _lookup_families(
+        self, name: str, strategy: IpLookupStrategy
+    ) -> list[tuple[tuple[str, ...], float]]:
+        """The A and/or AAAA answers `strategy` asks for, A first."""
+        if strategy is IpLookupStrategy.IPV4_AND_IPV6:
+            return list(
+                await asyncio.gather(
+                    self._query_addresses(name, "A"), self._query_addresses(name, "AAAA")
+                )
+            )
+        if strategy is IpLookupStrategy.IPV4_ONLY:
+            return [await self._query_addresses(name, "A")]
+        if strategy is IpLookupStrategy.IPV6_ONLY:
+            return [await self._query_addresses(name, "AAAA")]
+        v6_first = strategy is IpLookupStrategy.IPV6_THEN_IPV4
+        first, then = ("AAAA", "A") if v6_first else ("A", "AAAA")
+        # A failed lookup is an empty answer here, so "none found or an error" is one case.
+        answer = await self._query_addresses(name, first)
+        if answer[0]:
+            return [answer]
+        return [await self._query_addresses(name, then)]
 
     async def _query_addresses(self, name: str, rdtype: str) -> tuple[tuple[str, ...], float]:
         try:
@@ -161,9 +194,13 @@ class MxResolver:
         return tuple(rdata.to_text() for rdata in result), ttl
 
     async def connection_candidates(
-        self, plan: MxPlan, rng: random.Random
+        self,
+        plan: MxPlan,
+        rng: random.Random,
+        strategy: IpLookupStrategy = IpLookupStrategy.IPV4_AND_IPV6,
     ) -> list[ResolvedAddress]:
-        """Looks up every host the plan names and orders the addresses to try."""
+        """Looks up every host the plan names (under `strategy`) and orders the addresses to
+        try."""
         names = {
             entry.host
             for entry in plan.mx_list or ()
@@ -175,5 +212,7 @@ class MxResolver:
             # An MX exchange written as an IP is used as it is (connection_order): looking it
             # up as a name would only cost a query, or a whole timeout when DNS is slow.
             names |= {host for host in bare_hosts if parse_ip(host) is None}
-        found = await asyncio.gather(*(self.resolve_addresses(name) for name in sorted(names)))
+        found = await asyncio.gather(
+            *(self.resolve_addresses(name, strategy) for name in sorted(names))
+        )
         return connection_order(plan, dict(zip(sorted(names), found, strict=True)), rng)

@@ -16,6 +16,7 @@ from .egress_values import (
     MAX_U16,
     MAX_U64,
     CidrSet,
+    EgressConfigError,
     LimitSpec,
     boolean,
     choice,
@@ -153,7 +154,14 @@ class EgressPathConfig:
     @classmethod
     def from_mapping(cls, mapping: Mapping[str, Any]) -> EgressPathConfig:
         """A config from KumoMTA's fields; absent fields keep their defaults."""
-        return fields_from_mapping(cls(), mapping, _PATH_FIELD_PARSERS, "egress path")
+        config = fields_from_mapping(cls(), mapping, _PATH_FIELD_PARSERS, "egress path")
+        if (config.tls_certificate is None) != (config.tls_private_key is None):
+            # KumoMTA presents no certificate then; relaystream never ignores a field.
+            raise EgressConfigError(
+                "egress path: tls_certificate and tls_private_key go together: "
+                "a client certificate needs its key"
+            )
+        return config
 
     def to_mapping(self, *, redact: bool = False) -> dict[str, Any]:
         """Every field in the form `from_mapping` reads (durations as seconds). `redact`
@@ -167,14 +175,28 @@ class EgressPathConfig:
 _OPTIONAL_DURATIONS = frozenset(
     {"system_shutdown_timeout", "remember_broken_tls", "dispatcher_progress_watchdog_timeout"}
 )
-_KEY_SOURCES = frozenset(
-    {"tls_certificate", "tls_private_key", "smtp_auth_plain_password", "socks5_proxy_password"}
+# The secrets delivery reads (a client certificate, its key, the AUTH password).
+_DELIVERY_KEY_SOURCES = frozenset(
+    {"tls_certificate", "tls_private_key", "smtp_auth_plain_password"}
 )
 
 
+def local_key_source(value: object) -> object:
+    """A key source delivery can read itself: a file name or {key_data = ...}; a Vault
+    location or an event is refused (relaystream fetches from no secret store)."""
+    checked = key_source(value)
+    if isinstance(checked, Mapping) and "key_data" not in checked:
+        kind = "HashiCorp Vault" if "vault_mount" in checked else "an event (event_name)"
+        raise EgressConfigError(
+            f"keys from {kind} are not available in relaystream: "
+            "give a file name or {key_data = '...'}"
+        )
+    return checked
+
+
 def _path_field_parser(name: str, default: object) -> Callable[[object], object]:
-    if name in _KEY_SOURCES:
-        return key_source
+    if name in _DELIVERY_KEY_SOURCES:
+        return local_key_source
     if name in _OPTIONAL_DURATIONS:
         return optional(duration)
     if name == "rustls_cipher_suites":

@@ -3,6 +3,7 @@ policy passes, checked by the egress domain model and returned with their defaul
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
@@ -37,9 +38,29 @@ def checker(constructor: str, parse: Callable[[Mapping[str, Any]], _EgressValue]
     return check
 
 
+# Path fields that name a file delivery reads (a key source given as a file name).
+_FILE_FIELDS = ("tls_certificate", "tls_private_key", "smtp_auth_plain_password")
+
+
+def path_with_files_located(context: HostContext) -> Callable[[Mapping[str, Any]], _EgressValue]:
+    """make_egress_path's check, with the files it names made absolute: relative to the
+    policy's folder, as every data file of a policy is (delivery may run elsewhere)."""
+
+    def parse(mapping: Mapping[str, Any]) -> EgressPathConfig:
+        config = EgressPathConfig.from_mapping(mapping)
+        located: dict[str, Any] = {
+            name: str(context.data_path(value))
+            for name in _FILE_FIELDS
+            if isinstance(value := getattr(config, name), str)
+        }
+        return dataclasses.replace(config, **located) if located else config
+
+    return parse
+
+
 def host_callbacks(context: HostContext) -> Mapping[str, HostCallback]:
     return {
-        "egress_make_path": checker("make_egress_path", EgressPathConfig.from_mapping),
+        "egress_make_path": checker("make_egress_path", path_with_files_located(context)),
         "egress_make_source": checker("make_egress_source", EgressSource.from_mapping),
         "egress_make_pool": checker("make_egress_pool", EgressPool.from_mapping),
     }
