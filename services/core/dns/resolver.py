@@ -40,6 +40,8 @@ from ..domain.queue_config import MxListName, QueueConfig
 from ..domain.routing_target import RoutingTarget, parse_ip, split_colon_port
 
 DEFAULT_TIMEOUT = 5.0
+# KumoMTA's default ip_lookup_strategy: A and AAAA.
+BOTH = IpLookupStrategy.IPV4_AND_IPV6
 NEGATIVE_TTL = 300.0
 
 T = TypeVar("T")
@@ -96,8 +98,10 @@ class MxResolver:
         self._negative_ttl = negative_ttl
         self._mx_cache: _TtlCache[MxAnswer] = _TtlCache(clock)
         self._clock = clock
-        # Per strategy, as KumoMTA caches them; most deployments use only the default.
-        self._address_caches: dict[IpLookupStrategy, _TtlCache[tuple[str, ...]]] = {}
+        # Addresses per strategy, as KumoMTA caches them: the default's on its own, so that
+        # the common lookup costs no enum hashing (a Python-level __hash__).
+        self._address_cache: _TtlCache[tuple[str, ...]] = _TtlCache(clock)
+        self._other_address_caches: dict[IpLookupStrategy, _TtlCache[tuple[str, ...]]] = {}
 
     async def mx_answer(self, name: str) -> MxAnswer:
         """The MX answer for a DNS name (lowercased A-label form), from cache if fresh."""
@@ -144,15 +148,17 @@ class MxResolver:
             return plan_for_mx_list(routing_target, config)
         return await self.resolve_mx(routing_target)
 
-    async def resolve_addresses(
-        self, name: str, strategy: IpLookupStrategy = IpLookupStrategy.IPV4_AND_IPV6
-    ) -> list[str]:
+    async def resolve_addresses(self, name: str, strategy: IpLookupStrategy = BOTH) -> list[str]:
         """The addresses of a host name (A before AAAA) under `strategy`; empty when it does
         not resolve."""
         key = name.lower().rstrip(".")
-        cache = self._address_caches.get(strategy)
-        if cache is None:
-            cache = self._address_caches[strategy] = _TtlCache(self._clock)
+        if strategy is BOTH:
+            cache = self._address_cache
+        else:
+            found = self._other_address_caches.get(strategy)
+            if found is None:
+                found = self._other_address_caches[strategy] = _TtlCache(self._clock)
+            cache = found
         cached = cache.get(key)
         if cached is not None:
             return list(cached)
@@ -167,7 +173,7 @@ class MxResolver:
         self, name: str, strategy: IpLookupStrategy
     ) -> list[tuple[tuple[str, ...], float]]:
         """The A and/or AAAA answers `strategy` asks for, A first."""
-        if strategy is IpLookupStrategy.IPV4_AND_IPV6:
+        if strategy is BOTH:
             return list(
                 await asyncio.gather(
                     self._query_addresses(name, "A"), self._query_addresses(name, "AAAA")
@@ -197,7 +203,7 @@ class MxResolver:
         self,
         plan: MxPlan,
         rng: random.Random,
-        strategy: IpLookupStrategy = IpLookupStrategy.IPV4_AND_IPV6,
+        strategy: IpLookupStrategy = BOTH,
     ) -> list[ResolvedAddress]:
         """Looks up every host the plan names (under `strategy`) and orders the addresses to
         try."""
