@@ -76,12 +76,18 @@ class ClientCertificate:
             key.touch(mode=0o600)
             key.write_bytes(self.private_key_pem)
             try:
-                context.load_cert_chain(certificate, key)
+                context.load_cert_chain(certificate, key, password=_no_passphrase)
             except ssl.SSLError as err:
                 raise ValueError(
                     "tls_certificate and tls_private_key are not a PEM certificate and its "
                     f"private key: {err.reason or err}"
                 ) from None
+
+
+def _no_passphrase() -> bytes:
+    # Without this callback OpenSSL would prompt on the terminal for an encrypted key's
+    # passphrase (KumoMTA takes none either).
+    raise ValueError("tls_private_key is encrypted: give the key without a passphrase")
 
 
 def client_context(

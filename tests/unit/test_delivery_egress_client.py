@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import base64
 import logging
+import ssl
 import subprocess
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 
 from relaystream.core.domain.egress import EgressPathConfig, IpLookupStrategy
 from relaystream.core.domain.egress_source import UNSPECIFIED
@@ -19,6 +21,7 @@ from relaystream.core.runtime.settings import DeliverySettings
 from relaystream.delivery.egress import (
     EgressDefaults,
     EgressPath,
+    EgressPathUnusable,
     EgressResolver,
     EgressUnavailable,
 )
@@ -147,7 +150,7 @@ def _self_signed(directory: Path) -> tuple[bytes, bytes]:
 
 
 def test_a_client_certificate_gives_the_path_its_own_tls_context(tmp_path: Path) -> None:
-    certificate, key = _self_signed(tmp_path)
+    _, key = _self_signed(tmp_path)
     path = derive(
         path_config(
             f"tls_certificate = 'cert.pem', tls_private_key = {{ key_data = [[{key.decode()}]] }}",
@@ -155,7 +158,23 @@ def test_a_client_certificate_gives_the_path_its_own_tls_context(tmp_path: Path)
         )
     )
     assert path.options.tls_context is not None
-    assert certificate.startswith(b"-----BEGIN CERTIFICATE")
+    assert path.options.tls_context.verify_mode == ssl.CERT_REQUIRED
+
+
+def test_an_encrypted_key_is_refused_not_prompted_for(tmp_path: Path) -> None:
+    _, key = _self_signed(tmp_path)
+    loaded = serialization.load_pem_private_key(key, password=None)
+    encrypted = loaded.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"secret"),
+    )
+    (tmp_path / "encrypted.pem").write_bytes(encrypted)
+    config = path_config(
+        "tls_certificate = 'cert.pem', tls_private_key = 'encrypted.pem'", base_dir=tmp_path
+    )
+    with pytest.raises(EgressPathUnusable, match="tls_private_key is encrypted"):
+        derive(config)
 
 
 @pytest.mark.parametrize(
