@@ -253,7 +253,7 @@ class SmtpSession:
             connection.reply_timeout = timeouts.of("ehlo")
             offered = await SmtpSession._ehlo(connection, destination, options)
         if options.auth is not None:
-            await SmtpSession._authenticate(connection, destination, options, tls)
+            await SmtpSession._authenticate(connection, destination, options, options.auth, tls)
         return tls, offered
 
     @staticmethod
@@ -287,12 +287,14 @@ class SmtpSession:
 
     @staticmethod
     async def _authenticate(
-        connection: SmtpConnection, destination: Destination, options: SessionOptions, tls: bool
+        connection: SmtpConnection,
+        destination: Destination,
+        options: SessionOptions,
+        auth: PlainAuth,
+        tls: bool,
     ) -> None:
         """AUTH PLAIN, refused beforehand where the credentials could be read or captured
         (KumoMTA's rules); a reply other than 235 fails the connection."""
-        auth = options.auth
-        assert auth is not None
         if not tls and not auth.allow_without_tls:
             raise ConnectFailed(destination, "TLS is not enabled and AUTH PLAIN is required")
         validated = tls and options.tls_mode.validates_certificate
