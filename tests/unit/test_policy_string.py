@@ -96,6 +96,23 @@ def test_a_template_error_and_an_endless_template_are_policy_errors_at_the_line(
     assert "out of fuel" in endless
 
 
+def test_a_template_output_over_16_mib_is_a_policy_error_and_stops_the_render() -> None:
+    # 2,000 writes of 10 KB: 20 MB within the fuel. The render stops at the limit: the
+    # unknown function after the loop is never reached.
+    error = error_of(
+        "kumo.string.eval_template('x.txt', "
+        "'{% for i in range(2000) %}{{ big }}{% endfor %}{{ nosuch() }}', "
+        "{ big = string.rep('z', 10000) })"
+    )
+    assert error == "policy.lua:3: template x.txt: its output exceeds 16777216 characters"
+    # The template's own text repeated by a loop is not an expression: checked at the end.
+    raw = error_of(
+        "kumo.string.eval_template('x.txt', "
+        "'{% for i in range(20000) %}' .. string.rep('y', 1000) .. '{% endfor %}', {})"
+    )
+    assert raw == "policy.lua:3: template x.txt: its output exceeds 16777216 characters"
+
+
 def test_normalize_smtp_response_is_refused_with_its_reason() -> None:
     assert error_of("kumo.string.normalize_smtp_response('550 no')") == (
         "policy.lua:3: kumo.string.normalize_smtp_response: not available in relaystream: its "

@@ -109,19 +109,41 @@ def psl_suffix(name: object) -> str | None:
     return public_suffix_list().publicsuffix(text_arg(name).lower().rstrip("."))
 
 
+class TemplateTooLarge(Exception):
+    """Raised inside a render whose output passed MAX_HOST_TEXT_BYTES (eval_template)."""
+
+
 def eval_template(name: object, source: object, context_json: object, dialect: object) -> str:
     if dialect is not None and dialect != "Jinja":
         raise HostError(f"unknown template dialect {dialect!r} (relaystream has 'Jinja')")
     context = json.loads(text_arg(context_json)) if context_json is not None else {}
     if not isinstance(context, dict):
         raise HostError("the context must be a table of names to values")
-    environment = minijinja.Environment()
+    emitted = 0
+
+    def counted(value: object) -> object:
+        # Called for each {{ expression }} as it is written: the render stops at the limit
+        # instead of building the whole output first (fuel counts instructions, and one
+        # `{{ big }}` in a loop writes megabytes per instruction).
+        nonlocal emitted
+        emitted += len(value) if isinstance(value, str) else len(str(value))
+        if emitted > MAX_HOST_TEXT_BYTES:
+            raise TemplateTooLarge
+        return value
+
+    environment = minijinja.Environment(finalizer=counted)
     environment.fuel = TEMPLATE_FUEL
+    too_large = HostError(f"template {name}: its output exceeds {MAX_HOST_TEXT_BYTES} characters")
     try:
-        rendered = environment.render_str(text_arg(source), text_arg(name), **context)
+        rendered = str(environment.render_str(text_arg(source), text_arg(name), **context))
     except minijinja.TemplateError as err:
         raise HostError(f"template {name}: {str(err).splitlines()[0]}") from err
-    return str(rendered)
+    except TemplateTooLarge:
+        raise too_large from None
+    # The template's own text (not counted above) repeated by a loop, and escaping.
+    if len(rendered) > MAX_HOST_TEXT_BYTES:
+        raise too_large
+    return rendered
 
 
 def host_callbacks(context: HostContext) -> Mapping[str, HostCallback]:
