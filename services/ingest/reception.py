@@ -12,7 +12,10 @@ replayed (`relaystream audit verify`).
 A Lua state runs one call at a time, and a call may run until its deadline: calls run on one
 worker thread, serialized by a lock, so a slow policy call holds up only the sessions that
 wait for the policy, not the event loop. The `submit` loop converts its batches on that thread
-too (`run`).
+too (`run`). A call from an SMTP session or an HTTP request that has waited `queue_seconds`
+for the thread without starting is dropped and answered as a policy failure (451 4.3.0):
+nothing is accepted, and a client that keeps the thread busy cannot make every other client
+wait without bound.
 """
 
 from __future__ import annotations
@@ -50,8 +53,13 @@ from ..core.policy.routing_rule import (
     route_message,
 )
 from ..core.policy.types import POLICY_FAILURE_CODE, POLICY_FAILURE_TEXT
+from ..core.runtime.settings import IngestSettings
 
 T = TypeVar("T")
+
+POLICY_QUEUE_SECONDS = IngestSettings.policy_queue_seconds  # the setting's default
+# PolicyFailed.reason of a call dropped after waiting POLICY_QUEUE_SECONDS for the thread.
+QUEUE_TIMEOUT = "queue"
 
 log = logging.getLogger(__name__)
 
@@ -72,14 +80,30 @@ class Refused:
         return self.response.response
 
 
+class PolicyQueueTimeout(Exception):
+    """A client's policy call waited too long for the policy thread and was dropped."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"the policy was busy: the call waited {seconds:g} s and did not run")
+
+    def failure(self) -> PolicyFailed:
+        return PolicyFailed(QUEUE_TIMEOUT, str(self))
+
+
 class ReceptionPolicy:
     """The deployment's policy as ingest runs it (see the module doc)."""
 
-    def __init__(self, policy: Policy, max_message_size: int | None = None) -> None:
+    def __init__(
+        self,
+        policy: Policy,
+        max_message_size: int | None = None,
+        queue_seconds: float = POLICY_QUEUE_SECONDS,
+    ) -> None:
         """`max_message_size`: a message the handler makes larger is refused (552 5.3.4), as
-        one the client sent that large would be."""
+        one the client sent that large would be. `queue_seconds`: see the module doc."""
         self.policy = policy
         self._max_message_size = max_message_size
+        self._queue_seconds = queue_seconds
         # Reentrant: the submit loop's batch runs on the policy thread (`run`) and its
         # converter calls receive_now there.
         self._lock = threading.RLock()
@@ -101,13 +125,38 @@ class ReceptionPolicy:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self._locked, call)
 
+    async def _run_for_client(self, call: Callable[[], T]) -> T:
+        """`run` for a client waiting for its answer: PolicyQueueTimeout when the call did not
+        start within `queue_seconds` (it then never runs). One timer per call."""
+        future = self._executor.submit(self._locked, call)
+        expired = False
+
+        def expire() -> None:
+            nonlocal expired
+            expired = future.cancel()  # False once it runs: then it finishes by its deadline
+
+        timer = asyncio.get_running_loop().call_later(self._queue_seconds, expire)
+        try:
+            return await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            if expired:
+                raise PolicyQueueTimeout(self._queue_seconds) from None
+            raise
+        finally:
+            timer.cancel()
+
     async def event(
         self, event: str, args: Sequence[object], connection: ConnectionMeta
     ) -> EventResult:
         """One SMTP-time event; a policy without its handler answers nothing at once."""
         if not self.policy.has_handler(event):
             return EventReturned()
-        return await self.run(lambda: self.policy.on_smtp_event(event, args, connection))
+        try:
+            return await self._run_for_client(
+                lambda: self.policy.on_smtp_event(event, args, connection)
+            )
+        except PolicyQueueTimeout as timeout:
+            return timeout.failure()
 
     async def listener_domain(
         self, domain: str, listener: str, connection: ConnectionMeta
@@ -116,7 +165,12 @@ class ReceptionPolicy:
         listener domain, None when the policy has none, or how it refused or failed."""
         if not self.policy.has_handler(GET_LISTENER_DOMAIN):
             return None
-        return await self.run(lambda: self._listener_domain(domain, listener, connection))
+        try:
+            return await self._run_for_client(
+                lambda: self._listener_domain(domain, listener, connection)
+            )
+        except PolicyQueueTimeout as timeout:
+            return timeout.failure()
 
     def _listener_domain(
         self, domain: str, listener: str, connection: ConnectionMeta
@@ -139,9 +193,17 @@ class ReceptionPolicy:
         """The reception handler on each message of one reception, in order. With
         `stop_at_refusal` (SMTP, where one refusal refuses the transaction) the messages after
         the first refusal are not run: the list ends there."""
-        return await self.run(
-            lambda: self._receive_all(protocol, events, connection, stop_at_refusal)
-        )
+        try:
+            return await self._run_for_client(
+                lambda: self._receive_all(protocol, events, connection, stop_at_refusal)
+            )
+        except PolicyQueueTimeout as timeout:
+            text = timeout.failure().message
+            refused: list[MessageAccepted | Refused] = [
+                Refused(event["id"], event["recipient"], _failure_response(), text)
+                for event in events
+            ]
+            return refused[:1] if stop_at_refusal else refused
 
     def receive_now(
         self,

@@ -110,7 +110,7 @@ def ingest_main(*, started: Callable[[IngestEndpoints], None] | None = None) -> 
             settings.routing.policy_path, settings.routing.policy_deadline_seconds
         )
         log.info("policy loaded", extra={"policy": policy.name, "policy_hash": policy.content_hash})
-        reception = ReceptionPolicy(policy, ingest.max_message_size)
+        reception = ReceptionPolicy(policy, ingest.max_message_size, ingest.policy_queue_seconds)
         smtp_policy = SmtpPolicy(
             hostname=hostname,
             relay_networks=ingest.relay_networks,

@@ -16,6 +16,10 @@ Replies (enhanced status codes per RFC 3463):
   bare LF gets 550 5.5.2 and the session is closed (as Postfix does), unless
   `invalid_line_endings` allows or fixes it (then it is read as if it ended in CRLF).
 - AUTH PLAIN/LOGIN only over TLS, or from a loopback client; 535 5.7.8 for bad credentials.
+- A session that had MAX_REFUSED_RECIPIENTS recipients refused gets 421 4.7.0 at its next
+  RCPT, and one that failed MAX_AUTH_FAILURES AUTH attempts at its next AUTH; the session
+  is then closed (Postfix's smtpd_hard_error_limit): a client cannot keep the policy thread
+  busy with one refused command after another.
 - The policy's SMTP-time events run during the dialogue (reception.py), as in KumoMTA:
   smtp_server_connection_accepted before the banner, smtp_server_ehlo at EHLO/HELO,
   smtp_server_mail_from at MAIL, get_listener_domain (relaying) and smtp_server_rcpt_to at
@@ -86,6 +90,11 @@ RELAYING_DENIED_REPLY = "550 5.7.1 relaying denied"
 # KumoMTA keeps this many listener domains per session, so a client trying many domains
 # cannot grow it.
 LISTENER_DOMAINS_PER_SESSION = 16
+# Refusals a session may have before it is closed (see the module doc): Postfix's
+# smtpd_hard_error_limit, 20 errors (KumoMTA has no such limit). Not fewer AUTH failures:
+# smtplib and aiosmtplib try every mechanism offered before they give up on a password.
+MAX_REFUSED_RECIPIENTS = 20
+MAX_AUTH_FAILURES = 20
 # Recipient domains whose report logging (log_oob/log_arf) was warned about, per process.
 REPORT_WARNINGS_KEPT = 1024
 # RFC 4954: a temporary failure of the authentication mechanism.
@@ -259,9 +268,13 @@ class IngestSMTP(SMTP):
         self.local_address = ""
         # KumoMTA's connection metadata: the policy's conn_meta for this session.
         self.connection: ConnectionMeta = {}
-        # get_listener_domain's answers in this session, by domain (as KumoMTA keeps them);
-        # forgotten when the client authenticates, since a handler may read authz_id.
-        self.listener_domains: dict[str, ListenerDomain | None] = {}
+        # get_listener_domain's answers in this session, by domain (as KumoMTA keeps them),
+        # refusals and failures too, so that a client repeating a domain does not ask the
+        # policy again; forgotten when the client authenticates (a handler may read authz_id).
+        self.listener_domains: dict[str, ListenerDomain | PolicyRejected | PolicyFailed | None] = {}
+        # Counted against MAX_REFUSED_RECIPIENTS and MAX_AUTH_FAILURES.
+        self.refused_recipients = 0
+        self.auth_failures = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         first = self.transport is None
@@ -343,8 +356,6 @@ class IngestSMTP(SMTP):
         result = await self._handler.reception.listener_domain(
             domain, self.local_address, self.connection
         )
-        if isinstance(result, PolicyRejected | PolicyFailed):
-            return result
         while len(self.listener_domains) >= LISTENER_DOMAINS_PER_SESSION:
             del self.listener_domains[next(iter(self.listener_domains))]
         self.listener_domains[domain] = result
@@ -352,6 +363,15 @@ class IngestSMTP(SMTP):
 
     def close_after_reply(self) -> None:
         self._close_after_reply = True
+
+    def too_many(self, what: str) -> str:
+        """The 421 that ends a session past one of its refusal limits."""
+        log.info(
+            "SMTP session closed: too many refusals",
+            extra={"peer": self.connection.get("received_from", ""), "refused": what},
+        )
+        self._close_after_reply = True
+        return f"421 4.7.0 {self._handler.policy.hostname} too many {what}, closing the session"
 
     async def push(self, status: AnyStr) -> None:
         if isinstance(status, str):
@@ -510,6 +530,9 @@ class IngestHandler:
         """A user of the users file is checked there; anyone else by the policy's
         smtp_server_auth_plain (authz, authc, password, conn_meta), whose true (or AuthInfo
         table) authenticates, as in KumoMTA. authn_id and authz_id go into conn_meta."""
+        if server.auth_failures >= MAX_AUTH_FAILURES:
+            reply = server.too_many("failed authentications")
+            return AuthResult(success=False, handled=False, message=reply)
         name = login.decode("utf-8", "replace")
         identity = authz.decode("utf-8", "replace")
         secret = password.decode("utf-8", "replace")
@@ -525,10 +548,12 @@ class IngestHandler:
             )
             refusal = server.policy_reply(result, "auth", AUTH_FAILURE_REPLY)
             if refusal is not None:
+                server.auth_failures += 1
                 return AuthResult(success=False, handled=False, message=refusal)
             assert isinstance(result, EventReturned)
             success = result.value is True or isinstance(result.value, dict)
         if not success:
+            server.auth_failures += 1
             metrics.MESSAGES_REJECTED.labels(PROTOCOL, "auth_failed").inc()
             return AuthResult(success=False, handled=False, message=AUTH_INVALID_REPLY)
         server.connection["authn_id"] = name
@@ -601,6 +626,22 @@ class IngestHandler:
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
+        ingest = cast(IngestSMTP, server)
+        if ingest.refused_recipients >= MAX_REFUSED_RECIPIENTS:
+            return ingest.too_many("refused recipients")
+        reply = await self._rcpt_reply(ingest, session, envelope, address, options)
+        if not reply.startswith("250"):
+            ingest.refused_recipients += 1
+        return reply
+
+    async def _rcpt_reply(
+        self,
+        ingest: IngestSMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        options: list[str],
+    ) -> str:
         if address == NULL_PATH:
             metrics.MESSAGES_REJECTED.labels(PROTOCOL, "bad_recipient").inc()
             return "501 5.1.3 The null path is not a recipient"
@@ -609,7 +650,6 @@ class IngestHandler:
         except EnvelopeAddressError as error:
             metrics.MESSAGES_REJECTED.labels(PROTOCOL, "bad_recipient").inc()
             return f"553 5.1.3 Bad recipient address: {error}"
-        ingest = cast(IngestSMTP, server)
         # Before the relay decision: that may ask the policy, which a client must not be able
         # to keep busy past the recipients it may give.
         if len(envelope.rcpt_tos) >= self.policy.max_recipients:

@@ -426,6 +426,14 @@ class IngestSettings:
         default=300.0,
         metadata=_about(_seconds, "close an SMTP session idle this long waiting for a command"),
     )
+    policy_queue_seconds: float = field(
+        default=10.0,
+        metadata=_about(
+            _positive_seconds,
+            "answer 451 4.3.0 (HTTP: the recipient fails, temporarily) when a policy call of an "
+            "SMTP session or HTTP request waited this long for the policy thread",
+        ),
+    )
     http_max_request_bytes: int = field(
         default=25 * 1024 * 1024,
         metadata=_about(_integer(1024, 2**31 - 1), "largest HTTP injection request body"),
