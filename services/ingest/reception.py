@@ -9,20 +9,20 @@ accepts; the record carries the policy that ran and the handler's inputs
 (`reception_policy`), so routing only names the queue and the decision it writes can still be
 replayed (`relaystream audit verify`).
 
-A Lua state runs one call at a time, and a call may run until its deadline: calls run on one
-worker thread, serialized by a lock, so a slow policy call holds up only the sessions that
-wait for the policy, not the event loop. The `submit` loop converts its batches on that thread
-too (`run`). A call from an SMTP session or an HTTP request that has waited `queue_seconds`
-for the thread without starting is dropped and answered as a policy failure (451 4.3.0):
-nothing is accepted, and a client that keeps the thread busy cannot make every other client
-wait without bound.
+A Lua state runs one call at a time, and a call may run until its deadline: calls run one at
+a time on one worker thread, in the order they came, so a slow policy call holds up only the
+sessions that wait for the policy, not the event loop. The `submit` loop converts a batch on a
+thread of its own (`run_batch`), where each record's call queues for the policy thread like a
+client's: a batch holds the policy one record at a time, never the whole batch. A call from an
+SMTP session or an HTTP request that has waited `queue_seconds` for the policy thread without
+starting is dropped and answered as a policy failure (451 4.3.0): nothing is accepted, and a
+client that keeps the thread busy cannot make every other client wait without bound.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -104,31 +104,32 @@ class ReceptionPolicy:
         self.policy = policy
         self._max_message_size = max_message_size
         self._queue_seconds = queue_seconds
-        # Reentrant: the submit loop's batch runs on the policy thread (`run`) and its
-        # converter calls receive_now there.
-        self._lock = threading.RLock()
+        # Every policy call runs here, one at a time: the Lua state is not shared.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="policy")
+        self._batch_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch")
 
     def close(self) -> None:
+        self._batch_executor.shutdown(wait=True, cancel_futures=True)
         self._executor.shutdown(wait=True, cancel_futures=True)
 
     def has_handler(self, event: str) -> bool:
         return self.policy.has_handler(event)
 
-    def _locked(self, call: Callable[[], T]) -> T:
-        with self._lock:
-            return call()
-
     async def run(self, call: Callable[[], T]) -> T:
-        """`call` on the policy thread, holding the policy: work that runs the policy and
-        must not hold up the event loop (the submit loop's batches)."""
+        """`call` on the policy thread, after the calls queued before it."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._locked, call)
+        return await loop.run_in_executor(self._executor, call)
+
+    async def run_batch(self, call: Callable[[], T]) -> T:
+        """Work that runs the policy through `receive_now` and must not hold up the event
+        loop (the submit loop's batches), on a thread of its own (see the module doc)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._batch_executor, call)
 
     async def _run_for_client(self, call: Callable[[], T]) -> T:
         """`run` for a client waiting for its answer: PolicyQueueTimeout when the call did not
         start within `queue_seconds` (it then never runs). One timer per call."""
-        future = self._executor.submit(self._locked, call)
+        future = self._executor.submit(call)
         expired = False
 
         def expire() -> None:
@@ -211,8 +212,9 @@ class ReceptionPolicy:
         events: Sequence[MessageAccepted],
         connection: ConnectionMeta | None = None,
     ) -> list[MessageAccepted | Refused]:
-        """`receive` on the calling thread (the synchronous `submit` converter)."""
-        return self._locked(lambda: self._receive_all(protocol, events, connection))
+        """`receive` for a synchronous caller (the `submit` converter), which waits for its
+        turn on the policy thread; never called from the policy thread itself."""
+        return self._executor.submit(self._receive_all, protocol, events, connection).result()
 
     def _receive_all(
         self,

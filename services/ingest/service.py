@@ -166,7 +166,7 @@ def ingest_main(*, started: Callable[[IngestEndpoints], None] | None = None) -> 
                     max_records=ingest.submit_max_batch_records,
                     converter_for=converter_for,
                     stop=runtime.shutdown_requested,
-                    offload=reception.run,
+                    offload=reception.run_batch,
                 )
                 # Ready once SMTP and HTTP accept mail with the producer connected: that is
                 # the traffic the probe routes. The submit consumer may wait for its group

@@ -71,7 +71,7 @@ class SubmitLoop:
         self._max_records = max_records
         self._converter_for = converter_for
         self._stop = stop
-        # Where a batch is converted (the conversion runs the policy): ingest's policy thread.
+        # Where a batch is converted (the conversion runs the policy): off the event loop.
         self._offload = offload
         self._loop: TransactionalLoop[Converted] | None = None
         self.restarts = 0

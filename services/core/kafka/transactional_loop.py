@@ -135,8 +135,8 @@ class TransactionalLoop(Generic[T]):
     `transform(record)` must not do I/O (it runs between fetch and transaction; a record it
     cannot handle becomes a dead-letter record in its result). `committed(records, results)`
     is called after each commit, for the caller's metrics. `offload`, when given, runs a
-    batch's transforms off the event loop (ingest: on its policy thread, as the transform runs
-    the policy); a rebalance waits for the batch either way.
+    batch's transforms off the event loop (ingest: on a thread of its own, as the transform
+    runs the policy); a rebalance waits for the batch either way.
     """
 
     def __init__(
