@@ -101,10 +101,18 @@ class LuaPolicy(Policy):
         self._connection: ConnectionMeta | None = None
         # What was already logged at this load: one line per event or configuration call.
         self._logged_once: set[str] = set()
-        self._runtime = new_sandbox_runtime(limits)
-        host = HostContext(self._runtime, base_dir)
-        self._message_slot = host.message
-        bootstrap = self._runtime.eval(
+        self._source = source
+        self._limits = limits
+        self._base_dir = base_dir
+        self._load()
+
+    def _load(self) -> None:
+        """The policy loaded in a new Lua state, which replaces the current one only once
+        the load succeeded (else PolicyLoadError)."""
+        limits = self._limits
+        runtime = new_sandbox_runtime(limits)
+        host = HostContext(runtime, self._base_dir)
+        bootstrap = runtime.eval(
             "function(source, ...)"
             " return assert(load(source, '=relaystream-sandbox', 't'))(...) end"
         )
@@ -118,30 +126,55 @@ class LuaPolicy(Policy):
             max(1, limits.instruction_budget // limits.instruction_step),
             limits.deadline_seconds,
             self._event_registered,
-            self._runtime.table_from(sorted(CONFIGURATION_ELSEWHERE)),
+            runtime.table_from(sorted(CONFIGURATION_ELSEWHERE)),
             self._configuration_call,
             _policy_getenv,
             self._warning,
             host_table(host, host_callbacks(host)),
-            self._runtime.table_from([self._runtime.table(*entry) for entry in NAMESPACE_SOURCES]),
-            self._runtime.table_from(EXTRAS_SOURCES),
+            runtime.table_from([runtime.table(*entry) for entry in NAMESPACE_SOURCES]),
+            runtime.table_from(EXTRAS_SOURCES),
             self._lookup_conn_meta,
         )
+        status = self._call_engine_at_load(engine.load_policy, self._source, self.name)
+        if status[0] != "ok":
+            raise PolicyLoadError(_load_failure_text(status))
+        self._runtime = runtime
+        self._message_slot = host.message
         self._run_message = engine.run_message
         self._run_event = engine.run_event
         self._take_conn_changes = engine.take_conn_changes
         self._run_queue_config = engine.run_queue_config
         self._run_egress_event = engine.run_egress_event
         self._run_listener_domain = engine.run_listener_domain
-        status = self._call_engine_at_load(engine.load_policy, source, name)
-        if status[0] != "ok":
-            raise PolicyLoadError(_load_failure_text(status))
         self.bounce_rule_sets = configured_bounce_rules(host)
         self.log_hooks = declared_log_hooks(host)
         self._handler_defined = {
             event: bool(engine.has_handler(event))
             for event in {*HANDLER_FOR_PROTOCOL.values(), *SMTP_SESSION_EVENTS, GET_LISTENER_DOMAIN}
         }
+
+    def _after_memory_failure(self) -> None:
+        """A call ran out of the state's memory. When the state is still more than half full
+        once collected, what fills it is kept by the policy (kumo.memoize caches, its own
+        tables) and every later call would fail too, until a restart: the policy is loaded
+        again in a new state. A call that only needed too much for itself costs nothing."""
+        self._runtime.execute("collectgarbage('collect')")
+        used, limit = self._runtime.get_memory_used(), self._limits.memory_bytes
+        if used <= limit // 2:
+            return
+        policy_log.error(
+            "%s: the Lua state ran out of memory and still holds %d of its %d bytes: reloading "
+            "the policy in a new state (its kumo.memoize caches and tables start empty)",
+            self.name,
+            used,
+            limit,
+        )
+        try:
+            self._load()
+        except PolicyLoadError as err:
+            policy_log.error(
+                "%s: reloading the policy failed, the full state stays: %s", self.name, err
+            )
 
     def _call_engine_at_load(self, load_policy: Any, source: str, name: str) -> tuple[Any, ...]:
         try:
@@ -166,7 +199,7 @@ class LuaPolicy(Policy):
         except (lua54.LuaError, lua54.LuaMemoryError, UnicodeError, OverflowError) as err:
             # Only the engine's own bookkeeping can get here (e.g. memory exhausted while
             # returning the results); the message fails, the service carries on.
-            return PolicyFailed("memory" if isinstance(err, MemoryError) else "error", str(err))
+            return self._failed(err)
         finally:
             self._apply_conn_changes(connection)
             self._current = None
@@ -189,6 +222,8 @@ class LuaPolicy(Policy):
             return _accepted(meta, state)
         if status == "reject":
             return PolicyRejected(int(out[1]), str(out[2]))
+        if status == "memory":
+            self._after_memory_failure()
         return PolicyFailed(status, str(out[1]), str(out[2]) if len(out) > 2 else "")
 
     def has_handler(self, event: str) -> bool:
@@ -206,7 +241,7 @@ class LuaPolicy(Policy):
         try:
             out = _as_tuple(self._run_event(self._deadline(), event, *lua_args))
         except (lua54.LuaError, lua54.LuaMemoryError, UnicodeError, OverflowError) as err:
-            return PolicyFailed("memory" if isinstance(err, MemoryError) else "error", str(err))
+            return self._failed(err)
         finally:
             self._apply_conn_changes(connection)
             self._connection = None
@@ -215,6 +250,8 @@ class LuaPolicy(Policy):
             return EventReturned(json.loads(out[1]) if len(out) > 1 else None)
         if status == "reject":
             return PolicyRejected(int(out[1]), str(out[2]))
+        if status == "memory":
+            self._after_memory_failure()
         return PolicyFailed(status, str(out[1]), str(out[2]) if len(out) > 2 else "")
 
     def _apply_conn_changes(self, connection: ConnectionMeta | None) -> None:
@@ -246,7 +283,7 @@ class LuaPolicy(Policy):
                 self._run_queue_config(self._deadline(), domain, tenant, campaign, routing_domain)
             )
         except (lua54.LuaError, lua54.LuaMemoryError, UnicodeError) as err:
-            raise PolicyRuntimeError(str(err)) from err
+            raise self._error_raised(err) from err
         status = out[0]
         if status == "none":
             return None
@@ -257,7 +294,7 @@ class LuaPolicy(Policy):
                     "get_queue_config returned an array; expected kumo.make_queue_config{...}"
                 )
             return config
-        raise PolicyRuntimeError(str(out[1]), status, str(out[2]) if len(out) > 2 else "")
+        raise self._failure_returned(out)
 
     def get_egress_path_config(
         self,
@@ -297,7 +334,7 @@ class LuaPolicy(Policy):
         try:
             out = _as_tuple(self._run_egress_event(self._deadline(), event, *args))
         except (lua54.LuaError, lua54.LuaMemoryError, UnicodeError) as err:
-            raise PolicyRuntimeError(str(err)) from err
+            raise self._error_raised(err) from err
         status = out[0]
         if status == "none":
             return None
@@ -305,7 +342,7 @@ class LuaPolicy(Policy):
             return str(out[1])
         if status == "reject":
             raise PolicyRuntimeError(f"{event}: kumo.reject({out[1]}, {out[2]!r})", "reject")
-        raise PolicyRuntimeError(str(out[1]), status, str(out[2]) if len(out) > 2 else "")
+        raise self._failure_returned(out)
 
     def get_listener_domain(
         self, domain: str, listener: str, conn_meta: Mapping[str, JsonValue]
@@ -320,7 +357,7 @@ class LuaPolicy(Policy):
                 )
             )
         except (lua54.LuaError, lua54.LuaMemoryError, UnicodeError) as err:
-            raise PolicyRuntimeError(str(err)) from err
+            raise self._error_raised(err) from err
         status = out[0]
         if status == "none":
             return None
@@ -335,7 +372,26 @@ class LuaPolicy(Policy):
                 "reject",
                 rejection=PolicyRejected(int(out[1]), str(out[2])),
             )
-        raise PolicyRuntimeError(str(out[1]), status, str(out[2]) if len(out) > 2 else "")
+        raise self._failure_returned(out)
+
+    def _failed(self, err: Exception) -> PolicyFailed:
+        """A call that raised instead of returning its status."""
+        if isinstance(err, MemoryError):
+            self._after_memory_failure()
+            return PolicyFailed("memory", str(err))
+        return PolicyFailed("error", str(err))
+
+    def _error_raised(self, err: Exception) -> PolicyRuntimeError:
+        """What a call that raised `err` instead of returning its status raises."""
+        if isinstance(err, MemoryError):
+            self._after_memory_failure()
+        return PolicyRuntimeError(str(err))
+
+    def _failure_returned(self, out: tuple[Any, ...]) -> PolicyRuntimeError:
+        """What a call that returned a failure (status, message[, traceback]) raises."""
+        if out[0] == "memory":
+            self._after_memory_failure()
+        return PolicyRuntimeError(str(out[1]), out[0], str(out[2]) if len(out) > 2 else "")
 
     def _deadline(self) -> float:
         """The time.monotonic() value past which the call about to start is stopped."""
