@@ -1,8 +1,13 @@
 """`POST /api/inject/v1` (aiohttp), request and response as KumoMTA's.
 
 200 `{"success_count", "fail_count", "failed_recipients", "errors"}` once every built message is
-written to Kafka (one atomic write; a recipient whose address or message is invalid fails
-alone, as in KumoMTA). Every refusal is `{"errors": [reasons]}`: 400 for a body that is not a
+written to Kafka (one atomic write; a recipient whose address or message is invalid, or whose
+message the policy refuses, fails alone, as in KumoMTA, with an error "<email>: <reason>").
+`temporarily_failed_recipients` (relaystream's) names those of `failed_recipients` whose
+refusal was temporary (a 4xx reply: a policy failure, a busy policy, kumo.reject with 4xx):
+retrying them may succeed, the others never will. When nothing was accepted and some failure
+is temporary the status is 503, with the same body: the request may be sent again whole, as
+none of it was accepted. Every refusal is `{"errors": [reasons]}`: 400 for a body that is not a
 JSON object (not UTF-8, not JSON, nested deeper than inject_limits.MAX_JSON_DEPTH); 422 for a
 request that is not valid, a field over its limit included; 401 without a valid bearer token
 where tokens are required; 413 over the body size limit; 503 when Kafka does not commit (then
@@ -149,6 +154,7 @@ class InjectApi:
         events: list[MessageAccepted] = []
         failed: list[str] = []
         errors: list[str] = []
+        temporary: list[str] = []
         meta = self._connection_meta(request)
         for recipient in parsed.recipients:
             try:
@@ -189,6 +195,8 @@ class InjectApi:
                     )
                 failed.append(result.recipient)
                 errors.append(f"{result.recipient}: {result.reply}")
+                if 400 <= result.response.code < 500:
+                    temporary.append(result.recipient)
             else:
                 events.append(result)
         if events:
@@ -202,12 +210,13 @@ class InjectApi:
                 return _json(503, {"errors": ["temporarily unable to accept messages, retry"]})
             metrics.note_received(PROTOCOL, len(events))
         return _json(
-            200,
+            503 if temporary and not events else 200,
             {
                 "success_count": len(events),
                 "fail_count": len(failed),
                 "failed_recipients": failed,
                 "errors": errors,
+                "temporarily_failed_recipients": temporary,
             },
         )
 

@@ -212,3 +212,39 @@ async def test_http_and_kafka_refusals_happen_before_acceptance(
     assert rejected["rejection"]["code"] == 554 and rejected["failure"] is None
     assert failed["rejection"]["code"] == 451
     assert "a bug in the policy" in failed["failure"]
+
+
+async def test_http_says_which_refusals_are_temporary_and_503_when_only_a_retry_can_help(
+    kafka_bootstrap: str, topic_prefix: str, topics: TopicCatalog, tmp_path: Path
+) -> None:
+    settings = with_policy(kafka_bootstrap, topic_prefix, tmp_path)
+
+    def request(*users: str) -> dict[str, Any]:
+        return {
+            "envelope_sender": "app@example.org",
+            "recipients": [{"email": f"{user}@example.com"} for user in users],
+            "content": "Subject: hi\r\n\r\nover HTTP\r\n",
+        }
+
+    async with running_ingest(settings) as ingest:
+        # A policy failure (451) and a permanent refusal (554), nothing accepted: a retry of
+        # the whole request can help and duplicates nothing.
+        only_failed = await post(ingest, request("boom", "reject"))
+        # Something accepted: 200, and the temporary failure is named for the client to retry.
+        some_accepted = await post(ingest, request("boom", "erin"))
+        # Only permanent refusals: a retry cannot help.
+        only_rejected = await post(ingest, request("reject"))
+        await read_events(kafka_bootstrap, topics.accepted.name, 1, schema="MessageAccepted")
+    status, body = only_failed
+    assert status == 503
+    assert body["success_count"] == 0
+    assert body["failed_recipients"] == ["boom@example.com", "reject@example.com"]
+    assert body["temporarily_failed_recipients"] == ["boom@example.com"]
+    assert body["errors"][0].startswith("boom@example.com: 451 4.3.0 ")
+    assert body["errors"][1] == "reject@example.com: 554 5.7.1 not this message"
+    status, body = some_accepted
+    assert status == 200 and body["success_count"] == 1
+    assert body["temporarily_failed_recipients"] == ["boom@example.com"]
+    status, body = only_rejected
+    assert status == 200 and body["success_count"] == 0
+    assert body["temporarily_failed_recipients"] == []
