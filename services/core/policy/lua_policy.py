@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -158,7 +159,9 @@ class LuaPolicy(Policy):
         once collected, what fills it is kept by the policy (kumo.memoize caches, its own
         tables) and every later call would fail too, until a restart: the policy is loaded
         again in a new state. A call that only needed too much for itself costs nothing."""
-        self._runtime.execute("collectgarbage('collect')")
+        # Too full even for that: what it holds is counted below.
+        with contextlib.suppress(lua54.LuaMemoryError):
+            self._runtime.globals().collectgarbage("collect")
         used, limit = self._runtime.get_memory_used(), self._limits.memory_bytes
         if used <= limit // 2:
             return
