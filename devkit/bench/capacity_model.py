@@ -78,7 +78,6 @@ class Size:
     broker_in_mb_s: float
     broker_out_mb_s: float
     disk_per_replica_tb: float
-    decisions_gb_per_day: float
     backlog: int
     scheduler_memory_per_instance_mib: float
     rebuild_per_instance_s: float
@@ -135,7 +134,6 @@ def size_for(per_day: float, peak_factor: float, concurrency: int) -> Size:
         broker_in_mb_s=peak * written * replication / 1e6,
         broker_out_mb_s=peak * (written * (replication - 1) + read) / 1e6,
         disk_per_replica_tb=(per_day * retained + backlog * BYTES_PER_MESSAGE["queued"]) / 1e12,
-        decisions_gb_per_day=per_day * BYTES_PER_MESSAGE["decisions"] * replication / 1e9,
         backlog=backlog,
         scheduler_memory_per_instance_mib=index / instances["scheduling"] / 2**20,
         rebuild_per_instance_s=backlog / instances["scheduling"] / REBUILD_MESSAGES_PER_S,
@@ -161,7 +159,6 @@ def table(sizes: list[Size]) -> str:
             lambda s: f"{s.broker_in_mb_s:,.0f} / {s.broker_out_mb_s:,.0f}",
         ),
         ("broker disk per replica, TB (x replicas)", lambda s: f"{s.disk_per_replica_tb:,.2f}"),
-        ("decisions growth, GB a day, all replicas", lambda s: f"{s.decisions_gb_per_day:,.1f}"),
         ("waiting messages sized for", lambda s: f"{s.backlog:,}"),
         (
             "scheduler memory per instance, MiB",

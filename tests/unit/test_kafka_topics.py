@@ -82,7 +82,6 @@ def test_cleanup_policies() -> None:
     catalog = declare_topics()
     compacted = {spec.role for spec in catalog if spec.cleanup_policy is CleanupPolicy.COMPACT}
     assert compacted == {
-        TopicRole.DECISIONS,
         TopicRole.QUEUED,
         TopicRole.QUEUE_CONFIG,
         TopicRole.ADMIN,
@@ -93,6 +92,12 @@ def test_cleanup_policies() -> None:
     }
     for spec in catalog:
         assert spec.configs()["cleanup.policy"] == spec.cleanup_policy.value
+    # One decision per message ever routed: compacted by id, and expired after the log's
+    # 30 days, so the topic cannot grow without end.
+    decisions = catalog.decisions.configs()
+    assert decisions["cleanup.policy"] == "compact,delete"
+    assert decisions["retention.ms"] == str(30 * 24 * 3600 * 1000)
+    assert decisions["retention.ms"] == catalog.log.configs()["retention.ms"]
 
 
 def test_content_topics_allow_large_messages() -> None:

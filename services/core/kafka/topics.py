@@ -39,6 +39,8 @@ RETAIN_FOREVER_MS = -1
 class CleanupPolicy(StrEnum):
     COMPACT = "compact"
     DELETE = "delete"
+    # The latest record per key, and none older than the retention.
+    COMPACT_DELETE = "compact,delete"
 
 
 class TopicRole(StrEnum):
@@ -179,12 +181,19 @@ class TopicCatalog:
 
 # role -> (cleanup policy, retention, max message bytes). Retention of delete topics: long
 # enough to replay a week of traffic (submit, accepted, attempts, outcomes) or to audit
-# (log, dead-letter); compacted topics keep their latest value per key forever.
+# (log, dead-letter); compacted topics keep their latest value per key forever, except
+# `decisions`: one per message ever routed would grow without end, so it keeps the log's
+# audit horizon (30 days), and `audit` answers for that window.
+AUDIT_HORIZON_MS = 30 * _DAY_MS
 _DECLARATIONS: Mapping[TopicRole, tuple[CleanupPolicy, int, int]] = MappingProxyType(
     {
         TopicRole.SUBMIT: (CleanupPolicy.DELETE, 7 * _DAY_MS, CONTENT_MAX_MESSAGE_BYTES),
         TopicRole.ACCEPTED: (CleanupPolicy.DELETE, 7 * _DAY_MS, CONTENT_MAX_MESSAGE_BYTES),
-        TopicRole.DECISIONS: (CleanupPolicy.COMPACT, RETAIN_FOREVER_MS, DEFAULT_MAX_MESSAGE_BYTES),
+        TopicRole.DECISIONS: (
+            CleanupPolicy.COMPACT_DELETE,
+            AUDIT_HORIZON_MS,
+            DEFAULT_MAX_MESSAGE_BYTES,
+        ),
         TopicRole.QUEUED: (CleanupPolicy.COMPACT, RETAIN_FOREVER_MS, CONTENT_MAX_MESSAGE_BYTES),
         TopicRole.ATTEMPTS: (CleanupPolicy.DELETE, 7 * _DAY_MS, CONTENT_MAX_MESSAGE_BYTES),
         TopicRole.OUTCOMES: (CleanupPolicy.DELETE, 7 * _DAY_MS, DEFAULT_MAX_MESSAGE_BYTES),
@@ -201,7 +210,7 @@ _DECLARATIONS: Mapping[TopicRole, tuple[CleanupPolicy, int, int]] = MappingProxy
             RETAIN_FOREVER_MS,
             DEFAULT_MAX_MESSAGE_BYTES,
         ),
-        TopicRole.LOG: (CleanupPolicy.DELETE, 30 * _DAY_MS, DEFAULT_MAX_MESSAGE_BYTES),
+        TopicRole.LOG: (CleanupPolicy.DELETE, AUDIT_HORIZON_MS, DEFAULT_MAX_MESSAGE_BYTES),
         # A dead letter carries the failed event's bytes, which may be a whole mail: kept
         # until an operator drops or re-injects it (a tombstone on its id, the key), never
         # expired, since an expired one of accepted mail would be mail lost.
