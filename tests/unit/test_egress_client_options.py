@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import serialization
 from relaystream.core.domain.egress import EgressPathConfig, IpLookupStrategy
 from relaystream.core.domain.egress_source import UNSPECIFIED
 from relaystream.core.domain.egress_values import EgressConfigError
-from relaystream.core.policy import PolicyRuntimeError, policy_from_source
+from relaystream.core.policy import Policy, PolicyRuntimeError, policy_from_source
 from relaystream.core.runtime.settings import DeliverySettings
 from relaystream.delivery.egress import (
     EgressDefaults,
@@ -30,8 +30,9 @@ from relaystream.delivery.smtp_session import PlainAuth
 DEFAULTS = EgressDefaults.from_settings(DeliverySettings(ehlo_name="relay.example"))
 
 
-def path_config(body: str, base_dir: Path | None = None) -> EgressPathConfig:
-    policy = policy_from_source(
+def egress_policy(body: str, base_dir: Path | None = None) -> Policy:
+    """A policy whose get_egress_path_config answers `kumo.make_egress_path { body }`."""
+    return policy_from_source(
         "local kumo = require 'kumo'\n"
         "kumo.on('get_egress_path_config', function(domain, source, site)\n"
         f"  return kumo.make_egress_path {{ {body} }}\n"
@@ -39,7 +40,12 @@ def path_config(body: str, base_dir: Path | None = None) -> EgressPathConfig:
         "policy.lua",
         base_dir=base_dir,
     )
-    return policy.get_egress_path_config("example.com", UNSPECIFIED, "mx.example.com")
+
+
+def path_config(body: str, base_dir: Path | None = None) -> EgressPathConfig:
+    return egress_policy(body, base_dir).get_egress_path_config(
+        "example.com", UNSPECIFIED, "mx.example.com"
+    )
 
 
 def derive(config: EgressPathConfig) -> EgressPath:
@@ -194,15 +200,7 @@ def test_an_encrypted_key_is_refused_not_prompted_for(tmp_path: Path) -> None:
 def test_an_unusable_secret_holds_the_message_and_is_logged(
     tmp_path: Path, body: str, reason: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    policy = policy_from_source(
-        "local kumo = require 'kumo'\n"
-        "kumo.on('get_egress_path_config', function(domain, source, site)\n"
-        f"  return kumo.make_egress_path {{ {body} }}\n"
-        "end)\n",
-        "policy.lua",
-        base_dir=tmp_path,
-    )
-    egress = EgressResolver(policy, DEFAULTS)
+    egress = EgressResolver(egress_policy(body, tmp_path), DEFAULTS)
     with (
         caplog.at_level(logging.WARNING, logger="relaystream.delivery.egress"),
         pytest.raises(EgressUnavailable) as caught,
